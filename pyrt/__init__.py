@@ -1,0 +1,55 @@
+"""pyrt: a from-scratch parallel training runtime.
+
+A define-by-run autograd engine and layer library whose hot paths run on
+pyrt's own native kernels, with MPI process groups for data, pipeline, tensor
+and asynchronous parallelism. The public API follows PyTorch's names, so
+
+>>> import pyrt
+>>> x = pyrt.tensor([1.0, 2.0], requires_grad=True)
+>>> (x * x).sum().backward()
+>>> x.grad.tolist()
+[2.0, 4.0]
+"""
+
+import numpy as _np
+
+from pyrt import autograd, kernels, nn, ops, optim, utils
+from pyrt.autograd import enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
+from pyrt.creation import (
+    arange, empty, from_numpy, full, ones, ones_like, rand, randint, randn, zeros, zeros_like,
+)
+from pyrt.kernels import get_num_threads, set_num_threads
+from pyrt.ops import (
+    abs, argmax, argmin, cat, clamp, exp, flatten, log, logsumexp, matmul, max, maximum, mean,
+    min, minimum, permute, relu, reshape, sigmoid, softmax, log_softmax, sqrt, squeeze, stack,
+    sum, tanh, transpose, unsqueeze, var, where,
+)
+from pyrt.random import manual_seed
+from pyrt.serialization import load, save
+from pyrt.tensor import Tensor, tensor
+
+# dtype names as in PyTorch; they are numpy dtypes.
+float32 = _np.dtype("float32")
+float64 = _np.dtype("float64")
+float16 = _np.dtype("float16")
+int64 = _np.dtype("int64")
+int32 = _np.dtype("int32")
+int8 = _np.dtype("int8")
+uint8 = _np.dtype("uint8")
+bool = _np.dtype("bool")  # noqa: A001 - PyTorch's name
+float = float32  # noqa: A001
+double = float64
+long = int64
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "abs", "arange", "argmax", "argmin", "autograd", "cat", "clamp", "empty",
+    "enable_grad", "exp", "flatten", "from_numpy", "full", "get_num_threads", "gradcheck",
+    "is_grad_enabled", "kernels", "load", "log", "log_softmax", "logsumexp", "manual_seed",
+    "matmul", "max", "maximum", "mean", "min", "minimum", "nn", "no_grad", "ones", "ones_like",
+    "ops", "optim", "permute", "rand", "randint", "randn", "relu", "reshape", "save",
+    "set_grad_enabled", "set_num_threads", "sigmoid", "softmax", "sqrt", "squeeze", "stack",
+    "sum", "tanh", "tensor", "transpose", "unsqueeze", "utils", "var", "where", "zeros",
+    "zeros_like",
+]

@@ -1,0 +1,431 @@
+"""``Tensor``: an array plus what autograd needs to differentiate through it.
+
+``tensor.data`` is the raw array (numpy on the CPU, cupy on the GPU), as in
+Chainer; everything else follows PyTorch's names. Operators and methods are
+thin forwards to the functions in ``pyrt.ops``, where each forward sits next
+to its backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pyrt.backend import device_of, get_array_module
+
+if TYPE_CHECKING:
+    from pyrt.autograd import Function
+
+__all__ = ["Tensor", "tensor"]
+
+# PyTorch's default dtype: Python floats become float32, Python ints int64.
+_DEFAULT_FLOAT = np.float32
+
+
+def _as_array(data: Any, dtype: Any = None) -> Any:
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = get_array_module(data)
+    if isinstance(data, xp.ndarray):
+        return data if dtype is None else data.astype(dtype, copy=False)
+    array = np.asarray(data, dtype=dtype)
+    if dtype is None and array.dtype == np.float64 and not isinstance(data, np.generic):
+        array = array.astype(_DEFAULT_FLOAT)
+    return array
+
+
+class Tensor:
+    """A multi-dimensional array that can record operations for autograd.
+
+    >>> x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad.numpy().tolist()
+    [2.0, 4.0]
+    """
+
+    __slots__ = ("_post_accumulate_grad_hooks", "data", "grad", "grad_fn", "requires_grad")
+    # Make numpy defer to Tensor's reflected operators (ndarray + Tensor -> Tensor).
+    __array_priority__ = 1000
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        self.data = _as_array(data)
+        self.grad: Tensor | None = None
+        self.grad_fn: Function | None = None
+        self.requires_grad = False
+        self._post_accumulate_grad_hooks: list[Callable[[Tensor], None]] = []
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _from_function(cls, data: Any, fn: Function) -> Tensor:
+        out = Tensor(data)
+        out.requires_grad = True
+        out.grad_fn = fn
+        return out
+
+    # --- properties ------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def device(self) -> str:
+        return device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - PyTorch's name
+        return self.permute(*reversed(range(self.ndim)))
+
+    def size(self, dim: int | None = None) -> tuple[int, ...] | int:
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (self[i] for i in range(len(self)))
+
+    # Tensors are dictionary keys (optimizer state) by identity, like PyTorch.
+    __hash__ = object.__hash__
+
+    # --- autograd ----------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and not np.issubdtype(self.data.dtype, np.floating):
+            raise RuntimeError(
+                f"only floating point tensors can require gradients, got {self.data.dtype}"
+            )
+        if not requires_grad and self.grad_fn is not None:
+            raise RuntimeError("requires_grad_(False) is only valid on leaf tensors; use detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate gradients of this tensor into the ``.grad`` of its leaves."""
+        from pyrt.autograd import backward
+
+        backward(self, gradient, retain_graph=retain_graph)
+
+    def detach(self) -> Tensor:
+        """A tensor sharing this one's data, cut out of the graph."""
+        return Tensor(self.data)
+
+    def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> Callable[[], None]:
+        """Call ``hook(tensor)`` once this leaf's gradient is final in a backward pass.
+
+        Returns a function that removes the hook. DDP uses this to start
+        all-reducing a bucket while the rest of backward runs.
+
+        >>> w = Tensor(np.ones(2), requires_grad=True)
+        >>> remove = w.register_post_accumulate_grad_hook(lambda t: print(t.grad.data))
+        >>> (w * 3).sum().backward()
+        [3. 3.]
+        >>> remove()
+        """
+        if self.grad_fn is not None:
+            raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors")
+        self._post_accumulate_grad_hooks.append(hook)
+        return lambda: self._post_accumulate_grad_hooks.remove(hook)
+
+    # --- conversion ------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        if self.requires_grad:
+            raise RuntimeError(
+                "Can't call numpy() on a Tensor that requires grad. Use tensor.detach().numpy()"
+            )
+        xp = get_array_module(self.data)
+        return self.data if xp is np else xp.asnumpy(self.data)
+
+    def item(self) -> float | int | bool:
+        if self.data.size != 1:
+            raise ValueError(
+                f"a Tensor with {self.data.size} elements cannot be converted to a Python scalar"
+            )
+        return self.data.reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def to(self, dtype: Any) -> Tensor:
+        from pyrt.ops import cast
+
+        return cast(self, dtype)
+
+    def float(self) -> Tensor:
+        return self.to(np.float32)
+
+    def double(self) -> Tensor:
+        return self.to(np.float64)
+
+    def long(self) -> Tensor:
+        return self.to(np.int64)
+
+    def clone(self) -> Tensor:
+        from pyrt.ops import clone
+
+        return clone(self)
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __repr__(self) -> str:
+        body = np.array2string(np.asarray(self.data if get_array_module(self.data) is np
+                                          else self.data.get()),
+                               separator=", ", prefix="tensor(")
+        extras = []
+        if self.data.dtype != _DEFAULT_FLOAT and self.data.dtype != np.int64:
+            extras.append(f"dtype={self.data.dtype}")
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn={self.grad_fn!r}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return f"tensor({', '.join([body, *extras])})"
+
+    # --- operators and methods: forwards to pyrt.ops ------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return _ops.add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _ops.add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _ops.sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _ops.sub(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _ops.mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _ops.mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _ops.div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _ops.div(other, self)
+
+    def __pow__(self, exponent: Any) -> Tensor:
+        return _ops.pow(self, exponent)
+
+    def __rpow__(self, base: Any) -> Tensor:
+        return _ops.pow(Tensor(_as_array(base, self.dtype)), self)
+
+    def __neg__(self) -> Tensor:
+        return _ops.neg(self)
+
+    def __abs__(self) -> Tensor:
+        return _ops.abs(self)
+
+    def __matmul__(self, other: Tensor) -> Tensor:
+        return _ops.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _ops.matmul(Tensor(other), self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return _ops.getitem(self, index)
+
+    # Comparisons are not differentiable: they return boolean tensors.
+    def _compare(self, other: Any, op: Callable[[Any, Any], Any]) -> Tensor:
+        return Tensor(op(self.data, other.data if isinstance(other, Tensor) else other))
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, lambda a, b: a != b)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a >= b)
+
+    def exp(self) -> Tensor:
+        return _ops.exp(self)
+
+    def log(self) -> Tensor:
+        return _ops.log(self)
+
+    def sqrt(self) -> Tensor:
+        return _ops.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return _ops.abs(self)
+
+    def pow(self, exponent: Any) -> Tensor:
+        return _ops.pow(self, exponent)
+
+    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+        return _ops.clamp(self, min, max)
+
+    def relu(self) -> Tensor:
+        return _ops.relu(self)
+
+    def sigmoid(self) -> Tensor:
+        return _ops.sigmoid(self)
+
+    def tanh(self) -> Tensor:
+        return _ops.tanh(self)
+
+    def softmax(self, dim: int = -1) -> Tensor:
+        return _ops.softmax(self, dim)
+
+    def log_softmax(self, dim: int = -1) -> Tensor:
+        return _ops.log_softmax(self, dim)
+
+    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _ops.sum(self, dim, keepdim)
+
+    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _ops.mean(self, dim, keepdim)
+
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return _ops.max(self, dim, keepdim)
+
+    def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return _ops.min(self, dim, keepdim)
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return _ops.argmax(self, dim, keepdim)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return _ops.argmin(self, dim, keepdim)
+
+    def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False,
+            *, correction: int | None = None) -> Tensor:
+        return _ops.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
+        return _ops.logsumexp(self, dim, keepdim)
+
+    def matmul(self, other: Tensor) -> Tensor:
+        return _ops.matmul(self, other)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return _ops.reshape(self, *shape)
+
+    def view(self, *shape: Any) -> Tensor:
+        return _ops.reshape(self, *shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        return _ops.flatten(self, start_dim, end_dim)
+
+    def permute(self, *dims: Any) -> Tensor:
+        return _ops.permute(self, *dims)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        return _ops.transpose(self, dim0, dim1)
+
+    def t(self) -> Tensor:
+        if self.ndim > 2:
+            raise ValueError(f"t() expects a tensor with <= 2 dims, got shape {self.shape}")
+        return self.T
+
+    def squeeze(self, dim: int | None = None) -> Tensor:
+        return _ops.squeeze(self, dim)
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        return _ops.unsqueeze(self, dim)
+
+    def expand(self, *shape: Any) -> Tensor:
+        return _ops.expand(self, *shape)
+
+    # --- in-place updates (outside autograd: optimizers, initialisers) ---------------
+    def _check_inplace(self, name: str) -> None:
+        from pyrt.autograd import is_grad_enabled
+
+        if self.requires_grad and is_grad_enabled():
+            raise RuntimeError(
+                f"{name}: a tensor that requires grad cannot be modified in place while "
+                "grad mode is on; wrap the update in `with pyrt.no_grad():`"
+            )
+
+    def zero_(self) -> Tensor:
+        self._check_inplace("zero_")
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value: float) -> Tensor:
+        self._check_inplace("fill_")
+        self.data[...] = value
+        return self
+
+    def copy_(self, src: Tensor | Any) -> Tensor:
+        self._check_inplace("copy_")
+        self.data[...] = src.data if isinstance(src, Tensor) else src
+        return self
+
+    def add_(self, other: Tensor | Any, alpha: float = 1.0) -> Tensor:
+        self._check_inplace("add_")
+        other = other.data if isinstance(other, Tensor) else other
+        self.data += other if alpha == 1.0 else alpha * other
+        return self
+
+    def mul_(self, other: Tensor | Any) -> Tensor:
+        self._check_inplace("mul_")
+        self.data *= other.data if isinstance(other, Tensor) else other
+        return self
+
+
+def tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """Create a tensor from a list, scalar or array (copied, like ``torch.tensor``).
+
+    Python floats become float32 and Python ints int64; numpy arrays keep their dtype.
+
+    >>> tensor([[1.0, 2.0]]).dtype
+    dtype('float32')
+    >>> tensor(np.arange(3)).dtype
+    dtype('int64')
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = get_array_module(data)
+    if isinstance(data, xp.ndarray):
+        array = xp.array(data, dtype=dtype, copy=True)
+    else:
+        array = np.array(data, dtype=dtype)
+        if dtype is None and array.dtype == np.float64:
+            array = array.astype(_DEFAULT_FLOAT)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+# Imported last: the ops modules import Tensor from this (by now complete) module.
+from pyrt import ops as _ops  # noqa: E402
