@@ -134,6 +134,61 @@ void pack_a(int64_t mc, int64_t kc, const float* a, int64_t rsa, int64_t csa, fl
   }
 }
 
+// One full NR-wide panel of a B whose columns are contiguous (B^T, as in the
+// backward pass's grad @ W^T): a transpose, which in scalar code costs a load
+// and a store per element and would rival the FMAs when m is small.
+void pack_b_panel_transposed_portable(int64_t kc, const float* src, int64_t csb, float* bp) {
+  for (int64_t j = 0; j < NR; ++j) {
+    const float* col = src + j * csb;
+    for (int64_t p = 0; p < kc; ++p) bp[p * NR + j] = col[p];
+  }
+}
+
+#ifdef PYRT_HAVE_X86
+// 8x8 in-register transposes: eight loads, 24 shuffles and eight stores move 64 floats.
+__attribute__((target("avx2,fma"))) void pack_b_panel_transposed_avx2(int64_t kc,
+                                                                     const float* src,
+                                                                     int64_t csb, float* bp) {
+  int64_t p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    for (int64_t half = 0; half < 2; ++half) {
+      const float* col = src + (half * 8) * csb + p;
+      const __m256 r0 = _mm256_loadu_ps(col + 0 * csb), r1 = _mm256_loadu_ps(col + 1 * csb);
+      const __m256 r2 = _mm256_loadu_ps(col + 2 * csb), r3 = _mm256_loadu_ps(col + 3 * csb);
+      const __m256 r4 = _mm256_loadu_ps(col + 4 * csb), r5 = _mm256_loadu_ps(col + 5 * csb);
+      const __m256 r6 = _mm256_loadu_ps(col + 6 * csb), r7 = _mm256_loadu_ps(col + 7 * csb);
+      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+      const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float* dst = bp + p * NR + half * 8;
+      _mm256_store_ps(dst + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+      _mm256_store_ps(dst + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+      _mm256_store_ps(dst + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+      _mm256_store_ps(dst + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+      _mm256_store_ps(dst + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+      _mm256_store_ps(dst + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+      _mm256_store_ps(dst + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+      _mm256_store_ps(dst + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+  }
+  for (; p < kc; ++p) {
+    for (int64_t j = 0; j < NR; ++j) bp[p * NR + j] = src[j * csb + p];
+  }
+}
+#endif
+
+void pack_b_panel_transposed(int64_t kc, const float* src, int64_t csb, float* bp) {
+#ifdef PYRT_HAVE_X86
+  if (has_avx2_fma()) return pack_b_panel_transposed_avx2(kc, src, csb, bp);
+#endif
+  pack_b_panel_transposed_portable(kc, src, csb, bp);
+}
+
 void pack_b(int64_t kc, int64_t nc, const float* b, int64_t rsb, int64_t csb, float* bp) {
   for (int64_t j0 = 0; j0 < nc; j0 += NR) {
     const int64_t cols = std::min(NR, nc - j0);
@@ -141,10 +196,7 @@ void pack_b(int64_t kc, int64_t nc, const float* b, int64_t rsb, int64_t csb, fl
     if (cols == NR && csb == 1) {  // row-major B: one k step is a 64-byte copy
       for (int64_t p = 0; p < kc; ++p) std::memcpy(bp + p * NR, src + p * rsb, NR * sizeof(float));
     } else if (cols == NR && rsb == 1) {  // B^T: each column is contiguous in k
-      for (int64_t j = 0; j < NR; ++j) {
-        const float* col = src + j * csb;
-        for (int64_t p = 0; p < kc; ++p) bp[p * NR + j] = col[p];
-      }
+      pack_b_panel_transposed(kc, src, csb, bp);
     } else {
       for (int64_t p = 0; p < kc; ++p) {
         for (int64_t j = 0; j < cols; ++j) bp[p * NR + j] = src[p * rsb + j * csb];
@@ -345,9 +397,14 @@ void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t
     scale_c(m, n, beta, c, rsc, csc);
     return;
   }
-  // A column-major C is a row-major C^T = B^T @ A^T: swap the operands so the
-  // kernel's contiguous-row stores apply.
-  if (csc != 1 && rsc == 1) {
+  // C = A @ B is also C^T = B^T @ A^T: same packing, operands swapped. Take
+  // the orientation with less zero padding in the edge tiles (n = 10 pads to
+  // 16 columns but only to 12 rows), charging 1/8 extra to one whose C rows
+  // are not contiguous, since its tiles go through the scatter in macro_kernel.
+  const auto cost = [](int64_t rows, int64_t cols, bool contiguous_rows) {
+    return round_up(rows, MR) * round_up(cols, NR) * (contiguous_rows ? 8 : 9);
+  };
+  if (cost(n, m, rsc == 1) < cost(m, n, csc == 1)) {
     sgemm(n, m, k, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc);
     return;
   }

@@ -20,8 +20,9 @@
 // Why: an 8 x 8 register accumulator turns 16 shared-memory reads into 64
 // FMAs per kk, so the inner loop runs from registers rather than at the speed
 // of shared memory; a 128 x 128 tile reuses every element brought from global
-// memory 128 times; kBlockK = 8 keeps shared memory at 8.4 KB per block so
-// several blocks share an SM and hide each other's latency. The next tile's
+// memory 128 times; kBlockK = 8 keeps shared memory at 8.4 KB per block, and
+// __launch_bounds__ caps registers at 128 a thread (no spills), so two blocks
+// share an SM and hide each other's latency. The next tile's
 // global loads are issued into registers before the current tile's FMAs, so
 // their latency overlaps the math.
 //

@@ -110,11 +110,12 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
             ) from None
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: a is {a.dtype} but b is {b.dtype}; cast one of them")
-    if b.ndim == 1:
-        return MatMul.apply(a, b.unsqueeze(1)).squeeze(-1)
-    if a.ndim == 1:
-        return MatMul.apply(a.unsqueeze(0), b).squeeze(-2)
-    return MatMul.apply(a, b)
+    if a.ndim >= 2 and b.ndim >= 2:
+        return MatMul.apply(a, b)
+    # Promote 1-D operands to a row / a column, then drop the added dims again.
+    out = MatMul.apply(a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(1) if b.ndim == 1 else b)
+    shape = out.shape[:-2] + out.shape[-2:][a.ndim == 1:2 - (b.ndim == 1)]
+    return out.reshape(shape)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

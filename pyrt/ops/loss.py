@@ -176,11 +176,13 @@ class BinaryCrossEntropy(Function):
         self.save_for_backward(p, target)
         return _reduce(-(target * log_p + (1 - target) * log_not_p), reduction)
 
-    def backward(self, grad: Any) -> tuple[Any, None, None]:
+    def backward(self, grad: Any) -> tuple[Any, Any, None]:
         p, target = self.saved_tensors
         xp = get_array_module(p)
         grad = _reduced_grad(grad, p.shape, self.reduction)
-        return grad * (p - target) / xp.maximum(p * (1 - p), 1e-12), None, None
+        grad_p = grad * (p - target) / xp.maximum(p * (1 - p), 1e-12)
+        grad_target = grad * (xp.maximum(xp.log1p(-p), -100.0) - xp.maximum(xp.log(p), -100.0))
+        return grad_p, grad_target, None
 
 
 class BinaryCrossEntropyWithLogits(Function):
@@ -192,11 +194,11 @@ class BinaryCrossEntropyWithLogits(Function):
         losses = xp.maximum(x, 0) - x * target + xp.log1p(xp.exp(-xp.abs(x)))
         return _reduce(losses, reduction)
 
-    def backward(self, grad: Any) -> tuple[Any, None, None]:
+    def backward(self, grad: Any) -> tuple[Any, Any, None]:
         x, target = self.saved_tensors
         xp = get_array_module(x)
         grad = _reduced_grad(grad, x.shape, self.reduction)
-        return grad * (0.5 * (1 + xp.tanh(0.5 * x)) - target), None, None
+        return grad * (0.5 * (1 + xp.tanh(0.5 * x)) - target), -grad * x, None
 
 
 def binary_cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
@@ -211,7 +213,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean")
     data = input.data
     if data.size and bool(((data < 0) | (data > 1)).any()):
         raise ValueError("binary_cross_entropy: input must hold probabilities in [0, 1]")
-    return BinaryCrossEntropy.apply(input, target.data.astype(input.dtype), reduction)
+    return BinaryCrossEntropy.apply(input, target.to(input.dtype), reduction)
 
 
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,  # noqa: A002
@@ -224,6 +226,6 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,  # noqa: A00
     """
     _check_reduction("binary_cross_entropy_with_logits", reduction)
     _check_same_shape("binary_cross_entropy_with_logits", input, target)
-    return BinaryCrossEntropyWithLogits.apply(input, target.data.astype(input.dtype), reduction)
+    return BinaryCrossEntropyWithLogits.apply(input, target.to(input.dtype), reduction)
 
 

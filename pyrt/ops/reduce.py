@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -22,7 +23,7 @@ def _normalize_dims(name: str, shape: tuple[int, ...], dim: Dim) -> tuple[int, .
     if dim is None:
         return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    rank = max(ndim, 1)  # a 0-d tensor accepts dim 0 or -1, as in PyTorch
+    rank = builtins.max(ndim, 1)  # a 0-d tensor accepts dim 0 or -1, as in PyTorch
     for d in dims:
         if not -rank <= d < rank:
             raise IndexError(f"{name}: dim {d} is out of range for a tensor of shape {shape}")
@@ -117,7 +118,8 @@ class LogSumExp(Function):
         xp = get_array_module(x)
         shift = x.max(axis=axes, keepdims=True)
         shift = xp.where(xp.isfinite(shift), shift, 0)  # all -inf rows stay -inf, not NaN
-        out = xp.log(xp.exp(x - shift).sum(axis=axes, keepdims=True)) + shift
+        with np.errstate(divide="ignore"):  # log(0) = -inf is the right answer there
+            out = xp.log(xp.exp(x - shift).sum(axis=axes, keepdims=True)) + shift
         self.shape, self.axes, self.keepdim = x.shape, axes, keepdim
         self.save_for_backward(x, out)
         return out if keepdim else out.reshape([n for i, n in enumerate(x.shape) if i not in axes])

@@ -1,0 +1,72 @@
+"""Tensor construction, conversion, properties and factories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyrt
+
+
+def test_tensor_dtypes_follow_pytorch() -> None:
+    assert pyrt.tensor([1.0, 2.0]).dtype == np.float32
+    assert pyrt.tensor([1, 2]).dtype == np.int64
+    assert pyrt.tensor(np.zeros(2)).dtype == np.float64
+    assert pyrt.tensor([1, 2], dtype=pyrt.float32).dtype == np.float32
+    assert pyrt.tensor(True).dtype == np.bool_
+
+
+def test_tensor_copies_but_from_numpy_shares() -> None:
+    a = np.zeros(3, np.float32)
+    copied, shared = pyrt.tensor(a), pyrt.from_numpy(a)
+    a[0] = 5
+    assert copied.data[0] == 0 and shared.data[0] == 5
+
+
+def test_properties_and_conversions() -> None:
+    x = pyrt.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
+    assert x.shape == (1, 3) and x.ndim == 2 and x.size() == (1, 3) and x.size(1) == 3
+    assert x.numel() == 3 and x.dim() == 2 and x.device == "cpu" and x.is_leaf and len(x) == 1
+    with pytest.raises(RuntimeError, match=r"detach\(\).numpy\(\)"):
+        x.numpy()
+    assert x.detach().numpy().tolist() == [[1.0, 2.0, 3.0]]
+    assert x.sum().item() == 6.0 and float(x.sum()) == 6.0
+    with pytest.raises(ValueError, match="3 elements cannot be converted"):
+        x.item()
+    assert x.double().dtype == np.float64 and x.long().dtype == np.int64
+
+
+def test_repr() -> None:
+    assert repr(pyrt.tensor([1.0, 2.0])) == "tensor([1., 2.])"
+    assert "requires_grad=True" in repr(pyrt.tensor([1.0], requires_grad=True))
+    assert "grad_fn=<MulBackward>" in repr(pyrt.tensor([1.0], requires_grad=True) * 2)
+    assert "dtype=float64" in repr(pyrt.tensor(np.ones(1)))
+
+
+def test_comparisons_return_bool_tensors() -> None:
+    x = pyrt.tensor([1.0, 2.0, 3.0])
+    assert (x > 1.5).tolist() == [False, True, True]
+    assert (x == pyrt.tensor([1.0, 0.0, 3.0])).tolist() == [True, False, True]
+
+
+def test_tensors_hash_by_identity() -> None:
+    a, b = pyrt.ones(1), pyrt.ones(1)
+    assert len({a: 1, b: 2}) == 2
+
+
+def test_factories() -> None:
+    assert pyrt.zeros(2, 3).tolist() == [[0.0] * 3] * 2
+    assert pyrt.ones((2,)).dtype == np.float32
+    assert pyrt.full((2,), 3.0).tolist() == [3.0, 3.0]
+    assert pyrt.arange(1, 7, 2).tolist() == [1, 3, 5]
+    assert pyrt.arange(0.0, 1.0, 0.5).dtype == np.float32
+    assert pyrt.zeros_like(pyrt.ones(2, dtype=np.float64)).dtype == np.float64
+    pyrt.manual_seed(7)
+    a = pyrt.randn(4, 4)
+    pyrt.manual_seed(7)
+    assert (pyrt.randn(4, 4).data == a.data).all()
+    r = pyrt.rand(1000)
+    assert 0 <= r.data.min() and r.data.max() < 1
+    assert pyrt.randint(0, 3, (100,)).data.max() <= 2
+    with pytest.raises(TypeError, match="expected a numpy.ndarray"):
+        pyrt.from_numpy([1, 2])
