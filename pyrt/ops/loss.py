@@ -170,8 +170,9 @@ class BinaryCrossEntropy(Function):
     # finite loss; the gradient's denominator is floored for the same reason.
     def forward(self, p: Any, target: Any, reduction: str) -> Any:
         xp = get_array_module(p)
-        log_p = xp.maximum(xp.log(p), -100.0)
-        log_not_p = xp.maximum(xp.log1p(-p), -100.0)
+        with np.errstate(divide="ignore"):  # log(0) = -inf, then clamped
+            log_p = xp.maximum(xp.log(p), -100.0)
+            log_not_p = xp.maximum(xp.log1p(-p), -100.0)
         self.reduction = reduction
         self.save_for_backward(p, target)
         return _reduce(-(target * log_p + (1 - target) * log_not_p), reduction)
@@ -181,7 +182,8 @@ class BinaryCrossEntropy(Function):
         xp = get_array_module(p)
         grad = _reduced_grad(grad, p.shape, self.reduction)
         grad_p = grad * (p - target) / xp.maximum(p * (1 - p), 1e-12)
-        grad_target = grad * (xp.maximum(xp.log1p(-p), -100.0) - xp.maximum(xp.log(p), -100.0))
+        with np.errstate(divide="ignore"):
+            grad_target = grad * (xp.maximum(xp.log1p(-p), -100.0) - xp.maximum(xp.log(p), -100.0))
         return grad_p, grad_target, None
 
 
