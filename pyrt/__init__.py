@@ -16,13 +16,50 @@ import numpy as _np
 from pyrt import autograd, kernels, nn, ops, optim, utils
 from pyrt.autograd import enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
 from pyrt.creation import (
-    arange, empty, from_numpy, full, ones, ones_like, rand, randint, randn, zeros, zeros_like,
+    arange,
+    empty,
+    from_numpy,
+    full,
+    ones,
+    ones_like,
+    rand,
+    randint,
+    randn,
+    zeros,
+    zeros_like,
 )
 from pyrt.kernels import get_num_threads, set_num_threads
 from pyrt.ops import (
-    abs, argmax, argmin, cat, clamp, exp, flatten, log, logsumexp, matmul, max, maximum, mean,
-    min, minimum, permute, relu, reshape, sigmoid, softmax, log_softmax, sqrt, squeeze, stack,
-    sum, tanh, transpose, unsqueeze, var, where,
+    abs,
+    argmax,
+    argmin,
+    cat,
+    clamp,
+    exp,
+    flatten,
+    log,
+    log_softmax,
+    logsumexp,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    permute,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    sqrt,
+    squeeze,
+    stack,
+    sum,
+    tanh,
+    transpose,
+    unsqueeze,
+    var,
+    where,
 )
 from pyrt.random import manual_seed
 from pyrt.serialization import load, save
@@ -36,8 +73,8 @@ int64 = _np.dtype("int64")
 int32 = _np.dtype("int32")
 int8 = _np.dtype("int8")
 uint8 = _np.dtype("uint8")
-bool = _np.dtype("bool")  # noqa: A001 - PyTorch's name
-float = float32  # noqa: A001
+bool = _np.dtype("bool")
+float = float32
 double = float64
 long = int64
 

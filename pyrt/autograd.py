@@ -62,7 +62,7 @@ def is_grad_enabled() -> bool:
     return _grad_mode.enabled
 
 
-class set_grad_enabled(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's name
+class set_grad_enabled(contextlib.ContextDecorator):
     """Context manager (and decorator) that turns recording on or off.
 
     >>> with set_grad_enabled(False):
@@ -82,7 +82,7 @@ class set_grad_enabled(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's n
         _grad_mode.enabled = self.previous.pop()
 
 
-class no_grad(set_grad_enabled):  # noqa: N801 - PyTorch's name
+class no_grad(set_grad_enabled):
     """Disable graph recording, for evaluation and parameter updates.
 
     >>> import pyrt
@@ -97,7 +97,7 @@ class no_grad(set_grad_enabled):  # noqa: N801 - PyTorch's name
         super().__init__(False)
 
 
-class enable_grad(set_grad_enabled):  # noqa: N801 - PyTorch's name
+class enable_grad(set_grad_enabled):
     """Re-enable graph recording inside a ``no_grad`` block.
 
     >>> with no_grad(), enable_grad():

@@ -151,7 +151,7 @@ def _check_out(out: Any, shape: tuple[int, int], a: Any, b: Any, xp: ModuleType)
             raise ValueError("matmul: out is read-only")
         if np.may_share_memory(out, a) or np.may_share_memory(out, b):
             raise ValueError("matmul: out overlaps an input; pass a separate output array")
-    if any(s % out.itemsize for s in out.strides) or 0 in out.strides and out.size > 1:
+    if any(s % out.itemsize for s in out.strides) or (0 in out.strides and out.size > 1):
         raise ValueError(f"matmul: out has strides {out.strides}; it must not repeat elements")
 
 

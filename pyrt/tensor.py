@@ -87,7 +87,7 @@ class Tensor:
         return self.grad_fn is None
 
     @property
-    def T(self) -> Tensor:  # noqa: N802 - PyTorch's name
+    def T(self) -> Tensor:
         return self.permute(*reversed(range(self.ndim)))
 
     def size(self, dim: int | None = None) -> tuple[int, ...] | int:
@@ -293,7 +293,7 @@ class Tensor:
     def pow(self, exponent: Any) -> Tensor:
         return _ops.pow(self, exponent)
 
-    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
         return _ops.clamp(self, min, max)
 
     def relu(self) -> Tensor:

@@ -1,0 +1,22 @@
+"""``pyrt.nn``: modules, layers, losses, initialisers and the functional API.
+
+>>> import pyrt
+>>> from pyrt import nn
+>>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+>>> model(pyrt.zeros(2, 8, 8)).shape
+(2, 10)
+"""
+
+from pyrt.nn import functional, init
+from pyrt.nn.activation import Dropout, Flatten, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from pyrt.nn.container import ModuleList, Sequential
+from pyrt.nn.linear import Identity, Linear
+from pyrt.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from pyrt.nn.module import Module
+from pyrt.nn.parameter import Parameter
+
+__all__ = [
+    "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "Dropout", "Flatten", "Identity",
+    "Linear", "LogSoftmax", "MSELoss", "Module", "ModuleList", "NLLLoss", "Parameter", "ReLU",
+    "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "init",
+]

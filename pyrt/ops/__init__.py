@@ -4,16 +4,43 @@ arguments; ``pyrt.nn.functional`` re-exports the neural-network ones."""
 
 from pyrt.ops.activation import dropout, log_softmax, relu, sigmoid, softmax, tanh
 from pyrt.ops.elementwise import (
-    abs, add, cast, clamp, clone, div, exp, log, maximum, minimum, mul, neg, pow, sqrt, sub,
+    abs,
+    add,
+    cast,
+    clamp,
+    clone,
+    div,
+    exp,
+    log,
+    maximum,
+    minimum,
+    mul,
+    neg,
+    pow,
+    sqrt,
+    sub,
     where,
 )
 from pyrt.ops.linalg import linear, matmul
 from pyrt.ops.loss import (
-    binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    mse_loss,
+    nll_loss,
 )
 from pyrt.ops.reduce import argmax, argmin, logsumexp, max, mean, min, sum, var
 from pyrt.ops.shape import (
-    cat, expand, flatten, getitem, permute, reshape, squeeze, stack, transpose, unsqueeze,
+    cat,
+    expand,
+    flatten,
+    getitem,
+    permute,
+    reshape,
+    squeeze,
+    stack,
+    transpose,
+    unsqueeze,
 )
 
 __all__ = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from pyrt import random
 from pyrt.autograd import Function
 from pyrt.backend import get_array_module
@@ -15,9 +14,10 @@ __all__ = ["dropout", "log_softmax", "relu", "sigmoid", "softmax", "tanh"]
 
 class ReLU(Function):
     def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
         positive = x > 0
         self.save_for_backward(positive)
-        return x * positive
+        return xp.maximum(x, 0)
 
     def backward(self, grad: Any) -> tuple[Any]:
         (positive,) = self.saved_tensors

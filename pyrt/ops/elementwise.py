@@ -247,7 +247,7 @@ def neg(a: Tensor) -> Tensor:
     return Neg.apply(a)
 
 
-def pow(a: Tensor | Any, exponent: Tensor | float) -> Tensor:  # noqa: A001 - PyTorch's name
+def pow(a: Tensor | Any, exponent: Tensor | float) -> Tensor:
     """Elementwise ``a ** exponent``; the exponent may be a tensor.
 
     >>> import pyrt
@@ -287,7 +287,7 @@ def sqrt(a: Tensor) -> Tensor:
     return Sqrt.apply(a)
 
 
-def abs(a: Tensor) -> Tensor:  # noqa: A001 - PyTorch's name
+def abs(a: Tensor) -> Tensor:
     """Elementwise absolute value (gradient 0 at 0, as in PyTorch).
 
     >>> import pyrt
@@ -297,7 +297,7 @@ def abs(a: Tensor) -> Tensor:  # noqa: A001 - PyTorch's name
     return Abs.apply(a)
 
 
-def clamp(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+def clamp(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
     """Limit values to ``[min, max]``; the gradient is zero where a value was clipped.
 
     >>> import pyrt

@@ -10,7 +10,6 @@ import numpy as np
 
 from pyrt.autograd import Function
 from pyrt.backend import describe, get_array_module
-from pyrt.ops.activation import log_softmax
 from pyrt.tensor import Tensor
 
 __all__ = [
@@ -42,7 +41,7 @@ def _reduced_grad(grad: Any, shape: tuple[int, ...], reduction: str) -> Any:
     return get_array_module(grad).broadcast_to(grad / max(count, 1), shape)
 
 
-def _check_same_shape(name: str, input: Tensor, target: Tensor) -> None:  # noqa: A002
+def _check_same_shape(name: str, input: Tensor, target: Tensor) -> None:
     if input.shape != target.shape:
         raise ValueError(
             f"{name}: input is {describe(input.data)} but target is {describe(target.data)}; "
@@ -50,7 +49,7 @@ def _check_same_shape(name: str, input: Tensor, target: Tensor) -> None:  # noqa
         )
 
 
-def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean squared error ``(input - target) ** 2``, reduced.
 
     >>> import pyrt
@@ -121,7 +120,7 @@ class CrossEntropy(Function):
             self.nll.release()
 
 
-def _check_class_target(name: str, input: Tensor, target: Tensor, ignore_index: int) -> None:  # noqa: A002
+def _check_class_target(name: str, input: Tensor, target: Tensor, ignore_index: int) -> None:
     if input.ndim != 2:
         raise ValueError(f"{name}: input must be (N, C), got {describe(input.data)}")
     if target.ndim != 1 or target.shape[0] != input.shape[0]:
@@ -138,7 +137,7 @@ def _check_class_target(name: str, input: Tensor, target: Tensor, ignore_index: 
         raise IndexError(f"{name}: target {value} is out of bounds for {classes} classes")
 
 
-def cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean",  # noqa: A002
+def cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean",
                   ignore_index: int = -100) -> Tensor:
     """Softmax cross-entropy of logits (N, C) against class indices (N,).
 
@@ -151,7 +150,7 @@ def cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean",  # noq
     return CrossEntropy.apply(input, target.data, reduction, ignore_index)
 
 
-def nll_loss(input: Tensor, target: Tensor, reduction: str = "mean",  # noqa: A002
+def nll_loss(input: Tensor, target: Tensor, reduction: str = "mean",
              ignore_index: int = -100) -> Tensor:
     """Negative log-likelihood of class indices (N,) under log-probabilities (N, C).
 
@@ -203,7 +202,7 @@ class BinaryCrossEntropyWithLogits(Function):
         return grad * (0.5 * (1 + xp.tanh(0.5 * x)) - target), -grad * x, None
 
 
-def binary_cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
+def binary_cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy of probabilities in [0, 1] against targets in [0, 1].
 
     >>> import pyrt
@@ -218,7 +217,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean")
     return BinaryCrossEntropy.apply(input, target.to(input.dtype), reduction)
 
 
-def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,  # noqa: A002
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
                                      reduction: str = "mean") -> Tensor:
     """Sigmoid + binary cross-entropy in one numerically stable step.
 

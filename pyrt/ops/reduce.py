@@ -131,7 +131,7 @@ class LogSumExp(Function):
         return grad * xp.exp(x - out), None, None
 
 
-def sum(x: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:  # noqa: A001
+def sum(x: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
     """Sum over ``dim`` (an int, a tuple, or all dims).
 
     >>> import pyrt
@@ -181,7 +181,7 @@ def _extremum(name: str, x: Tensor, dim: int | None, keepdim: bool,
     return ValuesIndices(values, Tensor(indices.astype("int64")))
 
 
-def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices:  # noqa: A001
+def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices:
     """Maximum of all elements, or ``(values, indices)`` along ``dim``.
 
     >>> import pyrt
@@ -191,7 +191,7 @@ def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | Va
     return _extremum("max", x, dim, keepdim, largest=True)
 
 
-def min(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices:  # noqa: A001
+def min(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices:
     """Minimum of all elements, or ``(values, indices)`` along ``dim``.
 
     >>> import pyrt

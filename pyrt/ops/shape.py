@@ -3,6 +3,7 @@ squeeze/unsqueeze, expand, flatten. Their backwards move gradients, never comput
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,7 +62,7 @@ class Concatenate(Function):
         for n in self.splits:
             bounds.append(bounds[-1] + n)
         parts = []
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        for lo, hi in itertools.pairwise(bounds):
             index = [slice(None)] * grad.ndim
             index[self.dim] = slice(lo, hi)
             parts.append(grad[tuple(index)])
@@ -216,7 +217,7 @@ def unsqueeze(x: Tensor, dim: int) -> Tensor:
     if not -x.ndim - 1 <= dim <= x.ndim:
         raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {x.shape}")
     axis = dim % (x.ndim + 1)
-    return Reshape.apply(x, x.shape[:axis] + (1,) + x.shape[axis:])
+    return Reshape.apply(x, (*x.shape[:axis], 1, *x.shape[axis:]))
 
 
 def expand(x: Tensor, *shape: int | Sequence[int]) -> Tensor:

@@ -135,7 +135,7 @@ def test_float32_matmul_op_matches_float64_forward_and_backward(rng) -> None:
     """The float32 path runs our SGEMM in forward and backward; float64 runs numpy."""
     for sa, sb in [((33, 17), (17, 9)), ((3, 5, 7), (7, 4)), ((2, 3, 5, 7), (3, 7, 4))]:
         a64, b64 = rng.standard_normal(sa), rng.standard_normal(sb)
-        g64 = rng.standard_normal(np.broadcast_shapes(sa[:-2], sb[:-2]) + (sa[-2], sb[-1]))
+        g64 = rng.standard_normal((*np.broadcast_shapes(sa[:-2], sb[:-2]), sa[-2], sb[-1]))
         results = {}
         for dtype in (np.float32, np.float64):
             a = t(a64.astype(dtype), requires_grad=True)
