@@ -190,12 +190,34 @@ void pack_b_panel_transposed(int64_t kc, const float* src, int64_t csb, float* b
 }
 
 void pack_b(int64_t kc, int64_t nc, const float* b, int64_t rsb, int64_t csb, float* bp) {
+  if (csb == 1) {
+    // Row-major B: copy 8 rows at a time into every panel. Going one panel at
+    // a time would read 64 bytes per row at a stride of a whole row, a new
+    // 4 KiB page at every step when n = 1024, where no prefetcher follows;
+    // going one row at a time would scatter single cache-line writes.
+    const int64_t full = nc / NR * NR;
+    constexpr int64_t kRows = 8;
+    for (int64_t p0 = 0; p0 < kc; p0 += kRows) {
+      const int64_t rows = std::min(kRows, kc - p0);
+      for (int64_t j0 = 0; j0 < full; j0 += NR) {
+        float* dst = bp + j0 * kc + p0 * NR;
+        for (int64_t p = 0; p < rows; ++p) {
+          std::memcpy(dst + p * NR, b + (p0 + p) * rsb + j0, NR * sizeof(float));
+        }
+      }
+      if (full < nc) {
+        for (int64_t p = p0; p < p0 + rows; ++p) {
+          float* dst = bp + full * kc + p * NR;
+          for (int64_t j = 0; j < NR; ++j) dst[j] = full + j < nc ? b[p * rsb + full + j] : 0.0f;
+        }
+      }
+    }
+    return;
+  }
   for (int64_t j0 = 0; j0 < nc; j0 += NR) {
     const int64_t cols = std::min(NR, nc - j0);
     const float* src = b + j0 * csb;
-    if (cols == NR && csb == 1) {  // row-major B: one k step is a 64-byte copy
-      for (int64_t p = 0; p < kc; ++p) std::memcpy(bp + p * NR, src + p * rsb, NR * sizeof(float));
-    } else if (cols == NR && rsb == 1) {  // B^T: each column is contiguous in k
+    if (cols == NR && rsb == 1) {  // B^T: each column is contiguous in k
       pack_b_panel_transposed(kc, src, csb, bp);
     } else {
       for (int64_t p = 0; p < kc; ++p) {

@@ -1,0 +1,258 @@
+"""Process groups: sets of MPI ranks, each with its own communicator.
+
+The default group wraps ``MPI.COMM_WORLD`` (or a communicator the embedding
+application passes in); ``new_group`` carves subgroups out of it with
+``Comm.Split``, which every rank of the default group must enter, as in
+PyTorch. Ranks given to the public functions are global (default-group) ranks;
+each group translates them to its own.
+
+Thread level: mpi4py initialises MPI with ``MPI_THREAD_MULTIPLE`` (its
+default), which the communication threads in ``executor.py`` need. If the
+application initialised MPI itself with a lower level, ``init_process_group``
+says so instead of risking undefined behaviour.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from pyrt.distributed.executor import CollectiveExecutor
+
+__all__ = [
+    "ProcessGroup",
+    "destroy_process_group",
+    "get_rank",
+    "get_world_size",
+    "init_process_group",
+    "is_initialized",
+    "new_group",
+]
+
+
+class ProcessGroup:
+    """A group of ranks and the communicator connecting them.
+
+    ``rank()`` and ``size()`` are this process's rank in the group and the
+    group's size; ``comm`` is the mpi4py communicator, for code that wants to
+    call MPI directly.
+    """
+
+    def __init__(self, comm: Any, global_ranks: Sequence[int], name: str) -> None:
+        self.comm = comm
+        self.global_ranks = list(global_ranks)
+        self.name = name
+        self._executor: CollectiveExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    @property
+    def is_member(self) -> bool:
+        return self.comm is not None
+
+    def rank(self) -> int:
+        return self.comm.Get_rank() if self.comm is not None else -1
+
+    def size(self) -> int:
+        return len(self.global_ranks)
+
+    def group_rank(self, global_rank: int, what: str = "rank") -> int:
+        """This group's rank for a global rank, with an error naming the members."""
+        try:
+            return self.global_ranks.index(global_rank)
+        except ValueError:
+            raise ValueError(
+                f"{what} {global_rank} is not in process group {self.name} "
+                f"(global ranks {self.global_ranks})"
+            ) from None
+
+    def executor(self) -> CollectiveExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = CollectiveExecutor(self.name)
+            return self._executor
+
+    def drain(self) -> None:
+        """Wait for this group's queued asynchronous collectives (keeps MPI's ordering)."""
+        if self._executor is not None:
+            self._executor.drain()
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+    def __repr__(self) -> str:
+        return f"ProcessGroup({self.name}, ranks={self.global_ranks})"
+
+
+_default_group: ProcessGroup | None = None
+_groups: list[ProcessGroup] = []
+
+
+def _mpi() -> Any:
+    from mpi4py import MPI
+
+    return MPI
+
+
+def is_initialized() -> bool:
+    """True after ``init_process_group`` and before ``destroy_process_group``.
+
+    >>> is_initialized()
+    False
+    """
+    return _default_group is not None
+
+
+def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int = -1,
+                       rank: int = -1, init_method: str | None = None) -> ProcessGroup:
+    """Create the default process group over ``MPI.COMM_WORLD`` (or ``comm``).
+
+    Launch the script under ``mpiexec`` (or ``python -m pyrt.run``). ``comm``
+    lets code that already uses mpi4py hand pyrt a communicator of its own;
+    ``world_size`` and ``rank``, when given, are checked against MPI's. After
+    this call an exception on any rank aborts the whole job (it prints the
+    rank and the traceback, then calls ``MPI_Abort``) instead of leaving the
+    other ranks waiting forever.
+
+    Example (under ``mpiexec -n 2``)::
+
+        import pyrt.distributed as dist
+        dist.init_process_group("mpi")
+        print(dist.get_rank(), dist.get_world_size())
+    """
+    global _default_group
+    if backend != "mpi":
+        raise ValueError(f"init_process_group: pyrt's only backend is 'mpi', got {backend!r}")
+    if init_method not in (None, "env://", "mpi://"):
+        raise ValueError(f"init_process_group: MPI needs no init_method, got {init_method!r}")
+    if _default_group is not None:
+        raise RuntimeError("init_process_group: the default process group is already initialised")
+    MPI = _mpi()  # noqa: N806 - mpi4py's name
+    provided = MPI.Query_thread()
+    if provided < MPI.THREAD_MULTIPLE:
+        raise RuntimeError(
+            f"init_process_group: MPI was initialised with thread level {provided}; pyrt's "
+            "communication threads need MPI_THREAD_MULTIPLE (mpi4py's default)"
+        )
+    comm = MPI.COMM_WORLD if comm is None else comm
+    if world_size not in (-1, comm.Get_size()) or rank not in (-1, comm.Get_rank()):
+        raise ValueError(
+            f"init_process_group: world_size={world_size}, rank={rank} but MPI reports "
+            f"size {comm.Get_size()}, rank {comm.Get_rank()}"
+        )
+    _default_group = ProcessGroup(comm, range(comm.Get_size()), "WORLD")
+    _groups.append(_default_group)
+    _install_abort_on_error(comm)
+    return _default_group
+
+
+def _install_abort_on_error(comm: Any) -> None:
+    """An uncaught exception on one rank ends every rank, instead of a hang."""
+    rank = comm.Get_rank()
+
+    def abort(kind: str, exc_type: Any, exc: Any, tb: Any) -> None:
+        message = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write(f"pyrt: rank {rank} raised {kind}; aborting the job\n{message}")
+        sys.stderr.flush()
+        _mpi().COMM_WORLD.Abort(1)
+
+    sys.excepthook = lambda t, e, tb: abort("an exception", t, e, tb)
+    threading.excepthook = lambda args: abort(
+        f"an exception in thread {args.thread.name if args.thread else '?'}",
+        args.exc_type, args.exc_value, args.exc_traceback,
+    )
+
+
+def default_group() -> ProcessGroup:
+    if _default_group is None:
+        raise RuntimeError(
+            "the default process group is not initialised: call "
+            "pyrt.distributed.init_process_group() first (and launch with mpiexec)"
+        )
+    return _default_group
+
+
+def resolve_group(group: ProcessGroup | None, what: str) -> ProcessGroup:
+    """The group a collective runs on, checking this rank belongs to it."""
+    pg = default_group() if group is None else group
+    if not pg.is_member:
+        raise ValueError(
+            f"{what}: rank {default_group().rank()} is not a member of {pg.name} "
+            f"(global ranks {pg.global_ranks})"
+        )
+    return pg
+
+
+def get_rank(group: ProcessGroup | None = None) -> int:
+    """This process's rank in ``group`` (default: the world); -1 if not a member.
+
+    Example: ``dist.get_rank()`` is 0..N-1 under ``mpiexec -n N``.
+    """
+    pg = default_group() if group is None else group
+    return pg.rank()
+
+
+def get_world_size(group: ProcessGroup | None = None) -> int:
+    """Number of ranks in ``group`` (default: the world).
+
+    Example: ``dist.get_world_size()`` is N under ``mpiexec -n N``.
+    """
+    pg = default_group() if group is None else group
+    return pg.size()
+
+
+def new_group(ranks: Sequence[int] | None = None, backend: str | None = None) -> ProcessGroup:
+    """A process group of the given global ranks; every rank of the world must call it.
+
+    Ranks outside ``ranks`` get a non-member group, which collectives reject.
+    Group ranks follow the sorted global ranks, as in PyTorch.
+
+    Example (under ``mpiexec -n 4``)::
+
+        evens = dist.new_group([0, 2])
+        if dist.get_rank() % 2 == 0:
+            dist.all_reduce(x, group=evens)
+    """
+    world = default_group()
+    if backend not in (None, "mpi"):
+        raise ValueError(f"new_group: pyrt's only backend is 'mpi', got {backend!r}")
+    members = sorted(range(world.size()) if ranks is None else {int(r) for r in ranks})
+    if ranks is not None and len(members) != len(list(ranks)):
+        raise ValueError(f"new_group: ranks {list(ranks)} contain duplicates")
+    for r in members:
+        if not 0 <= r < world.size():
+            raise ValueError(f"new_group: rank {r} is outside the world of {world.size()} ranks")
+    world.drain()
+    MPI = _mpi()  # noqa: N806
+    me = world.rank()
+    color = 0 if me in members else MPI.UNDEFINED
+    comm = world.comm.Split(color, key=me)
+    name = f"group{len(_groups)}"
+    group = ProcessGroup(comm if comm != MPI.COMM_NULL else None, members, name)
+    _groups.append(group)
+    return group
+
+
+def destroy_process_group(group: ProcessGroup | None = None) -> None:
+    """Stop the communication threads and free the communicators of ``group`` (or all).
+
+    Example: call ``dist.destroy_process_group()`` at the end of a script.
+    """
+    global _default_group
+    targets = list(_groups) if group is None else [group]
+    for pg in targets:
+        pg.shutdown()
+        if pg.comm is not None and pg is not _default_group:
+            pg.comm.Free()
+        pg.comm = None
+        _groups.remove(pg)
+    if group is None or group is _default_group:
+        _default_group = None
+        sys.excepthook = sys.__excepthook__
+        threading.excepthook = threading.__excepthook__
+
+

@@ -1,0 +1,68 @@
+"""Stochastic gradient descent with momentum, dampening, weight decay and Nesterov.
+
+PyTorch's algorithm, step t (g is the gradient, b the momentum buffer)::
+
+    g = g + weight_decay * p
+    b = g                                   if t == 1
+    b = momentum * b + (1 - dampening) * g  otherwise
+    g = g + momentum * b  (nesterov)   or   g = b
+    p = p - lr * g
+
+Parameters are updated in place (``p.data``), so the model, DDP and any
+other holder of the array see the new values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyrt.optim.optimizer import Optimizer, ParamsT
+from pyrt.tensor import Tensor
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    """SGD with PyTorch's semantics (buffer initialised to the first gradient).
+
+    >>> import pyrt
+    >>> w = pyrt.tensor([1.0], requires_grad=True)
+    >>> opt = SGD([w], lr=0.1, momentum=0.9)
+    >>> (w * w).sum().backward()
+    >>> opt.step()
+    >>> round(w.item(), 4)
+    0.8
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+                 *, maximize: bool = False) -> None:
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening "
+                             f"(got momentum={momentum}, dampening={dampening})")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
+
+    def _update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
+        if group["maximize"]:
+            grad = -grad
+        if group["weight_decay"] != 0:
+            grad = grad + group["weight_decay"] * p.data
+        momentum = group["momentum"]
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                # A copy: the buffer is updated in place later and must not alias p.grad.
+                buf = state["momentum_buffer"] = Tensor(grad.copy())
+            else:
+                buf.data *= momentum
+                buf.data += (1 - group["dampening"]) * grad
+            grad = grad + momentum * buf.data if group["nesterov"] else buf.data
+        p.data -= group["lr"] * grad

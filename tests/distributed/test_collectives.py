@@ -1,0 +1,36 @@
+"""Collectives, subgroups and failure behaviour under real mpiexec at 1, 2 and 4 ranks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mpirun import run_workers
+
+
+@pytest.mark.parametrize("nprocs", [1, 2, 4])
+def test_collectives_match_closed_form(nprocs: int) -> None:
+    result = run_workers(nprocs, "collectives.py", timeout=180)
+    assert result.stdout.count("collectives ok") == nprocs
+
+
+@pytest.mark.parametrize("nprocs", [2, 4])
+def test_mismatched_sizes_raise_on_every_rank(nprocs: int) -> None:
+    result = run_workers(nprocs, "mismatch.py", timeout=120)
+    assert result.stdout.count("ranks disagree") >= 4 * nprocs
+
+
+@pytest.mark.parametrize("nprocs", [2, 4])
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_a_rank_that_raises_ends_the_job(nprocs: int, where: str) -> None:
+    args = ["--in-thread"] if where == "thread" else []
+    start = time.monotonic()
+    result = run_workers(nprocs, "rank_raises.py", *args, timeout=60, check=False)
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0
+    assert f"rank {nprocs - 1} raised" in result.stderr
+    if where == "thread":
+        assert "in thread worker" in result.stderr
+    assert "unreachable" not in result.stdout
+    assert elapsed < 30, f"the job took {elapsed:.1f}s to end"
