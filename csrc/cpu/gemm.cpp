@@ -189,43 +189,25 @@ void pack_b_panel_transposed(int64_t kc, const float* src, int64_t csb, float* b
   pack_b_panel_transposed_portable(kc, src, csb, bp);
 }
 
-void pack_b(int64_t kc, int64_t nc, const float* b, int64_t rsb, int64_t csb, float* bp) {
-  if (csb == 1) {
-    // Row-major B: copy 8 rows at a time into every panel. Going one panel at
-    // a time would read 64 bytes per row at a stride of a whole row, a new
-    // 4 KiB page at every step when n = 1024, where no prefetcher follows;
-    // going one row at a time would scatter single cache-line writes.
-    const int64_t full = nc / NR * NR;
-    constexpr int64_t kRows = 8;
-    for (int64_t p0 = 0; p0 < kc; p0 += kRows) {
-      const int64_t rows = std::min(kRows, kc - p0);
-      for (int64_t j0 = 0; j0 < full; j0 += NR) {
-        float* dst = bp + j0 * kc + p0 * NR;
-        for (int64_t p = 0; p < rows; ++p) {
-          std::memcpy(dst + p * NR, b + (p0 + p) * rsb + j0, NR * sizeof(float));
-        }
-      }
-      if (full < nc) {
-        for (int64_t p = p0; p < p0 + rows; ++p) {
-          float* dst = bp + full * kc + p * NR;
-          for (int64_t j = 0; j < NR; ++j) dst[j] = full + j < nc ? b[p * rsb + full + j] : 0.0f;
-        }
-      }
+// One NR-wide micro-panel of B (cols <= NR columns, zero-padded to NR).
+void pack_b_panel(int64_t kc, int64_t cols, const float* b, int64_t rsb, int64_t csb, float* bp) {
+  if (cols == NR && csb == 1) {
+    // Row-major B: each k step is one 64-byte line, and the next panel wants
+    // the line after it. At n = 1024 successive steps are 4 KiB apart, a new
+    // page each time, where no hardware prefetcher follows; so fetch the next
+    // panel's line now, a whole panel of FMAs ahead of its use.
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* row = b + p * rsb;
+      __builtin_prefetch(row + NR);
+      std::memcpy(bp + p * NR, row, NR * sizeof(float));
     }
-    return;
-  }
-  for (int64_t j0 = 0; j0 < nc; j0 += NR) {
-    const int64_t cols = std::min(NR, nc - j0);
-    const float* src = b + j0 * csb;
-    if (cols == NR && rsb == 1) {  // B^T: each column is contiguous in k
-      pack_b_panel_transposed(kc, src, csb, bp);
-    } else {
-      for (int64_t p = 0; p < kc; ++p) {
-        for (int64_t j = 0; j < cols; ++j) bp[p * NR + j] = src[p * rsb + j * csb];
-        for (int64_t j = cols; j < NR; ++j) bp[p * NR + j] = 0.0f;
-      }
+  } else if (cols == NR && rsb == 1) {  // B^T: each column is contiguous in k
+    pack_b_panel_transposed(kc, b, csb, bp);
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      for (int64_t j = 0; j < cols; ++j) bp[p * NR + j] = b[p * rsb + j * csb];
+      for (int64_t j = cols; j < NR; ++j) bp[p * NR + j] = 0.0f;
     }
-    bp += kc * NR;
   }
 }
 
@@ -333,17 +315,24 @@ MicroKernel select_kernel() {
 
 // ---------------------------------------------------------------------------
 // Macro-kernel: the jr / ir loops over one packed A block and B panel.
+//
+// B is packed inside this loop, one micro-panel just before its first use,
+// when b_to_pack is given (the first ic block of each B panel): the panel is
+// then still in L1 for the kernel, the reads of B overlap the FMAs of the
+// previous panel, and a small m (one ic block) never writes the packed B
+// panel out to L3 and reads it back.
 
 void macro_kernel(MicroKernel kernel, int64_t mc, int64_t nc, int64_t kc, float alpha,
-                  const float* ap, const float* bp, float beta, float* c, int64_t rsc,
-                  int64_t csc) {
+                  const float* ap, float* bp, const float* b_to_pack, int64_t rsb, int64_t csb,
+                  float beta, float* c, int64_t rsc, int64_t csc) {
   alignas(64) float tile[MR * NR];
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int64_t nr = std::min(NR, nc - jr);
+    float* b_panel = bp + jr * kc;
+    if (b_to_pack != nullptr) pack_b_panel(kc, nr, b_to_pack + jr * csb, rsb, csb, b_panel);
     for (int64_t ir = 0; ir < mc; ir += MR) {
       const int64_t mr = std::min(MR, mc - ir);
       const float* a_panel = ap + ir * kc;
-      const float* b_panel = bp + jr * kc;
       float* cij = c + ir * rsc + jr * csc;
       if (mr == MR && nr == NR && csc == 1) {
         kernel(kc, a_panel, b_panel, cij, rsc, alpha, beta);
@@ -380,12 +369,12 @@ void gemm_tile(MicroKernel kernel, int64_t m, int64_t n, int64_t k, float alpha,
       const int64_t kc = std::min(kc_max, k - pc);
       // Later k blocks accumulate onto what the first one wrote.
       const float beta_block = pc == 0 ? beta : 1.0f;
-      pack_b(kc, nc, b + pc * rsb + jc * csb, rsb, csb, bp);
       for (int64_t ic = 0; ic < m; ic += mc_max) {
         const int64_t mc = std::min(mc_max, m - ic);
         pack_a(mc, kc, a + ic * rsa + pc * csa, rsa, csa, ap);
-        macro_kernel(kernel, mc, nc, kc, alpha, ap, bp, beta_block, c + ic * rsc + jc * csc, rsc,
-                     csc);
+        const float* b_to_pack = ic == 0 ? b + pc * rsb + jc * csb : nullptr;
+        macro_kernel(kernel, mc, nc, kc, alpha, ap, bp, b_to_pack, rsb, csb, beta_block,
+                     c + ic * rsc + jc * csc, rsc, csc);
       }
     }
   }

@@ -1,0 +1,263 @@
+"""``DistributedDataParallel``: data parallelism with gradient buckets overlapped with backward.
+
+What happens in one step, on every rank:
+1. ``forward`` runs the wrapped module on this rank's shard of the batch and
+   arms the buckets (and, with ``find_unused_parameters``, marks parameters the
+   output does not depend on as ready).
+2. ``loss.backward()`` produces gradients in roughly reverse registration order.
+   Each parameter's post-accumulate-grad hook copies its gradient into its
+   bucket; when a bucket is full it is all-reduced (averaged) asynchronously on
+   the process group's communication thread, while backward goes on.
+3. The hook of the last parameter waits for every bucket and points each
+   ``param.grad`` at its averaged slice of a bucket. Buckets launch strictly in
+   index order, so every rank issues the same collectives in the same order.
+
+Every rank therefore holds identical gradients before ``optimizer.step()``,
+and identical parameters after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from pyrt.autograd import is_grad_enabled
+from pyrt.distributed.collectives import ReduceOp, all_reduce, broadcast
+from pyrt.distributed.process_group import ProcessGroup, resolve_group
+from pyrt.distributed.work import Work
+from pyrt.nn.module import Module
+from pyrt.nn.parameter import Parameter
+from pyrt.tensor import Tensor
+
+__all__ = ["DistributedDataParallel"]
+
+
+class _Bucket:
+    """A flat buffer holding the gradients of a few parameters, all-reduced as one message."""
+
+    def __init__(self, index: int, params: list[tuple[str, Parameter]]) -> None:
+        self.index = index
+        self.params = params
+        self.offsets: list[int] = []
+        total = 0
+        for _, p in params:
+            self.offsets.append(total)
+            total += p.numel()
+        self.buffer = np.zeros(total, dtype=params[0][1].dtype)
+        self.done = [False] * len(params)
+        self.ready = 0
+        self.work: Work | None = None
+
+    def slot(self, i: int) -> np.ndarray:
+        p = self.params[i][1]
+        return self.buffer[self.offsets[i]:self.offsets[i] + p.numel()].reshape(p.shape)
+
+
+def _build_buckets(named: list[tuple[str, Parameter]], cap_bytes: int) -> list[_Bucket]:
+    # Reverse registration order approximates the order backward produces
+    # gradients, so the first bucket fills (and starts communicating) first.
+    buckets: list[_Bucket] = []
+    current: list[tuple[str, Parameter]] = []
+    size = 0
+    for name, p in reversed(named):
+        fits = size + p.data.nbytes <= cap_bytes and (not current or current[0][1].dtype == p.dtype)
+        if current and not fits:
+            buckets.append(_Bucket(len(buckets), current))
+            current, size = [], 0
+        current.append((name, p))
+        size += p.data.nbytes
+    if current:
+        buckets.append(_Bucket(len(buckets), current))
+    return buckets
+
+
+def _reachable_leaves(outputs: Any) -> set[int]:
+    """ids of the leaf tensors the autograd graph behind ``outputs`` reaches."""
+    roots = [t.grad_fn for t in _tensors_in(outputs) if t.grad_fn is not None]
+    seen_fns: set[int] = set()
+    leaves: set[int] = {id(t) for t in _tensors_in(outputs) if t.requires_grad and t.grad_fn is None}
+    stack = list(roots)
+    while stack:
+        fn = stack.pop()
+        if id(fn) in seen_fns:
+            continue
+        seen_fns.add(id(fn))
+        for t in fn.inputs:
+            if t is None:
+                continue
+            if t.grad_fn is None:
+                leaves.add(id(t))
+            else:
+                stack.append(t.grad_fn)
+    return leaves
+
+
+def _tensors_in(value: Any) -> Iterator[Tensor]:
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _tensors_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors_in(v)
+
+
+class DistributedDataParallel(Module):
+    """Wrap ``module`` so that ``backward`` averages its gradients over the process group.
+
+    At construction every rank checks that all ranks hold the same parameter
+    names and shapes, then copies rank 0's parameters and buffers. Call it like
+    the module it wraps; its ``state_dict`` has PyTorch's ``module.`` prefix.
+
+    Example (under ``mpiexec -n 2``)::
+
+        dist.init_process_group()
+        model = DistributedDataParallel(nn.Linear(10, 1))
+        loss = nn.MSELoss()(model(x_shard), y_shard)
+        loss.backward()          # gradients are now averaged across ranks
+        optimizer.step()
+    """
+
+    def __init__(self, module: Module, process_group: ProcessGroup | None = None,
+                 bucket_cap_mb: float = 25.0, find_unused_parameters: bool = False,
+                 broadcast_buffers: bool = True, algorithm: str = "auto",
+                 device_ids: Any = None, output_device: Any = None) -> None:
+        super().__init__()
+        if bucket_cap_mb <= 0:
+            raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be positive, got {bucket_cap_mb}")
+        self.module = module
+        object.__setattr__(self, "process_group", resolve_group(process_group, "DistributedDataParallel"))
+        object.__setattr__(self, "find_unused_parameters", find_unused_parameters)
+        object.__setattr__(self, "broadcast_buffers", broadcast_buffers)
+        object.__setattr__(self, "algorithm", algorithm)
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        self._check_same_parameters(named)
+        self._broadcast_state()
+        buckets = _build_buckets(named, int(bucket_cap_mb * 1024 * 1024))
+        slots = {id(p): (b, i) for b in buckets for i, (_, p) in enumerate(b.params)}
+        object.__setattr__(self, "_named", named)
+        object.__setattr__(self, "_buckets", buckets)
+        object.__setattr__(self, "_slots", slots)
+        object.__setattr__(self, "_require_sync", True)
+        object.__setattr__(self, "_expect_reduction", False)
+        object.__setattr__(self, "_next_bucket", 0)
+        for _, p in named:
+            p.register_post_accumulate_grad_hook(self._on_gradient_ready)
+
+    # --- construction ----------------------------------------------------------------
+    def _check_same_parameters(self, named: list[tuple[str, Parameter]]) -> None:
+        pg = self.process_group
+        mine = [(n, tuple(p.shape), str(p.dtype)) for n, p in named]
+        every = pg.comm.allgather(mine)
+        for r, theirs in enumerate(every):
+            if theirs != every[0]:
+                first = next((a, b) for a, b in zip(every[0] + [None], theirs + [None], strict=False)
+                             if a != b)
+                raise ValueError(
+                    "DistributedDataParallel: ranks hold different parameters: rank "
+                    f"{pg.global_ranks[0]} has {first[0]} where rank {pg.global_ranks[r]} has "
+                    f"{first[1]} (name, shape, dtype)"
+                )
+
+    def _broadcast_state(self) -> None:
+        root = self.process_group.global_ranks[0]
+        for t in self.module.state_dict(keep_vars=True).values():
+            broadcast(t, src=root, group=self.process_group)
+
+    # --- the step ----------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self._expect_reduction:
+            missing = [n for n, p in self._named if not self._is_done(p)]
+            raise RuntimeError(
+                "DistributedDataParallel: the previous backward did not produce gradients for "
+                f"parameters {missing}; if the model leaves parameters unused, pass "
+                "find_unused_parameters=True"
+            )
+        if self.broadcast_buffers:
+            root = self.process_group.global_ranks[0]
+            for b in self.module.buffers():
+                broadcast(b, src=root, group=self.process_group)
+        output = self.module(*args, **kwargs)
+        if self._require_sync and is_grad_enabled() and any(
+                t.requires_grad for t in _tensors_in(output)):
+            self._prepare_for_backward(output)
+        return output
+
+    def _is_done(self, p: Parameter) -> bool:
+        bucket, i = self._slots[id(p)]
+        return bucket.done[i]
+
+    def _prepare_for_backward(self, output: Any) -> None:
+        for b in self._buckets:
+            b.ready, b.work = 0, None
+            b.done = [False] * len(b.params)
+        object.__setattr__(self, "_next_bucket", 0)
+        object.__setattr__(self, "_expect_reduction", True)
+        reachable = _reachable_leaves(output)
+        unused = [self._slots[id(p)] for _, p in self._named if id(p) not in reachable]
+        if unused and not self.find_unused_parameters:
+            object.__setattr__(self, "_expect_reduction", False)
+            names = [b.params[i][0] for b, i in unused]
+            raise RuntimeError(
+                f"DistributedDataParallel: parameters {names} are not used to compute the output, "
+                "so they would never receive a gradient and the other ranks would wait for them; "
+                "pass find_unused_parameters=True"
+            )
+        for b, i in unused:
+            b.slot(i)[...] = 0
+            self._mark_ready(b, i)
+
+    def _on_gradient_ready(self, p: Tensor) -> None:
+        if not self._expect_reduction:
+            return  # forward ran under no_sync(): gradients just accumulate locally
+        bucket, i = self._slots[id(p)]
+        if bucket.done[i]:
+            raise RuntimeError(
+                f"DistributedDataParallel: parameter {bucket.params[i][0]} received its gradient "
+                "twice in one backward; call forward again before the next backward"
+            )
+        np.copyto(bucket.slot(i), p.grad.data)
+        self._mark_ready(bucket, i)
+
+    def _mark_ready(self, bucket: _Bucket, i: int) -> None:
+        bucket.done[i] = True
+        bucket.ready += 1
+        # Launch in index order: every rank must issue the same all-reduces in the same order.
+        while (self._next_bucket < len(self._buckets)
+               and self._buckets[self._next_bucket].ready == len(self._buckets[self._next_bucket].params)):
+            b = self._buckets[self._next_bucket]
+            b.work = all_reduce(b.buffer, op=ReduceOp.AVG, group=self.process_group,
+                                async_op=True, algorithm=self.algorithm)
+            object.__setattr__(self, "_next_bucket", self._next_bucket + 1)
+        if self._next_bucket == len(self._buckets):
+            self._finish_reduction()
+
+    def _finish_reduction(self) -> None:
+        object.__setattr__(self, "_expect_reduction", False)
+        for b in self._buckets:
+            b.work.wait()
+            for i, (_, p) in enumerate(b.params):
+                # The averaged gradient is a view of the bucket (PyTorch's
+                # gradient_as_bucket_view): no copy back.
+                view = b.slot(i)
+                if p.grad is None:
+                    p.grad = Tensor(view)
+                else:
+                    p.grad.data = view
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Skip the all-reduce for backwards of forwards run inside; gradients accumulate.
+
+        The first forward/backward outside the block reduces the accumulated gradients.
+        """
+        previous = self._require_sync
+        object.__setattr__(self, "_require_sync", False)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_require_sync", previous)
