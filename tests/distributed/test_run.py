@@ -1,0 +1,44 @@
+"""The launcher: ``python -m pyrt.run`` and its command line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mpirun import WORKERS
+from pyrt.run import build_command
+
+
+def test_command_splits_launcher_and_script_arguments() -> None:
+    command, env = build_command(["-n", "4", "--threads-per-rank", "3", "-genv", "A=1",
+                                  "train.py", "-n", "7"])
+    assert command[1:5] == ["-n", "4", "-genv", "A=1"]
+    assert command[-3:] == ["train.py", "-n", "7"]
+    assert command[-4] == sys.executable and env["OMP_NUM_THREADS"] == "3"
+
+
+def test_module_scripts_and_thread_split() -> None:
+    command, env = build_command(["-n", "64", "-m", "pkg.train"])
+    assert command[-2:] == ["-m", "pkg.train"] and env["OMP_NUM_THREADS"] == "1"
+
+
+def test_missing_script_is_an_error() -> None:
+    with pytest.raises(SystemExit, match="no script given"):
+        build_command(["-n", "2"])
+
+
+@pytest.mark.parametrize("nprocs", [1, 2, 4])
+def test_launch_runs_every_rank_with_its_threads(nprocs: int) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrt.run", "-n", str(nprocs), "--threads-per-rank", "1",
+         str(WORKERS / "env_report.py"), "extra-arg"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    # Ranks print concurrently, so lines may interleave: match records, not lines.
+    reports = sorted(re.findall(r"rank \d+ of \d+ threads \d+ kernel-threads \d+ args \[[^\]]*\]",
+                                result.stdout))
+    assert reports == [f"rank {r} of {nprocs} threads 1 kernel-threads 1 args ['extra-arg']"
+                       for r in range(nprocs)]
