@@ -14,6 +14,7 @@
 
 #include "cpu/cpu_features.h"
 #include "cpu/gemm.h"
+#include "cpu/peak.h"
 
 namespace py = pybind11;
 
@@ -72,6 +73,14 @@ PYBIND11_MODULE(_C, m) {
         "c = alpha * a @ b + beta * c for 2-D float32 arrays of any strides");
   m.def("sgemm_kernel_name", &pyrt::cpu::sgemm_kernel_name);
   m.def("has_avx2_fma", &pyrt::cpu::has_avx2_fma);
+  m.def("measure_fp32_peak_gflops", []() {
+    py::gil_scoped_release release;
+    return pyrt::cpu::measure_fp32_peak_gflops();
+  });
+  m.def("measure_int8_peak_gops", []() {
+    py::gil_scoped_release release;
+    return pyrt::cpu::measure_int8_peak_gops();
+  });
   m.def("set_num_threads", [](int n) { omp_set_num_threads(n); }, py::arg("n"));
   m.def("get_num_threads", []() { return omp_get_max_threads(); });
 }

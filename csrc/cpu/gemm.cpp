@@ -117,9 +117,7 @@ void pack_a(int64_t mc, int64_t kc, const float* a, int64_t rsa, int64_t csa, fl
     const int64_t rows = std::min(MR, mc - i0);
     const float* src = a + i0 * rsa;
     if (rows == MR && rsa == 1) {  // A^T (column-major A): MR values per k step are contiguous
-      for (int64_t p = 0; p < kc; ++p) {
-        for (int64_t i = 0; i < MR; ++i) ap[p * MR + i] = src[p * csa + i];
-      }
+      for (int64_t p = 0; p < kc; ++p) std::memcpy(ap + p * MR, src + p * csa, MR * sizeof(float));
     } else if (rows == MR && csa == 1) {  // row-major A: MR contiguous rows
       for (int64_t p = 0; p < kc; ++p) {
         for (int64_t i = 0; i < MR; ++i) ap[p * MR + i] = src[i * rsa + p];
@@ -322,6 +320,26 @@ MicroKernel select_kernel() {
 // previous panel, and a small m (one ic block) never writes the packed B
 // panel out to L3 and reads it back.
 
+// c = tile + beta * c for an mr x nr corner of a tile, walking c along its
+// shorter stride: across a column-major c a row walk would put every store in
+// a different page and the same L1 set.
+void add_tile(int64_t mr, int64_t nr, const float* tile, float beta, float* c, int64_t rsc,
+              int64_t csc) {
+  const bool by_rows = std::abs(csc) <= std::abs(rsc);
+  const int64_t outer = by_rows ? mr : nr, inner = by_rows ? nr : mr;
+  const int64_t outer_c = by_rows ? rsc : csc, inner_c = by_rows ? csc : rsc;
+  const int64_t outer_t = by_rows ? NR : 1, inner_t = by_rows ? 1 : NR;
+  for (int64_t o = 0; o < outer; ++o) {
+    float* line = c + o * outer_c;
+    const float* t = tile + o * outer_t;
+    if (beta == 0.0f) {
+      for (int64_t i = 0; i < inner; ++i) line[i * inner_c] = t[i * inner_t];
+    } else {
+      for (int64_t i = 0; i < inner; ++i) line[i * inner_c] = t[i * inner_t] + beta * line[i * inner_c];
+    }
+  }
+}
+
 void macro_kernel(MicroKernel kernel, int64_t mc, int64_t nc, int64_t kc, float alpha,
                   const float* ap, float* bp, const float* b_to_pack, int64_t rsb, int64_t csb,
                   float beta, float* c, int64_t rsc, int64_t csc) {
@@ -339,14 +357,7 @@ void macro_kernel(MicroKernel kernel, int64_t mc, int64_t nc, int64_t kc, float 
         continue;
       }
       kernel(kc, a_panel, b_panel, tile, NR, alpha, 0.0f);
-      for (int64_t i = 0; i < mr; ++i) {
-        float* row = cij + i * rsc;
-        if (beta == 0.0f) {
-          for (int64_t j = 0; j < nr; ++j) row[j * csc] = tile[i * NR + j];
-        } else {
-          for (int64_t j = 0; j < nr; ++j) row[j * csc] = tile[i * NR + j] + beta * row[j * csc];
-        }
-      }
+      add_tile(mr, nr, tile, beta, cij, rsc, csc);
     }
   }
 }

@@ -1,0 +1,63 @@
+"""``python -m pyrt.bench [suite ...] [--json PATH] [--threads N] [--quick]``
+
+Suites: matmul (the default: every kernel suite), allreduce (launches mpiexec). Each prints a table with our
+time, the reference's time and the ratio ref/ours (above 1: pyrt is faster),
+measured side by side in one process.
+
+The command re-executes itself once with a clean environment: the same thread
+count for pyrt and the references (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS), and
+without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which some machines here set
+for old OpenBLAS builds and which slow a current numpy down. The reference
+always runs at its best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+SUITES = ["matmul"]
+# Suites that launch their own MPI jobs; run when named.
+MPI_SUITES = ["allreduce"]
+
+
+def _reexec_with_clean_env(threads: int) -> None:
+    env = dict(os.environ, PYRT_BENCH_CHILD="1", OMP_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    os.execve(sys.executable, [sys.executable, "-m", "pyrt.bench", *sys.argv[1:]], env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m pyrt.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suites", nargs="*", metavar="suite",
+                        help=f"any of {SUITES + MPI_SUITES} (default: {SUITES})")
+    parser.add_argument("--json", metavar="PATH", help="also write the records as JSON")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="threads for pyrt and the references (default: all cores)")
+    parser.add_argument("--quick", action="store_true", help="a few small cases (for tests)")
+    args = parser.parse_args()
+    unknown = set(args.suites) - set(SUITES + MPI_SUITES)
+    if unknown:
+        parser.error(f"unknown suite(s) {sorted(unknown)}; choose from {SUITES + MPI_SUITES}")
+    if os.environ.get("PYRT_BENCH_CHILD") != "1":
+        _reexec_with_clean_env(args.threads)
+
+    import pyrt
+    from pyrt.bench import harness
+
+    pyrt.set_num_threads(args.threads)
+    records = []
+    for suite in args.suites or SUITES:
+        module = __import__(f"pyrt.bench.{suite}", fromlist=["run"])
+        records += module.run(quick=args.quick)
+    if args.json:
+        harness.write_json(args.json, records)
+        print(f"\nwrote {len(records)} records to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""All-reduce bandwidth: pyrt's ring (and shared-memory path, if built) vs MPI_Allreduce.
+
+``python -m pyrt.bench allreduce`` launches itself under ``mpiexec`` at 2 and 4
+ranks. Each rank times ``pyrt.distributed.all_reduce`` (ours, including its
+size check) and mpi4py's raw ``comm.Allreduce`` (the reference) on float32
+buffers from 1 KB to 64 MB, alternating the two, and reports the slowest
+rank's best time. Bandwidths follow nccl-tests: algbw = bytes / time, busbw =
+algbw * 2 (p - 1) / p, the per-link traffic a bandwidth-optimal all-reduce needs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pyrt.bench.harness import Record, print_table
+
+SIZES = [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24, 1 << 26]
+QUICK_SIZES = [1 << 10, 1 << 20]
+RANKS = [2, 4]
+
+
+def _time_collective(comm, fn, nbytes: int) -> float:
+    """Best over rounds of the slowest rank's mean time per call."""
+    calls = max(3, min(200, (64 << 20) // max(nbytes, 1) // 4))
+    fn()
+    best = float("inf")
+    for _ in range(5):
+        comm.Barrier()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        elapsed = (time.perf_counter() - start) / calls
+        best = min(best, comm.allreduce(elapsed, op=_max_op()))
+    return best
+
+
+def _max_op():
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def worker(sizes: list[int], out_path: str) -> None:
+    """Runs on every rank under mpiexec; rank 0 writes the records."""
+    import pyrt.distributed as dist
+    from pyrt.distributed import collectives
+
+    from mpi4py import MPI
+
+    comm = dist.init_process_group().comm
+    world = comm.Get_size()
+    algorithms = ["ring"] if collectives._ring_available() else []
+    if hasattr(collectives, "_shm_available") and collectives._shm_available():
+        algorithms.append("shm")
+    records = []
+    for nbytes in sizes:
+        count = nbytes // 4
+        data = np.random.default_rng(comm.Get_rank()).standard_normal(count).astype(np.float32)
+        expected = data.copy()
+        comm.Allreduce(MPI.IN_PLACE, expected, op=MPI.SUM)
+        buffer = data.copy()
+        ref_s = _time_collective(comm, lambda b=buffer: comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM), nbytes)
+        for algorithm in algorithms:
+            check = data.copy()
+            dist.all_reduce(check, algorithm=algorithm)
+            if not np.allclose(check, expected, rtol=1e-5, atol=1e-5):
+                raise AssertionError(f"allreduce {algorithm} {nbytes} B on {world} ranks: wrong result")
+            ours_s = _time_collective(comm, lambda b=buffer, a=algorithm: dist.all_reduce(b, algorithm=a),
+                                      nbytes)
+            records.append(Record(f"allreduce_{algorithm}", f"{nbytes} B x {world} ranks", ours_s,
+                                  "MPI_Allreduce", ref_s, _bandwidths(nbytes, world, ours_s, ref_s)))
+        if not algorithms:
+            records.append(Record("allreduce_mpi", f"{nbytes} B x {world} ranks", ref_s,
+                                  "MPI_Allreduce", ref_s, _bandwidths(nbytes, world, ref_s, ref_s)))
+    if comm.Get_rank() == 0:
+        Path(out_path).write_text(json.dumps([r.to_json() for r in records]))
+    dist.destroy_process_group()
+
+
+def _bandwidths(nbytes: int, world: int, ours_s: float, ref_s: float) -> dict[str, float]:
+    factor = 2 * (world - 1) / world
+    return {"bytes": nbytes, "ranks": world,
+            "algbw": nbytes / ours_s / 1e9, "busbw": nbytes / ours_s / 1e9 * factor,
+            "ref_algbw": nbytes / ref_s / 1e9, "ref_busbw": nbytes / ref_s / 1e9 * factor}
+
+
+def run(quick: bool = False) -> list[Record]:
+    from pyrt.run import find_mpiexec
+
+    records: list[Record] = []
+    sizes = QUICK_SIZES if quick else SIZES
+    for world in RANKS:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "records.json"
+            command = [find_mpiexec(), "-n", str(world), sys.executable, "-m", "pyrt.bench.allreduce",
+                       ",".join(map(str, sizes)), str(out)]
+            subprocess.run(command, check=True, timeout=900)
+            for raw in json.loads(out.read_text()):
+                fields = {k: raw[k] for k in ("bench", "case", "ours_s", "ref", "ref_s")}
+                extra = {k: v for k, v in raw.items() if k not in fields and k != "ratio"}
+                records.append(Record(**fields, extra=extra))
+    print_table("All-reduce, float32 sum (GB/s; ratio = MPI time / ours)", records, [
+        ("algorithm", lambda r: r.bench.removeprefix("allreduce_")),
+        ("ranks", lambda r: r.extra["ranks"]), ("bytes", lambda r: r.extra["bytes"]),
+        ("ours us", lambda r: r.ours_s * 1e6), ("MPI us", lambda r: r.ref_s * 1e6),
+        ("ratio", lambda r: r.ratio), ("algbw", lambda r: r.extra["algbw"]),
+        ("busbw", lambda r: r.extra["busbw"]), ("MPI algbw", lambda r: r.extra["ref_algbw"]),
+        ("MPI busbw", lambda r: r.extra["ref_busbw"]),
+    ])
+    return records
+
+
+if __name__ == "__main__":
+    worker([int(s) for s in sys.argv[1].split(",")], sys.argv[2])
