@@ -49,10 +49,10 @@ def _max_op():
 
 def worker(sizes: list[int], out_path: str) -> None:
     """Runs on every rank under mpiexec; rank 0 writes the records."""
+    from mpi4py import MPI
+
     import pyrt.distributed as dist
     from pyrt.distributed import collectives
-
-    from mpi4py import MPI
 
     comm = dist.init_process_group().comm
     world = comm.Get_size()

@@ -80,7 +80,10 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def print_table(title: str, records: Iterable[Record], columns: list[tuple[str, Callable[[Record], Any]]]) -> None:
+Column = tuple[str, Callable[[Record], Any]]
+
+
+def print_table(title: str, records: Iterable[Record], columns: list[Column]) -> None:
     """Print records as an aligned table under ``title``."""
     rows = [[_format(get(r)) for _, get in columns] for r in records]
     headers = [name for name, _ in columns]

@@ -191,7 +191,7 @@ def broadcast(tensor: Tensor | np.ndarray, src: int, group: ProcessGroup | None 
     return _run(pg, run, async_op)
 
 
-def all_gather_into_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarray,  # noqa: A002
+def all_gather_into_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarray,
                            group: ProcessGroup | None = None, async_op: bool = False) -> Work | None:
     """Concatenate every rank's ``input`` along dim 0 into ``output`` (world x input).
 
@@ -242,7 +242,7 @@ def all_gather(tensor_list: Sequence[Tensor | np.ndarray], tensor: Tensor | np.n
     return _run(pg, run, async_op)
 
 
-def reduce_scatter_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarray,  # noqa: A002
+def reduce_scatter_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarray,
                           op: ReduceOp | str = ReduceOp.SUM, group: ProcessGroup | None = None,
                           async_op: bool = False) -> Work | None:
     """Reduce ``input`` (world x output elements) across ranks; rank r keeps block r.
@@ -289,7 +289,9 @@ def reduce_scatter(output: Tensor | np.ndarray, input_list: Sequence[Tensor | np
     target = _array(output, "reduce_scatter")
     for i, p in enumerate(parts):
         if p.shape != target.shape or p.dtype != target.dtype:
-            raise ValueError(f"reduce_scatter: input_list[{i}] is {describe(p)}, output is {describe(target)}")
+            raise ValueError(
+                f"reduce_scatter: input_list[{i}] is {describe(p)}, output is {describe(target)}"
+            )
     stacked = np.stack(parts) if parts else np.empty((0,), target.dtype)
     return reduce_scatter_tensor(output, stacked, op=op, group=pg, async_op=async_op)
 

@@ -155,7 +155,7 @@ class DistributedDataParallel(Module):
         every = pg.comm.allgather(mine)
         for r, theirs in enumerate(every):
             if theirs != every[0]:
-                first = next((a, b) for a, b in zip(every[0] + [None], theirs + [None], strict=False)
+                first = next((a, b) for a, b in zip([*every[0], None], [*theirs, None], strict=False)
                              if a != b)
                 raise ValueError(
                     "DistributedDataParallel: ranks hold different parameters: rank "

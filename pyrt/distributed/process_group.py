@@ -131,7 +131,7 @@ def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int =
         raise ValueError(f"init_process_group: MPI needs no init_method, got {init_method!r}")
     if _default_group is not None:
         raise RuntimeError("init_process_group: the default process group is already initialised")
-    MPI = _mpi()  # noqa: N806 - mpi4py's name
+    MPI = _mpi()
     provided = MPI.Query_thread()
     if provided < MPI.THREAD_MULTIPLE:
         raise RuntimeError(
@@ -227,7 +227,7 @@ def new_group(ranks: Sequence[int] | None = None, backend: str | None = None) ->
         if not 0 <= r < world.size():
             raise ValueError(f"new_group: rank {r} is outside the world of {world.size()} ranks")
     world.drain()
-    MPI = _mpi()  # noqa: N806
+    MPI = _mpi()
     me = world.rank()
     color = 0 if me in members else MPI.UNDEFINED
     comm = world.comm.Split(color, key=me)

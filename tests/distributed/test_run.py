@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from mpirun import WORKERS
+
 from pyrt.run import build_command
 
 
