@@ -19,6 +19,8 @@ and identical parameters after it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +35,25 @@ from pyrt.nn.parameter import Parameter
 from pyrt.tensor import Tensor
 
 __all__ = ["DistributedDataParallel"]
+
+
+@dataclasses.dataclass
+class CommStats:
+    """Where DDP's communication time went, summed over the steps since the last reset.
+
+    ``hidden_fraction`` is the share of all-reduce time that ran while backward
+    was still computing, i.e. was not spent with backward waiting for it.
+    """
+
+    steps: int = 0
+    allreduce_seconds: float = 0.0
+    wait_seconds: float = 0.0
+
+    @property
+    def hidden_fraction(self) -> float:
+        if self.allreduce_seconds == 0:
+            return 0.0
+        return max(0.0, 1.0 - self.wait_seconds / self.allreduce_seconds)
 
 
 class _Bucket:
@@ -145,6 +166,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_require_sync", True)
         object.__setattr__(self, "_expect_reduction", False)
         object.__setattr__(self, "_next_bucket", 0)
+        object.__setattr__(self, "comm_stats", CommStats())
         for _, p in named:
             p.register_post_accumulate_grad_hook(self._on_gradient_ready)
 
@@ -238,8 +260,13 @@ class DistributedDataParallel(Module):
 
     def _finish_reduction(self) -> None:
         object.__setattr__(self, "_expect_reduction", False)
+        start = time.perf_counter()
         for b in self._buckets:
             b.work.wait()
+        self.comm_stats.wait_seconds += time.perf_counter() - start
+        self.comm_stats.allreduce_seconds += sum(b.work.seconds or 0.0 for b in self._buckets)
+        self.comm_stats.steps += 1
+        for b in self._buckets:
             for i, (_, p) in enumerate(b.params):
                 # The averaged gradient is a view of the bucket (PyTorch's
                 # gradient_as_bucket_view): no copy back.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -49,10 +50,16 @@ class CollectiveExecutor:
             future, fn = item
             if not future.set_running_or_notify_cancel():
                 continue
+            start = time.perf_counter()
             try:
-                future.set_result(fn())
+                result = fn()
             except BaseException as exc:  # handed to whoever waits on the Work
+                future.seconds = time.perf_counter() - start
                 future.set_exception(exc)
+            else:
+                # Seconds the operation ran on this thread, for overlap measurements.
+                future.seconds = time.perf_counter() - start
+                future.set_result(result)
 
     def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
         """Queue ``fn`` behind every earlier submission; returns its future."""

@@ -76,6 +76,11 @@ class Work:
             return True
         return False
 
+    @property
+    def seconds(self) -> float | None:
+        """How long a completed collective ran on the communication thread (None otherwise)."""
+        return getattr(self._future, "seconds", None)
+
     def result(self) -> Any:
         """Wait, then return what the operation produced (e.g. ``irecv``'s source rank)."""
         self.wait()
