@@ -13,6 +13,7 @@ truncate, fail with a message naming no shapes, or hang.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -96,15 +97,26 @@ def _run(pg: ProcessGroup, fn: Callable[[], Any], async_op: bool) -> Work | None
     return None
 
 
+@functools.cache
 def _ring_module() -> Any:
+    """``pyrt._comm``, loaded after mpi4py's MPI and checked to be the same library."""
+    from mpi4py import MPI
+
     try:
         from pyrt import _comm
     except ImportError as exc:
         raise RuntimeError(
-            "all_reduce(algorithm='ring') needs pyrt._comm, which was not built: no MPI "
-            "headers were found at build time. Reinstall with the mpich wheel present "
-            "(`pip install mpich` then `pip install --no-build-isolation .`)"
+            "all_reduce(algorithm='ring') needs pyrt._comm, which was not built or cannot find "
+            f"its MPI library ({exc}). Install the mpich wheel (`pip install mpich`) and reinstall "
+            "pyrt, or use algorithm='mpi'"
         ) from exc
+    if _comm.mpi_library_version() != MPI.Get_library_version():
+        raise RuntimeError(
+            "pyrt._comm was built against a different MPI than mpi4py loaded:\n"
+            f"  pyrt._comm: {_comm.mpi_library_version().splitlines()[0]}\n"
+            f"  mpi4py:     {MPI.Get_library_version().splitlines()[0]}\n"
+            "Reinstall pyrt in this environment so both use one MPI"
+        )
     return _comm
 
 
@@ -154,17 +166,17 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
             return
         contiguous = np.ascontiguousarray(array)
         if chosen == "ring":
-            op_name = "sum" if reduce_op is ReduceOp.AVG else reduce_op.value
-            ring.ring_allreduce(pg.comm.py2f(), contiguous, op_name)
+            # The ring averages in C++: each chunk's owner scales it once, before the all-gather.
+            ring.ring_allreduce(pg.comm.py2f(), contiguous, reduce_op.value)
         else:
             from mpi4py import MPI
 
             pg.comm.Allreduce(MPI.IN_PLACE, contiguous, op=_mpi_op(reduce_op))
-        if reduce_op is ReduceOp.AVG:
-            if np.issubdtype(contiguous.dtype, np.integer):
-                contiguous //= pg.size()
-            else:
-                contiguous *= contiguous.dtype.type(1.0 / pg.size())
+            if reduce_op is ReduceOp.AVG:
+                if np.issubdtype(contiguous.dtype, np.integer):
+                    contiguous //= pg.size()
+                else:
+                    contiguous *= contiguous.dtype.type(1.0 / pg.size())
         if contiguous is not array:
             array[...] = contiguous
 
