@@ -89,7 +89,12 @@ def _decode(node: Any, archive: Any, source: str) -> Any:
     if "value" in node:
         return node["value"]
     if "dict" in node:
-        return OrderedDict((key, _decode(value, archive, source)) for key, value in node["dict"])
+        items = node["dict"]
+        if not isinstance(items, list) or not all(
+                isinstance(item, list) and len(item) == 2 and isinstance(item[0], (str, int))
+                for item in items):
+            raise ValueError(f"pyrt.load: {source} is corrupt (malformed mapping {items!r:.80})")
+        return OrderedDict((key, _decode(value, archive, source)) for key, value in items)
     if "list" in node:
         return [_decode(value, archive, source) for value in node["list"]]
     if "tuple" in node:

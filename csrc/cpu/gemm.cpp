@@ -3,38 +3,49 @@
 //
 // a is (m, k), b is (k, n), c is (m, n); each has a row stride and a column
 // stride in elements (any sign, zero allowed for a and b), so transposed and
-// sliced numpy views arrive without copies.
+// sliced numpy views arrive without copies: the packing routines read any
+// layout into the contiguous micro-panels the micro-kernel wants.
 //
 // The loop nest, for one thread's tile of C (see "Threads" below):
 //
-//   for jc in [0, n) step NC:                      B panel  -> L3
+//   for jc in [0, n) step NC:                          B panel        -> L3
 //     for pc in [0, k) step KC:
-//       pack B[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels (Bp)
-//       for ic in [0, m) step MC:                  A block  -> L2
+//       for ic in [0, m) step MC:                      A block        -> L2
 //         pack A[ic:ic+MC, pc:pc+KC] into MR-tall micro-panels (Ap)
-//         for jr in [0, NC) step NR:               B micro-panel -> L1
+//         for jr in [0, NC) step NR:                   B micro-panel  -> L1
+//           if ic == 0: pack B[pc:pc+KC, jc+jr:jc+jr+NR] into Bp[jr]
 //           for ir in [0, MC) step MR:
-//             C[ir:ir+MR, jr:jr+NR] += Ap[ir] @ Bp[jr]   (micro-kernel, registers)
+//             C[ic+ir : +MR, jc+jr : +NR] (+)= Ap[ir] @ Bp[jr]   (registers)
 //
-// Block sizes, for AMD Zen 3 (32 KiB L1d and 512 KiB L2 per core, L3 shared):
-//   MR x NR = 6 x 16: the AVX2 micro-kernel keeps the 6x16 C tile in 12 ymm
-//     registers, and per k step loads 2 ymm of B and broadcasts 6 floats of A,
-//     which leaves 2 of the 16 ymm registers for B and 1 for the broadcast. 12
-//     independent FMA chains hide the FMA latency (4 cycles x 2 pipes = 8 in flight).
+// B is packed one micro-panel at a time inside the first ic pass rather than
+// as a whole panel before it (as OpenBLAS does): the reads of B then overlap
+// FMAs, and at the training shapes (m <= MC, a single ic block) the packed
+// panel never travels out to L3 and back.
+//
+// Block sizes, for AMD Zen (32 KiB L1d and 512 KiB L2 per core, shared L3):
+//   MR x NR = 6 x 16: the AVX2 micro-kernel keeps the C tile in 12 ymm
+//     registers; per k step it loads 2 ymm of B and broadcasts 6 floats of A,
+//     using 15 of the 16 ymm registers. 12 independent FMA chains cover FMA
+//     latency x throughput (5 x 1 ymm per cycle on Zen 1/2 as measured here,
+//     4 x 2 on Zen 3), and 8 loads per 12 FMAs stay under 2 loads per cycle.
 //   KC = 256: one B micro-panel (KC x NR x 4 B = 16 KiB) stays in L1 while the
-//     kernel walks down the A block, with room for the A micro-panel (6 KiB)
-//     and the C tile. Larger KC amortizes the C update better but evicts B.
-//   MC = 144: the packed A block (MC x KC x 4 B = 144 KiB) sits in L2 with room
-//     for the B micro-panels streaming through.
-//   NC = 4080: the packed B panel (KC x NC x 4 B = 4 MiB) lives in L3; with 2
-//     threads each packs its own half of n, so both panels fit together.
-// The actual KC, MC and NC are shrunk to split k, m and n into equal blocks, so
-// k = 784 runs as 4 x 196 rather than 3 x 256 + 16 (a 16-deep block would pay
-// a full C update for little work).
+//     kernel walks down the A block, with room for an A micro-panel (6 KiB)
+//     and the C tile. A larger KC amortizes the C update over more FMAs but
+//     pushes B out of L1 (KC = 384 and 512 measured no better).
+//   MC = 144: the packed A block (MC x KC x 4 B = 144 KiB) sits in L2 with
+//     room for the B micro-panels passing through (96..192 measured equal).
+//   NC = 4080: the packed B panel (KC x NC x 4 B = 4 MiB) lives in L3.
+// The KC, MC and NC actually used are shrunk to split k, m and n into equal
+// blocks: k = 784 runs as 4 x 196 rather than 3 x 256 + 16 (a 16-deep block
+// would pay a full C update for little work).
 //
-// Edge tiles: packing pads A and B with zeros up to MR and NR, so the kernel
-// always computes a full 6x16 tile; a partial tile (or a C with non-unit
-// column stride) is computed into a small buffer and then added into C.
+// Edges: packing pads A and B with zeros up to MR and NR. The last row block
+// (m % MR rows, e.g. 64 = 10 x 6 + 4) runs a kernel of that height, so no
+// FMAs are spent on padding rows; a ragged last column panel, or a C whose
+// columns are not contiguous, goes through a 6x16 buffer added into C.
+// Shapes that tile badly run transposed (C^T = B^T @ A^T: n = 10 pads to 12
+// rows instead of 16 columns), and m == 1 is a vector-matrix product that
+// streams B once without packing it.
 //
 // Threads: C is cut into a tm x tn grid, one tile per thread, each running the
 // whole loop nest above on its own packed panels. Cutting n makes every thread
@@ -42,9 +53,9 @@
 // chosen to minimize tm * n + tn * m packed elements per k. Threads never wait
 // on each other, which is what lets the small training shapes (m = 64) scale.
 //
-// Build (standalone test): g++ -O3 -std=c++17 -fopenmp -Icsrc csrc/cpu/gemm.cpp
-//   csrc/cpu/cpu_features.cpp driver.cpp  (AVX2 is chosen at run time;
-//   PYRT_DISABLE_AVX2=1 forces the portable kernel).
+// Standalone build (AVX2 is chosen at run time; PYRT_DISABLE_AVX2=1 forces the
+// portable kernel):
+//   g++ -O3 -std=c++17 -fopenmp -Icsrc csrc/cpu/gemm.cpp csrc/cpu/cpu_features.cpp driver.cpp
 #include "cpu/gemm.h"
 
 #include <algorithm>
@@ -109,8 +120,9 @@ class PackBuffer {
 
 // ---------------------------------------------------------------------------
 // Packing. Ap holds mc rows of A as ceil(mc/MR) micro-panels, each kc x MR
-// with the MR values of one k step adjacent; Bp holds nc columns of B as
-// ceil(nc/NR) micro-panels, each kc x NR. Rows/columns past the edge are zero.
+// with the MR values of one k step adjacent; a B micro-panel holds NR columns
+// of B as kc x NR, one k step per 64-byte line. Rows/columns past the edge
+// are zero.
 
 void pack_a(int64_t mc, int64_t kc, const float* a, int64_t rsa, int64_t csa, float* ap) {
   for (int64_t i0 = 0; i0 < mc; i0 += MR) {
@@ -193,10 +205,11 @@ void pack_b_panel(int64_t kc, int64_t cols, const float* b, int64_t rsb, int64_t
     // Row-major B: each k step is one 64-byte line, and the next panel wants
     // the line after it. At n = 1024 successive steps are 4 KiB apart, a new
     // page each time, where no hardware prefetcher follows; so fetch the next
-    // panel's line now, a whole panel of FMAs ahead of its use.
+    // panel's line now, a whole panel of FMAs ahead of its use. Into L2, as
+    // lines 4 KiB apart all fall in one L1 set.
     for (int64_t p = 0; p < kc; ++p) {
       const float* row = b + p * rsb;
-      __builtin_prefetch(row + NR);
+      __builtin_prefetch(row + NR, 0, 2);
       std::memcpy(bp + p * NR, row, NR * sizeof(float));
     }
   } else if (cols == NR && rsb == 1) {  // B^T: each column is contiguous in k
@@ -210,25 +223,32 @@ void pack_b_panel(int64_t kc, int64_t cols, const float* b, int64_t rsb, int64_t
 }
 
 // ---------------------------------------------------------------------------
-// Micro-kernels. Contract: c points at a full MR x NR tile with row stride rsc
-// and unit column stride; c = alpha * (ap @ bp) + beta * c, and beta == 0
-// writes c without reading it.
+// Micro-kernels. Contract, for Rows in 1..MR:
+//   c[0:Rows, 0:NR] = alpha * (ap @ bp) + beta * c, with c at row stride rsc
+//   and unit column stride; beta == 0 writes c without reading it.
+//   ap is a packed A micro-panel (MR floats per k step; the first Rows used).
+//   bp holds NR floats per k step, ldb floats apart: NR for a packed panel,
+//   a row of B when B is read in place (see gemm_tile).
+// The full-height kernel does nearly all the work; the shorter ones serve the
+// last row block when m % MR != 0 (training batches are powers of two:
+// 64 = 10 x 6 + 4), so no FMAs are spent on padding rows.
 
-using MicroKernel = void (*)(int64_t kc, const float* ap, const float* bp, float* c, int64_t rsc,
-                             float alpha, float beta);
+using MicroKernel = void (*)(int64_t kc, const float* ap, const float* bp, int64_t ldb, float* c,
+                             int64_t rsc, float alpha, float beta);
 
 // Plain C++ with the tile in a local array; at -O3 gcc vectorizes the j loops
 // with whatever the baseline ISA offers (SSE2 on x86-64).
-void kernel_portable(int64_t kc, const float* ap, const float* bp, float* c, int64_t rsc,
-                     float alpha, float beta) {
-  float acc[MR][NR] = {};
+template <int Rows>
+void kernel_portable(int64_t kc, const float* ap, const float* bp, int64_t ldb, float* c,
+                     int64_t rsc, float alpha, float beta) {
+  float acc[Rows][NR] = {};
   for (int64_t p = 0; p < kc; ++p) {
-    for (int64_t i = 0; i < MR; ++i) {
+    for (int i = 0; i < Rows; ++i) {
       const float a = ap[p * MR + i];
-      for (int64_t j = 0; j < NR; ++j) acc[i][j] += a * bp[p * NR + j];
+      for (int64_t j = 0; j < NR; ++j) acc[i][j] += a * bp[p * ldb + j];
     }
   }
-  for (int64_t i = 0; i < MR; ++i) {
+  for (int i = 0; i < Rows; ++i) {
     float* row = c + i * rsc;
     if (beta == 0.0f) {
       for (int64_t j = 0; j < NR; ++j) row[j] = alpha * acc[i][j];
@@ -239,86 +259,68 @@ void kernel_portable(int64_t kc, const float* ap, const float* bp, float* c, int
 }
 
 #ifdef PYRT_HAVE_X86
-// One row of the C tile: row = alpha * acc + beta * row, without reading row
-// when beta == 0.
-__attribute__((target("avx2,fma"), always_inline)) inline void update_row(float* row, __m256 lo,
-                                                                         __m256 hi, __m256 va,
-                                                                         __m256 vb, bool read_c) {
-  if (read_c) {
-    lo = _mm256_fmadd_ps(va, lo, _mm256_mul_ps(vb, _mm256_loadu_ps(row)));
-    hi = _mm256_fmadd_ps(va, hi, _mm256_mul_ps(vb, _mm256_loadu_ps(row + 8)));
-  } else {
-    lo = _mm256_mul_ps(va, lo);
-    hi = _mm256_mul_ps(va, hi);
-  }
-  _mm256_storeu_ps(row, lo);
-  _mm256_storeu_ps(row + 8, hi);
-}
-
-__attribute__((target("avx2,fma"))) void kernel_avx2_fma_6x16(int64_t kc, const float* ap,
-                                                              const float* bp, float* c,
-                                                              int64_t rsc, float alpha,
-                                                              float beta) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+// Per k step: two 8-wide loads of B, then for each row one broadcast of A and
+// two FMAs. At Rows = 6 that is 12 accumulators + 2 B + 1 broadcast = 15 of
+// the 16 ymm registers, and 12 independent FMA chains: enough to cover FMA
+// latency x throughput (5 x 1 on Zen 1, 4 x 2 on Zen 3). The loops over i are
+// fully unrolled, so the accumulator array lives in registers.
+template <int Rows>
+__attribute__((target("avx2,fma"))) void kernel_avx2_fma(int64_t kc, const float* ap,
+                                                         const float* bp, int64_t ldb, float* c,
+                                                         int64_t rsc, float alpha, float beta) {
+  __m256 acc[Rows][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < Rows; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
 
 #pragma GCC unroll 4
   for (int64_t p = 0; p < kc; ++p) {
-    const __m256 b0 = _mm256_load_ps(bp);
-    const __m256 b1 = _mm256_load_ps(bp + 8);
-    __m256 a = _mm256_broadcast_ss(ap + 0);
-    c00 = _mm256_fmadd_ps(a, b0, c00);
-    c01 = _mm256_fmadd_ps(a, b1, c01);
-    a = _mm256_broadcast_ss(ap + 1);
-    c10 = _mm256_fmadd_ps(a, b0, c10);
-    c11 = _mm256_fmadd_ps(a, b1, c11);
-    a = _mm256_broadcast_ss(ap + 2);
-    c20 = _mm256_fmadd_ps(a, b0, c20);
-    c21 = _mm256_fmadd_ps(a, b1, c21);
-    a = _mm256_broadcast_ss(ap + 3);
-    c30 = _mm256_fmadd_ps(a, b0, c30);
-    c31 = _mm256_fmadd_ps(a, b1, c31);
-    a = _mm256_broadcast_ss(ap + 4);
-    c40 = _mm256_fmadd_ps(a, b0, c40);
-    c41 = _mm256_fmadd_ps(a, b1, c41);
-    a = _mm256_broadcast_ss(ap + 5);
-    c50 = _mm256_fmadd_ps(a, b0, c50);
-    c51 = _mm256_fmadd_ps(a, b1, c51);
+    const __m256 b0 = _mm256_loadu_ps(bp);
+    const __m256 b1 = _mm256_loadu_ps(bp + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < Rows; ++i) {
+      const __m256 a = _mm256_broadcast_ss(ap + i);
+      acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+    }
     ap += MR;
-    bp += NR;
+    bp += ldb;
   }
 
   const __m256 va = _mm256_set1_ps(alpha);
   const __m256 vb = _mm256_set1_ps(beta);
-  const bool read_c = beta != 0.0f;
-  update_row(c + 0 * rsc, c00, c01, va, vb, read_c);
-  update_row(c + 1 * rsc, c10, c11, va, vb, read_c);
-  update_row(c + 2 * rsc, c20, c21, va, vb, read_c);
-  update_row(c + 3 * rsc, c30, c31, va, vb, read_c);
-  update_row(c + 4 * rsc, c40, c41, va, vb, read_c);
-  update_row(c + 5 * rsc, c50, c51, va, vb, read_c);
+#pragma GCC unroll 6
+  for (int i = 0; i < Rows; ++i) {
+    float* row = c + i * rsc;
+    __m256 lo = _mm256_mul_ps(va, acc[i][0]);
+    __m256 hi = _mm256_mul_ps(va, acc[i][1]);
+    if (beta != 0.0f) {
+      lo = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row), lo);
+      hi = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row + 8), hi);
+    }
+    _mm256_storeu_ps(row, lo);
+    _mm256_storeu_ps(row + 8, hi);
+  }
 }
 #endif
 
-MicroKernel select_kernel() {
+// kernels[r] computes an r x NR tile; kernels[0] is unused.
+struct KernelSet {
+  MicroKernel rows[MR + 1];
+};
+
+KernelSet select_kernels() {
 #ifdef PYRT_HAVE_X86
-  if (has_avx2_fma()) return kernel_avx2_fma_6x16;
+  if (has_avx2_fma()) {
+    return {{nullptr, kernel_avx2_fma<1>, kernel_avx2_fma<2>, kernel_avx2_fma<3>,
+             kernel_avx2_fma<4>, kernel_avx2_fma<5>, kernel_avx2_fma<6>}};
+  }
 #endif
-  return kernel_portable;
+  return {{nullptr, kernel_portable<1>, kernel_portable<2>, kernel_portable<3>,
+           kernel_portable<4>, kernel_portable<5>, kernel_portable<6>}};
 }
 
 // ---------------------------------------------------------------------------
 // Macro-kernel: the jr / ir loops over one packed A block and B panel.
-//
-// B is packed inside this loop, one micro-panel just before its first use,
-// when b_to_pack is given (the first ic block of each B panel): the panel is
-// then still in L1 for the kernel, the reads of B overlap the FMAs of the
-// previous panel, and a small m (one ic block) never writes the packed B
-// panel out to L3 and reads it back.
 
 // c = tile + beta * c for an mr x nr corner of a tile, walking c along its
 // shorter stride: across a column-major c a row walk would put every store in
@@ -340,32 +342,106 @@ void add_tile(int64_t mr, int64_t nr, const float* tile, float beta, float* c, i
   }
 }
 
-void macro_kernel(MicroKernel kernel, int64_t mc, int64_t nc, int64_t kc, float alpha,
-                  const float* ap, float* bp, const float* b_to_pack, int64_t rsb, int64_t csb,
-                  float beta, float* c, int64_t rsc, int64_t csc) {
+// How the jr loop gets its B micro-panels.
+enum class BPanels {
+  kPacked,   // already packed into bp by an earlier ic block
+  kPackNow,  // pack each micro-panel into bp just before its first use
+  kInPlace,  // read row-major B where it lies (see gemm_tile); pack only a ragged last panel
+};
+
+void macro_kernel(const KernelSet& kernels, int64_t mc, int64_t nc, int64_t kc, float alpha,
+                  const float* ap, float* bp, BPanels b_panels, const float* b, int64_t rsb,
+                  int64_t csb, float beta, float* c, int64_t rsc, int64_t csc) {
   alignas(64) float tile[MR * NR];
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int64_t nr = std::min(NR, nc - jr);
-    float* b_panel = bp + jr * kc;
-    if (b_to_pack != nullptr) pack_b_panel(kc, nr, b_to_pack + jr * csb, rsb, csb, b_panel);
+    const float* b_panel = bp + jr * kc;
+    int64_t ldb = NR;
+    if (b_panels == BPanels::kInPlace && nr == NR) {
+      b_panel = b + jr;
+      ldb = rsb;
+    } else if (b_panels != BPanels::kPacked) {
+      pack_b_panel(kc, nr, b + jr * csb, rsb, csb, bp + jr * kc);
+    }
     for (int64_t ir = 0; ir < mc; ir += MR) {
       const int64_t mr = std::min(MR, mc - ir);
       const float* a_panel = ap + ir * kc;
       float* cij = c + ir * rsc + jr * csc;
-      if (mr == MR && nr == NR && csc == 1) {
-        kernel(kc, a_panel, b_panel, cij, rsc, alpha, beta);
+      if (nr == NR && csc == 1) {
+        kernels.rows[mr](kc, a_panel, b_panel, ldb, cij, rsc, alpha, beta);
         continue;
       }
-      kernel(kc, a_panel, b_panel, tile, NR, alpha, 0.0f);
+      kernels.rows[mr](kc, a_panel, b_panel, ldb, tile, NR, alpha, 0.0f);
       add_tile(mr, nr, tile, beta, cij, rsc, csc);
     }
   }
 }
 
+// ---------------------------------------------------------------------------
+// m == 1 with row-major B (a batch of one, or C = A @ b as C^T = b^T @ A^T):
+// a vector-matrix product, bound by reading B once. Micro-panels would walk B
+// down its columns, a new page per 64 bytes; instead stream whole rows of B
+// into a row of accumulators kept in L1.
+
+__attribute__((always_inline)) inline void row_times_matrix_body(
+    int64_t n, int64_t k, float alpha, const float* a, int64_t csa, const float* b, int64_t rsb,
+    float beta, float* c, int64_t csc) {
+  constexpr int64_t kChunk = 1024;  // 4 KiB of accumulators
+  alignas(64) float acc[kChunk];
+  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+    const int64_t len = std::min(kChunk, n - j0);
+    for (int64_t j = 0; j < len; ++j) acc[j] = 0.0f;
+    // Four rows per pass: one load and store of acc per four FMAs.
+    int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+      const float a0 = a[p * csa], a1 = a[(p + 1) * csa];
+      const float a2 = a[(p + 2) * csa], a3 = a[(p + 3) * csa];
+      const float* r0 = b + p * rsb + j0;
+      const float* r1 = r0 + rsb;
+      const float* r2 = r1 + rsb;
+      const float* r3 = r2 + rsb;
+      for (int64_t j = 0; j < len; ++j) acc[j] += a0 * r0[j] + a1 * r1[j] + a2 * r2[j] + a3 * r3[j];
+    }
+    for (; p < k; ++p) {
+      const float ap = a[p * csa];
+      const float* row = b + p * rsb + j0;
+      for (int64_t j = 0; j < len; ++j) acc[j] += ap * row[j];
+    }
+    float* out = c + j0 * csc;
+    for (int64_t j = 0; j < len; ++j) {
+      out[j * csc] = alpha * acc[j] + (beta == 0.0f ? 0.0f : beta * out[j * csc]);
+    }
+  }
+}
+
+void row_times_matrix_portable(int64_t n, int64_t k, float alpha, const float* a, int64_t csa,
+                               const float* b, int64_t rsb, float beta, float* c, int64_t csc) {
+  row_times_matrix_body(n, k, alpha, a, csa, b, rsb, beta, c, csc);
+}
+
+#ifdef PYRT_HAVE_X86
+// The same loops, vectorized by the compiler for AVX2.
+__attribute__((target("avx2,fma"))) void row_times_matrix_avx2(int64_t n, int64_t k, float alpha,
+                                                              const float* a, int64_t csa,
+                                                              const float* b, int64_t rsb,
+                                                              float beta, float* c, int64_t csc) {
+  row_times_matrix_body(n, k, alpha, a, csa, b, rsb, beta, c, csc);
+}
+#endif
+
+void row_times_matrix(int64_t n, int64_t k, float alpha, const float* a, int64_t csa,
+                      const float* b, int64_t rsb, float beta, float* c, int64_t csc) {
+#ifdef PYRT_HAVE_X86
+  if (has_avx2_fma()) return row_times_matrix_avx2(n, k, alpha, a, csa, b, rsb, beta, c, csc);
+#endif
+  row_times_matrix_portable(n, k, alpha, a, csa, b, rsb, beta, c, csc);
+}
+
 // The whole loop nest for one thread's (m, n) tile of C, on its own buffers.
-void gemm_tile(MicroKernel kernel, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-               int64_t rsa, int64_t csa, const float* b, int64_t rsb, int64_t csb, float beta,
-               float* c, int64_t rsc, int64_t csc) {
+void gemm_tile(const KernelSet& kernels, int64_t m, int64_t n, int64_t k, float alpha,
+               const float* a, int64_t rsa, int64_t csa, const float* b, int64_t rsb,
+               int64_t csb, float beta, float* c, int64_t rsc, int64_t csc) {
+  if (m == 1 && csb == 1) return row_times_matrix(n, k, alpha, a, csa, b, rsb, beta, c, csc);
   thread_local PackBuffer a_buffer;
   thread_local PackBuffer b_buffer;
   const int64_t mc_max = balanced_block(m, MC, MR);
@@ -373,6 +449,10 @@ void gemm_tile(MicroKernel kernel, int64_t m, int64_t n, int64_t k, float alpha,
   const int64_t nc_max = balanced_block(n, NC, NR);
   float* ap = a_buffer.get(mc_max * kc_max);
   float* bp = b_buffer.get(kc_max * nc_max);
+  // With a single row block each B element is used by one micro-kernel call:
+  // packing would copy B only to read the copy once. A row-major B already
+  // has the layout the kernel loads (16 contiguous floats per k step).
+  const bool b_in_place = m <= MR && csb == 1;
 
   for (int64_t jc = 0; jc < n; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n - jc);
@@ -383,9 +463,10 @@ void gemm_tile(MicroKernel kernel, int64_t m, int64_t n, int64_t k, float alpha,
       for (int64_t ic = 0; ic < m; ic += mc_max) {
         const int64_t mc = std::min(mc_max, m - ic);
         pack_a(mc, kc, a + ic * rsa + pc * csa, rsa, csa, ap);
-        const float* b_to_pack = ic == 0 ? b + pc * rsb + jc * csb : nullptr;
-        macro_kernel(kernel, mc, nc, kc, alpha, ap, bp, b_to_pack, rsb, csb, beta_block,
-                     c + ic * rsc + jc * csc, rsc, csc);
+        const BPanels b_panels =
+            b_in_place ? BPanels::kInPlace : ic == 0 ? BPanels::kPackNow : BPanels::kPacked;
+        macro_kernel(kernels, mc, nc, kc, alpha, ap, bp, b_panels, b + pc * rsb + jc * csb, rsb,
+                     csb, beta_block, c + ic * rsc + jc * csc, rsc, csc);
       }
     }
   }
@@ -430,9 +511,9 @@ void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t
     sgemm(n, m, k, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc);
     return;
   }
-  static const MicroKernel kernel = select_kernel();
+  static const KernelSet kernels = select_kernels();
 
-  // Thread grid: enough work per thread, at most one MR x NR tile per thread
+  // Thread grid: enough work per thread, at least one MR x NR tile per thread
   // along each side, and the split that packs the fewest redundant elements.
   const int64_t work_threads = std::max<int64_t>(1, m * n * k / kMinFmasPerThread);
   const int64_t threads = std::min<int64_t>(max_threads(), work_threads);
@@ -453,7 +534,7 @@ void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t
   }
 
   if (tm * tn == 1) {
-    gemm_tile(kernel, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+    gemm_tile(kernels, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
     return;
   }
   // Tile edges fall on MR / NR multiples so only the last tile has partial
@@ -461,13 +542,15 @@ void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t
   // when rows are 64-byte aligned.
   const int64_t m_chunk = round_up(ceil_div(m, tm), MR);
   const int64_t n_chunk = round_up(ceil_div(n, tn), NR);
+#ifdef _OPENMP
 #pragma omp parallel for collapse(2) num_threads(static_cast<int>(tm * tn)) schedule(static)
+#endif
   for (int64_t ti = 0; ti < tm; ++ti) {
     for (int64_t tj = 0; tj < tn; ++tj) {
       const int64_t i0 = ti * m_chunk, j0 = tj * n_chunk;
       const int64_t mt = std::min(m_chunk, m - i0), nt = std::min(n_chunk, n - j0);
       if (mt <= 0 || nt <= 0) continue;
-      gemm_tile(kernel, mt, nt, k, alpha, a + i0 * rsa, rsa, csa, b + j0 * csb, rsb, csb, beta,
+      gemm_tile(kernels, mt, nt, k, alpha, a + i0 * rsa, rsa, csa, b + j0 * csb, rsb, csb, beta,
                 c + i0 * rsc + j0 * csc, rsc, csc);
     }
   }

@@ -23,11 +23,12 @@
 // [0, 127], as PyTorch/FBGEMM do (reduce_range): the pair sum then lies in
 // [2 * 127 * -128, 2 * 127 * 127] = [-32512, 32258], inside int16 for every
 // input. int8_gemm rejects activations above 127 rather than return a wrong
-// answer. The alternatives: 7-bit weights (worse: weight error is per layer
-// forever, activation error per call), or widening a to int16 and using
-// vpmaddwd alone (exact for 8-bit activations, but it needs the same number of
-// multiply-pipe instructions per product, so no faster, and twice the packed
-// A bytes). Matching PyTorch also makes it an exact oracle for the quantizer.
+// answer. The alternatives: 7-bit weights (then PyTorch's qint8 weights would
+// not load unchanged), or widening a to int16 and using vpmaddwd alone (exact
+// for 8-bit activations, but it needs as many multiply-pipe instructions per
+// product, so no faster, and twice the packed bytes). Matching PyTorch also
+// makes it an exact oracle: with the same int8 weights, int8_gemm after
+// quantize_u8 reproduces torch.ao.nn.quantized.dynamic.Linear bit for bit.
 // int32 accumulators cannot overflow while k * 127 * 128 < 2^31 (kInt8GemmMaxK).
 //
 // Packed weights (PackedInt8Weight), for NR = 16 columns per panel:
@@ -56,12 +57,18 @@
 // scratch buffer between k blocks; the last k block applies the epilogue
 // straight from registers to out.
 //
+// Speed limit. Measured on our 2-core AMD EPYC VMs: vpmaddubsw and vpmaddwd
+// each issue at half the rate of vfmadd231ps (a single integer-multiply pipe
+// against two FMA pipes), so the three-instruction step above peaks at ~46
+// GOPS per core, the same as fp32 FMA (~48 GFLOPS), not twice it as on CPUs
+// with two integer multipliers. The kernel is bound by that one pipe.
+//
 // Block sizes, for AMD Zen (32 KiB L1d, 512 KiB L2 per core, 8 MiB L3):
 //   MR x NR = 4 x 16: 8 ymm accumulators, 2 weight ymm, the broadcast, the
 //     vpmaddubsw temporary and the ones constant fit in the 16 ymm registers
-//     without spills (6 x 16 needs 17). The multiply pipe is the bottleneck
-//     here (one 256-bit integer multiply per cycle), so 8 independent chains
-//     already keep it busy, and 4 divides the m = 64 and 256 of our models.
+//     without spills (6 x 16 needs 17). 8 independent chains already keep the
+//     multiply pipe busy (6 x 16 measured no faster), and 4 divides the
+//     m = 64 and 256 of our models.
 //   KC = 1024: the weight micro-panel (KC x 16 B = 16 KiB) stays in L1 with
 //     the activation micro-panel (4 KiB); each k block of 256 groups amortizes
 //     the accumulator load/store over 2048 multiplies.
@@ -69,9 +76,14 @@
 //     weight micro-panels streaming through.
 //   NC = 1024: the weight block (KC x NC = 1 MiB) stays in L3 while all of m
 //     goes by, and the scratch (m x NC int32) stays small.
+//   An int8 kernel needs little bandwidth (each 64-byte line of weights feeds
+//     16 multiply instructions, each 4-byte activation quad 4), so these are
+//     not critical: KC in 512..4096, MC in 64..256, NC in 512..4096 all
+//     measured within noise of each other on 256 x 4096 x 4096.
 //
-// Threads: the thread grid splits n into whole panels when there are enough
-// (each thread packs all of a, which is m * k bytes, cheap), else m.
+// Threads: out is cut into tiles of whole panels along n when there are
+// enough (each tile packs its rows of a, m * k bytes, cheap), else along m;
+// big products get up to 4 tiles per thread, scheduled dynamically.
 //
 // Build (standalone test): g++ -O3 -std=c++17 -fopenmp -Icsrc csrc/cpu/qgemm.cpp
 //   csrc/cpu/cpu_features.cpp driver.cpp  (AVX2 is chosen at run time;
@@ -102,10 +114,7 @@ namespace pyrt::cpu {
 
 namespace {
 
-#ifndef PYRT_QGEMM_MR
-#define PYRT_QGEMM_MR 4
-#endif
-constexpr int64_t MR = PYRT_QGEMM_MR;
+constexpr int64_t MR = 4;
 constexpr int64_t NR = 16;
 constexpr int64_t KGROUP = 4;  // k values per vpmaddubsw quad
 constexpr int64_t MC = 192;
@@ -115,6 +124,10 @@ constexpr int64_t NC = 1024;
 // Below this many multiply-adds per thread a parallel region costs more than
 // it saves (waking a thread is a few microseconds).
 constexpr int64_t kMinMacsPerThread = 512 * 1024;
+// Tiles of a big product: at least this many MACs each (about 1.5 ms), and
+// at most this many tiles per thread.
+constexpr int64_t kMinMacsPerTile = 32 * 1024 * 1024;
+constexpr int64_t kMaxTilesPerThread = 4;
 // Same for the quantizer's element-wise passes.
 constexpr int64_t kMinElementsPerThread = 64 * 1024;
 
@@ -424,9 +437,10 @@ MinMax min_max_row_portable(const float* x, int64_t k, int64_t csx, MinMax r) {
 void quantize_row_portable(const float* x, int64_t k, int64_t csx, float inv_scale, float zp,
                            uint8_t* out) {
   for (int64_t p = 0; p < k; ++p) {
-    // zp + round(x / scale), as FBGEMM's Quantize; clamping in float keeps the
-    // conversion defined and matches the AVX2 path bit for bit.
-    float v = zp + std::nearbyint(x[p * csx] * inv_scale);
+    // round(x / scale + zp) with one rounding in the fma, exactly as FBGEMM
+    // quantizes activations for PyTorch's dynamic Linear; clamping in float
+    // keeps the conversion defined and matches the AVX2 path bit for bit.
+    float v = std::nearbyint(std::fma(x[p * csx], inv_scale, zp));
     v = std::min(std::max(v, 0.0f), static_cast<float>(kActivationQmax));
     out[p] = static_cast<uint8_t>(v);
   }
@@ -467,8 +481,8 @@ __attribute__((target("avx2,fma"))) void quantize_row_avx2(const float* x, int64
   for (; p + 32 <= k; p += 32) {
     __m256i q[4];
     for (int u = 0; u < 4; ++u) {
-      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + p + 8 * u), vinv);
-      __m256 r = _mm256_add_ps(vzp, _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      const __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 8 * u), vinv, vzp);
+      __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       r = _mm256_min_ps(_mm256_max_ps(r, vmin), vmax);
       q[u] = _mm256_cvttps_epi32(r);
     }
@@ -636,6 +650,12 @@ void int8_gemm(int64_t m, const uint8_t* a, int64_t lda, float a_scale, int32_t 
                                 " is outside [0, 127]");
   }
   if (m == 0 || n == 0) return;
+  if (k == 0) {  // an empty sum: out is the bias
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) out[i * ldo + j] = bias != nullptr ? bias[j] : 0.0f;
+    }
+    return;
+  }
   // vpmaddubsw could saturate on an activation above 127 (see the top of
   // this file): refuse it. One pass over m * k bytes, against m * n * k MACs.
   uint8_t high = 0;
@@ -662,15 +682,20 @@ void int8_gemm(int64_t m, const uint8_t* a, int64_t lda, float a_scale, int32_t 
   const GemmArgs g{a, lda, &w, zp_row_sums.data(), scales.data(), bias_padded.data(), out, ldo};
   static const MicroKernel kernel = select_kernel();
 
-  // Thread grid: split n into whole panels when there are enough, else m.
-  const int64_t work_threads = std::max<int64_t>(1, m * n * std::max<int64_t>(k, 1) / kMinMacsPerThread);
-  const int64_t threads = std::min<int64_t>(max_threads(), work_threads);
+  // Tiles: split n into whole panels when there are enough, else m. A big
+  // product gets several tiles per thread, handed out dynamically, so a
+  // thread that the OS preempts (our 2-core machines run other jobs) leaves
+  // its remaining tiles to the others instead of holding everyone up; each
+  // tile repacks its rows of a, m * k bytes against its >= kMinMacsPerTile MACs.
+  const int64_t macs = m * n * k;
+  const int64_t threads = std::min<int64_t>(max_threads(), std::max<int64_t>(1, macs / kMinMacsPerThread));
   int64_t tm = 1, tn = 1;
   if (threads > 1) {
+    const int64_t tiles = std::clamp<int64_t>(macs / kMinMacsPerTile, threads, threads * kMaxTilesPerThread);
     if (ceil_div(n, NR) >= threads) {
-      tn = threads;
+      tn = std::min(tiles, ceil_div(n, NR));
     } else {
-      tm = std::min(threads, ceil_div(m, MR));
+      tm = std::min(tiles, ceil_div(m, MR));
     }
   }
   if (tm * tn == 1) {
@@ -679,7 +704,7 @@ void int8_gemm(int64_t m, const uint8_t* a, int64_t lda, float a_scale, int32_t 
   }
   const int64_t m_chunk = round_up(ceil_div(m, tm), MR);
   const int64_t n_chunk = round_up(ceil_div(n, tn), NR);
-#pragma omp parallel for collapse(2) num_threads(static_cast<int>(tm * tn)) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(static_cast<int>(threads)) schedule(dynamic, 1)
   for (int64_t ti = 0; ti < tm; ++ti) {
     for (int64_t tj = 0; tj < tn; ++tj) {
       const int64_t i0 = ti * m_chunk, j0 = tj * n_chunk;
@@ -692,7 +717,7 @@ void int8_gemm(int64_t m, const uint8_t* a, int64_t lda, float a_scale, int32_t 
 
 const char* int8_gemm_kernel_name() {
 #ifdef PYRT_HAVE_X86
-  if (has_avx2_fma()) return MR == 4 ? "avx2_4x16" : "avx2_6x16";
+  if (has_avx2_fma()) return "avx2_4x16";
 #endif
   return "portable";
 }

@@ -38,7 +38,7 @@ class MSELoss(_Loss):
     2.0
     """
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
@@ -59,7 +59,7 @@ class CrossEntropyLoss(_Loss):
         self._unsupported("label_smoothing", label_smoothing, 0.0)
         self.ignore_index = ignore_index
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(input, target, reduction=self.reduction,
                                ignore_index=self.ignore_index)
 
@@ -78,7 +78,7 @@ class NLLLoss(_Loss):
         self._unsupported("weight", weight, None)
         self.ignore_index = ignore_index
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.nll_loss(input, target, reduction=self.reduction, ignore_index=self.ignore_index)
 
 
@@ -94,7 +94,7 @@ class BCELoss(_Loss):
         super().__init__(reduction)
         self._unsupported("weight", weight, None)
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy(input, target, reduction=self.reduction)
 
 
@@ -112,5 +112,5 @@ class BCEWithLogitsLoss(_Loss):
         self._unsupported("weight", weight, None)
         self._unsupported("pos_weight", pos_weight, None)
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(input, target, reduction=self.reduction)

@@ -7,6 +7,7 @@ in the backward are strided views: the kernel packs them without a copy.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ def matmul_arrays(a: Any, b: Any) -> Any:
     if a.ndim == 2:
         return kernels.matmul(a, b)
     # (..., m, k) @ (k, n): one GEMM over the stacked rows.
-    out = kernels.matmul(a.reshape(-1, a.shape[-1]), b)
+    out = kernels.matmul(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]), b)
     return out.reshape(*a.shape[:-1], b.shape[1])
 
 
@@ -57,8 +58,8 @@ class MatMul(Function):
         grad_a = matmul_arrays(grad, _swap_last(b))
         if b.ndim == 2 and a.ndim > 2:
             # Fold the batch into the rows: one (k, m*batch) @ (m*batch, n) GEMM.
-            rows_a = a.reshape(-1, a.shape[-1])
-            grad_b = matmul_arrays(rows_a.T, grad.reshape(-1, grad.shape[-1]))
+            rows = math.prod(a.shape[:-1])
+            grad_b = matmul_arrays(a.reshape(rows, a.shape[-1]).T, grad.reshape(rows, grad.shape[-1]))
         else:
             grad_b = matmul_arrays(_swap_last(a), grad)
         return grad_a, grad_b  # the engine sums broadcast batch dims away
@@ -70,7 +71,7 @@ class Linear(Function):
     def forward(self, x: Any, weight: Any, bias: Any | None) -> Any:
         self.save_for_backward(x, weight)
         self.has_bias = bias is not None
-        rows = x.reshape(-1, x.shape[-1])
+        rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # -1 fails when x is empty
         out = matmul_arrays(rows, weight.T)
         if bias is not None:
             out += bias
@@ -78,9 +79,9 @@ class Linear(Function):
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any | None]:
         x, weight = self.saved_tensors
-        grad_rows = grad.reshape(-1, grad.shape[-1])
+        grad_rows = grad.reshape(math.prod(grad.shape[:-1]), grad.shape[-1])
         grad_x = matmul_arrays(grad_rows, weight).reshape(x.shape)
-        grad_weight = matmul_arrays(grad_rows.T, x.reshape(-1, x.shape[-1]))
+        grad_weight = matmul_arrays(grad_rows.T, x.reshape(grad_rows.shape[0], x.shape[-1]))
         grad_bias = grad_rows.sum(axis=0) if self.has_bias else None
         return grad_x, grad_weight, grad_bias
 

@@ -1,0 +1,53 @@
+"""Run each example as a user would (a subprocess) and check what it prints."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _run(script: str, *args: str, timeout: float = 300) -> str:
+    # One OpenMP thread: these checks are about results, not speed, and the test
+    # suite often shares its cores with other jobs, where OpenMP barriers around
+    # the examples' small GEMMs (32x64 @ 64x256) measured 10x slower than one thread.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True,
+                            text=True, timeout=timeout, cwd=EXAMPLES.parent, env=env)
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.parametrize("script", ["train_mlp.py", "simple_model.py"])
+def test_example_starts_with_its_run_line(script: str) -> None:
+    first_lines = (EXAMPLES / script).read_text().splitlines()[:3]
+    assert any(line.startswith(f"# Run: python examples/{script}") for line in first_lines)
+
+
+def test_train_mlp_reaches_97_percent_on_digits() -> None:
+    out = _run("train_mlp.py")
+    epochs = re.findall(r"^epoch\s+\d+\s+loss ([\d.]+)\s+test accuracy ([\d.]+)$", out, re.M)
+    assert len(epochs) >= 2, out
+    assert float(epochs[-1][0]) < float(epochs[0][0])  # the loss fell
+    final = re.search(r"^test accuracy: ([\d.]+)$", out, re.M)
+    assert final is not None, out
+    assert float(final.group(1)) >= 0.97, out
+
+
+def test_train_mlp_flags() -> None:
+    out = _run("train_mlp.py", "--epochs", "1", "--batch-size", "64", "--lr", "0.002",
+               "--seed", "3")
+    assert len(re.findall(r"^epoch\s+\d+", out, re.M)) == 1
+
+
+def test_simple_model_loss_decreases() -> None:
+    out = _run("simple_model.py")
+    losses = [float(v) for v in re.findall(r"^step\s+\d+\s+loss ([\d.]+)$", out, re.M)]
+    assert len(losses) >= 2, out
+    assert losses[-1] < 0.1 * losses[0], out
