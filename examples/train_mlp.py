@@ -28,7 +28,8 @@ def build_model() -> nn.Module:
     )
 
 
-def digits_loaders(batch_size: int) -> tuple[DataLoader, DataLoader]:
+def digits_datasets() -> tuple[TensorDataset, TensorDataset]:
+    """The train and test splits, standardised."""
     x_train, y_train = load_digits("train")
     x_test, y_test = load_digits("test")
     # Standardise each pixel with statistics of the training split only; the
@@ -36,7 +37,13 @@ def digits_loaders(batch_size: int) -> tuple[DataLoader, DataLoader]:
     mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 0.01
     train = TensorDataset(pyrt.tensor((x_train - mean) / std), pyrt.tensor(y_train))
     test = TensorDataset(pyrt.tensor((x_test - mean) / std), pyrt.tensor(y_test))
-    return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(test, batch_size=512)
+    return train, test
+
+
+def cosine_lr(optimizer: optim.Optimizer, base_lr: float, epoch: int, epochs: int) -> None:
+    """Cosine decay from ``base_lr`` to 0: large steps early, fine ones at the end."""
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
 
 def evaluate(model: nn.Module, loader: DataLoader) -> float:
@@ -59,7 +66,9 @@ def main() -> None:
     args = parser.parse_args()
 
     pyrt.manual_seed(args.seed)  # fixes initial weights, shuffling order and dropout masks
-    train_loader, test_loader = digits_loaders(args.batch_size)
+    train, test = digits_datasets()
+    train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True)
+    test_loader = DataLoader(test, batch_size=512)
     model = build_model()
     loss_fn = nn.CrossEntropyLoss()
     optimizer = optim.Adam(model.parameters(), lr=args.lr)
@@ -67,9 +76,7 @@ def main() -> None:
 
     start = time.perf_counter()
     for epoch in range(args.epochs):
-        # Cosine decay from lr to 0: large steps early, fine ones at the end.
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
+        cosine_lr(optimizer, args.lr, epoch, args.epochs)
         total_loss, batches = 0.0, 0
         for x, y in train_loader:
             optimizer.zero_grad()

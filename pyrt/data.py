@@ -22,8 +22,8 @@ from pyrt import random
 from pyrt.tensor import Tensor
 
 __all__ = [
-    "BatchSampler", "DataLoader", "Dataset", "RandomSampler", "Sampler", "SequentialSampler",
-    "Subset", "TensorDataset", "default_collate",
+    "BatchSampler", "DataLoader", "Dataset", "DistributedSampler", "RandomSampler", "Sampler",
+    "SequentialSampler", "Subset", "TensorDataset", "default_collate",
 ]
 
 T = TypeVar("T")
@@ -173,6 +173,68 @@ class RandomSampler(Sampler[int]):
         rounds = max(math.ceil(self.num_samples / n), 1) if n else 1
         order = np.concatenate([rng.permutation(n) for _ in range(rounds)])
         return order[:self.num_samples]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class DistributedSampler(Sampler[int]):
+    """Rank ``rank``'s share of the dataset: every ``num_replicas``-th index of one order.
+
+    All ranks shuffle with the same seed (``seed + epoch``, so call
+    ``set_epoch`` each epoch for a new order) and take interleaved slices, so
+    together they cover the dataset once per epoch. Without ``drop_last`` the
+    order is padded by repeating its start until it divides evenly; with it,
+    the tail is dropped. ``num_replicas`` and ``rank`` default to the default
+    process group's.
+
+    >>> [list(DistributedSampler(range(5), num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
+    [[0, 2, 4], [1, 3, 0]]
+    >>> len(DistributedSampler(range(5), num_replicas=2, rank=1, drop_last=True))
+    2
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+        if num_replicas is None or rank is None:
+            from pyrt import distributed  # only now: single-process users never load MPI
+
+            num_replicas = distributed.get_world_size() if num_replicas is None else num_replicas
+            rank = distributed.get_rank() if rank is None else rank
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(
+                f"DistributedSampler: invalid rank {rank} for num_replicas {num_replicas}; "
+                f"rank must be in [0, {num_replicas - 1}]"
+            )
+        self.dataset = dataset
+        self.num_replicas, self.rank = num_replicas, rank
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.epoch = 0
+        n = len(dataset)
+        if drop_last and n % num_replicas:
+            self.num_samples = math.ceil((n - num_replicas) / num_replicas)
+        else:
+            self.num_samples = math.ceil(n / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose this epoch's shuffle (the same on every rank)."""
+        self.epoch = epoch
+
+    def indices(self) -> np.ndarray:
+        n = len(self.dataset)
+        if self.shuffle:
+            order = np.random.default_rng(self.seed + self.epoch).permutation(n)
+        else:
+            order = np.arange(n)
+        if self.drop_last:
+            order = order[:self.total_size]
+        elif self.total_size > n and n > 0:
+            order = np.resize(order, self.total_size)  # repeats the start as padding
+        return order[self.rank:self.total_size:self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())

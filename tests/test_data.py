@@ -326,3 +326,51 @@ def test_digits_dataset_feeds_the_fast_loader() -> None:
     assert loader._gather_batches
     x, y = next(iter(loader))
     assert x.shape == (100, 64) and x.dtype == np.float32 and y.dtype == np.int64
+
+
+# --- DistributedSampler ---------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 5, 12, 13])
+@pytest.mark.parametrize("replicas", [1, 2, 4])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_distributed_sampler_covers_the_dataset_once(n, replicas, shuffle) -> None:
+    from pyrt.utils.data import DistributedSampler
+
+    shards = [list(DistributedSampler(range(n), replicas, r, shuffle=shuffle, seed=3))
+              for r in range(replicas)]
+    sizes = {len(s) for s in shards}
+    assert sizes == {-(-n // replicas)}  # equal shards, padded up
+    flat = [i for s in shards for i in s]
+    assert set(flat) == set(range(n))
+    assert len(flat) - n == (-n) % replicas  # only the padding repeats
+
+
+@pytest.mark.parametrize("n", [5, 12, 13])
+def test_distributed_sampler_drop_last_gives_disjoint_equal_shards(n) -> None:
+    from pyrt.utils.data import DistributedSampler
+
+    shards = [list(DistributedSampler(range(n), 4, r, drop_last=True)) for r in range(4)]
+    flat = [i for s in shards for i in s]
+    assert len({len(s) for s in shards}) == 1 and len(flat) == len(set(flat)) == n // 4 * 4
+
+
+def test_distributed_sampler_epochs_reshuffle_identically_on_every_rank() -> None:
+    from pyrt.utils.data import DistributedSampler
+
+    samplers = [DistributedSampler(range(100), 2, r, seed=7) for r in range(2)]
+    first = [list(s) for s in samplers]
+    for s in samplers:
+        s.set_epoch(1)
+    second = [list(s) for s in samplers]
+    assert first != second
+    assert sorted(first[0] + first[1]) == sorted(second[0] + second[1]) == list(range(100))
+    again = DistributedSampler(range(100), 2, 0, seed=7)
+    again.set_epoch(1)
+    assert list(again) == second[0]
+
+
+def test_distributed_sampler_rejects_bad_ranks() -> None:
+    from pyrt.utils.data import DistributedSampler
+
+    with pytest.raises(ValueError, match=r"invalid rank 2 for num_replicas 2"):
+        DistributedSampler(range(4), num_replicas=2, rank=2)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any
 __all__ = ["CollectiveExecutor"]
 
 _STOP = object()
+SWITCH_INTERVAL_S = 1e-4
 
 
 class CollectiveExecutor:
@@ -37,6 +39,13 @@ class CollectiveExecutor:
     """
 
     def __init__(self, name: str) -> None:
+        # The thread needs the GIL for a moment between MPI calls; with Python's
+        # default 5 ms switch interval a busy training thread makes it wait that
+        # long each time, which serialises communication behind backward. A
+        # waiting thread is handed the GIL after at most this interval; with no
+        # waiter the interval costs nothing.
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._last: concurrent.futures.Future | None = None
         self._thread = threading.Thread(target=self._run, name=f"pyrt-comm-{name}", daemon=True)

@@ -12,6 +12,7 @@ from pyrt.data import (
     BatchSampler,
     DataLoader,
     Dataset,
+    DistributedSampler,
     RandomSampler,
     Sampler,
     SequentialSampler,
@@ -21,6 +22,6 @@ from pyrt.data import (
 )
 
 __all__ = [
-    "BatchSampler", "DataLoader", "Dataset", "RandomSampler", "Sampler", "SequentialSampler",
-    "Subset", "TensorDataset", "default_collate",
+    "BatchSampler", "DataLoader", "Dataset", "DistributedSampler", "RandomSampler", "Sampler",
+    "SequentialSampler", "Subset", "TensorDataset", "default_collate",
 ]
