@@ -8,13 +8,18 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <pybind11/stl.h>
+
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "cpu/cpu_features.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
+#include "cpu/qgemm.h"
 
 namespace py = pybind11;
 
@@ -63,6 +68,83 @@ void sgemm(const py::array& a, const py::array& b, py::array c, float alpha, flo
                    sc.rows, sc.cols);
 }
 
+// Row stride in elements of a 2-D array whose columns are contiguous
+// (numpy reports strides (0, 0) for an empty array: nothing to check then).
+int64_t row_stride(const py::array& x, const char* fn, const char* name) {
+  if (x.size() > 0 && x.shape(1) > 1 && x.strides(1) != x.itemsize()) {
+    throw std::invalid_argument(std::string(fn) + ": " + name + " must have contiguous rows");
+  }
+  return x.size() > 0 && x.shape(0) > 1 ? x.strides(0) / x.itemsize() : x.shape(1);
+}
+
+void check_2d(const py::array& x, const char* fn, const char* name) {
+  if (x.ndim() != 2) {
+    throw std::invalid_argument(std::string(fn) + ": " + name + " must be 2-D, got " +
+                                std::to_string(x.ndim()) + "-D");
+  }
+}
+
+std::unique_ptr<pyrt::cpu::PackedInt8Weight> pack_int8_weight(const py::array& w) {
+  check_2d(w, "pack_int8_weight", "w");
+  if (!py::isinstance<py::array_t<int8_t>>(w)) {
+    throw std::invalid_argument("pack_int8_weight: w must be int8");
+  }
+  const auto* pw = static_cast<const int8_t*>(w.data());
+  const int64_t n = w.shape(0), k = w.shape(1), rs = w.strides(0), cs = w.strides(1);
+  py::gil_scoped_release release;
+  return std::make_unique<pyrt::cpu::PackedInt8Weight>(pw, n, k, rs, cs);
+}
+
+// Returns (q, scale, zero_point); q is a new (m, k) uint8 array in [0, 127].
+py::tuple quantize_u8(const py::array& x) {
+  const Strides2D sx = element_strides(x, "x");
+  const int64_t m = x.shape(0), k = x.shape(1);
+  py::array_t<uint8_t> q({m, k});
+  const auto* px = static_cast<const float*>(x.data());
+  auto* pq = q.mutable_data();
+  float scale = 0.0f;
+  int32_t zero_point = 0;
+  {
+    py::gil_scoped_release release;
+    pyrt::cpu::quantize_u8(px, m, k, sx.rows, sx.cols, pq, k, &scale, &zero_point);
+  }
+  return py::make_tuple(q, scale, zero_point);
+}
+
+// out = a_scale * w_scale * ((a - a_zero_point) @ w^T) + bias, written into out (m, n) float32.
+void int8_gemm(const py::array& a, float a_scale, int32_t a_zero_point,
+               const pyrt::cpu::PackedInt8Weight& w, const py::array& w_scales,
+               const std::optional<py::array>& bias, py::array out) {
+  check_2d(a, "int8_gemm", "a");
+  check_2d(out, "int8_gemm", "out");
+  if (!py::isinstance<py::array_t<uint8_t>>(a)) throw std::invalid_argument("int8_gemm: a must be uint8");
+  if (!py::isinstance<py::array_t<float>>(out)) throw std::invalid_argument("int8_gemm: out must be float32");
+  if (!out.writeable()) throw std::invalid_argument("int8_gemm: out is read-only");
+  const int64_t m = a.shape(0), n = w.n(), k = w.k();
+  if (a.shape(1) != k || out.shape(0) != m || out.shape(1) != n) {
+    throw std::invalid_argument("int8_gemm: a is (" + std::to_string(m) + ", " +
+                                std::to_string(a.shape(1)) + "), packed weight is (" +
+                                std::to_string(n) + ", " + std::to_string(k) + "), out is (" +
+                                std::to_string(out.shape(0)) + ", " + std::to_string(out.shape(1)) + ")");
+  }
+  const auto vector_of_n = [n](const py::array& v, const char* name) {
+    if (!py::isinstance<py::array_t<float>>(v) || v.ndim() != 1 || v.shape(0) != n ||
+        (n > 1 && v.strides(0) != static_cast<py::ssize_t>(sizeof(float)))) {
+      throw std::invalid_argument(std::string("int8_gemm: ") + name +
+                                  " must be a contiguous float32 vector of length " + std::to_string(n));
+    }
+    return static_cast<const float*>(v.data());
+  };
+  const float* ps = vector_of_n(w_scales, "w_scales");
+  const float* pb = bias ? vector_of_n(*bias, "bias") : nullptr;
+  const int64_t lda = row_stride(a, "int8_gemm", "a");
+  const int64_t ldo = row_stride(out, "int8_gemm", "out");
+  const auto* pa = static_cast<const uint8_t*>(a.data());
+  auto* po = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  pyrt::cpu::int8_gemm(m, pa, lda, a_scale, a_zero_point, w, ps, pb, po, ldo);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -73,6 +155,20 @@ PYBIND11_MODULE(_C, m) {
         "c = alpha * a @ b + beta * c for 2-D float32 arrays of any strides");
   m.def("sgemm_kernel_name", &pyrt::cpu::sgemm_kernel_name);
   m.def("has_avx2_fma", &pyrt::cpu::has_avx2_fma);
+py::class_<pyrt::cpu::PackedInt8Weight>(m, "PackedInt8Weight",
+                                          "int8 (n, k) weights packed for int8_gemm")
+      .def_property_readonly("n", &pyrt::cpu::PackedInt8Weight::n)
+      .def_property_readonly("k", &pyrt::cpu::PackedInt8Weight::k)
+      .def_property_readonly("nbytes", &pyrt::cpu::PackedInt8Weight::nbytes);
+  m.def("pack_int8_weight", &pack_int8_weight, py::arg("w"),
+        "Pack int8 (n, k) weights (nn.Linear layout) for int8_gemm");
+  m.def("quantize_u8", &quantize_u8, py::arg("x"),
+        "Dynamic per-tensor quantization of float32 (m, k) to 7-bit uint8: (q, scale, zero_point)");
+  m.def("int8_gemm", &int8_gemm, py::arg("a"), py::arg("a_scale"), py::arg("a_zero_point"),
+        py::arg("w"), py::arg("w_scales"), py::arg("bias"), py::arg("out"),
+        "out = a_scale * w_scales * ((a - a_zero_point) @ w.T) + bias");
+  m.def("int8_gemm_kernel_name", &pyrt::cpu::int8_gemm_kernel_name);
+
   m.def("measure_fp32_peak_gflops", []() {
     py::gil_scoped_release release;
     return pyrt::cpu::measure_fp32_peak_gflops();

@@ -18,9 +18,15 @@ from pyrt import _C
 from pyrt.backend import describe, get_array_module, is_cuda_array
 
 __all__ = [
+    "PackedInt8Weight",
     "cuda_available",
+    "dynamic_linear",
     "get_num_threads",
+    "int8_gemm",
+    "int8_gemm_kernel_name",
     "matmul",
+    "pack_int8_weight",
+    "quantize_u8",
     "set_num_threads",
     "sgemm_kernel_name",
 ]
@@ -174,3 +180,133 @@ def _cuda_sgemm(a: Any, b: Any, out: Any) -> None:
             m, n, k, 1.0, a.data.ptr, rsa, csa, b.data.ptr, rsb, csb, 0.0, out.data.ptr,
             rsc, csc, stream,
         )
+
+
+# --- int8 GEMM for dynamic quantization ------------------------------------------
+
+PackedInt8Weight = _C.PackedInt8Weight
+
+# Activations are 7-bit ([0, 127]) so AVX2's vpmaddubsw cannot saturate;
+# see csrc/cpu/qgemm.cpp.
+ACTIVATION_QMAX = 127
+
+
+def _require_numpy(fn: str, **arrays: Any) -> None:
+    for name, x in arrays.items():
+        if get_array_module(x) is not np:
+            raise TypeError(
+                f"{fn}: {name} is a {type(x).__module__}.{type(x).__name__}; the int8 kernels "
+                "run on the CPU only (pass a numpy array)"
+            )
+
+
+def pack_int8_weight(w_q: Any) -> PackedInt8Weight:
+    """Pack int8 weights (n, k), nn.Linear's layout, once for :func:`int8_gemm`.
+
+    >>> p = pack_int8_weight(np.ones((3, 5), np.int8))
+    >>> (p.n, p.k)
+    (3, 5)
+    """
+    _require_numpy("pack_int8_weight", w_q=w_q)
+    if getattr(w_q, "ndim", None) != 2 or w_q.dtype != np.int8:
+        raise TypeError(f"pack_int8_weight: w_q must be a 2-D int8 array, got {describe(w_q)}")
+    return _C.pack_int8_weight(w_q)
+
+
+def quantize_u8(x: Any) -> tuple[np.ndarray, float, int]:
+    """Dynamic per-tensor quantization of float32 (m, k) to 7-bit uint8 codes.
+
+    Returns ``(q, scale, zero_point)`` with ``x ~= scale * (q - zero_point)``,
+    chosen as PyTorch's dynamic Linear does (range widened to include 0,
+    ``scale = (max - min) / 127``). Any strides are accepted.
+
+    >>> q, scale, zp = quantize_u8(np.array([[-1.0, 0.0, 1.0]], np.float32))
+    >>> q.dtype, int(q[0, 1]) == zp
+    (dtype('uint8'), True)
+    """
+    _require_numpy("quantize_u8", x=x)
+    if getattr(x, "ndim", None) != 2 or x.dtype != np.float32:
+        raise TypeError(f"quantize_u8: x must be a 2-D float32 array, got {describe(x)}")
+    if any(s % x.itemsize for s in x.strides):
+        raise ValueError(f"quantize_u8: x has strides {x.strides}, not multiples of 4 bytes")
+    q, scale, zero_point = _C.quantize_u8(x)
+    return q, float(scale), int(zero_point)
+
+
+def int8_gemm(
+    a_q: Any,
+    a_scale: float,
+    a_zero_point: int,
+    w: PackedInt8Weight,
+    w_scales: Any,
+    bias: Any | None = None,
+    out: Any | None = None,
+) -> np.ndarray:
+    """``a_scale * w_scales * ((a_q - a_zero_point) @ w_q.T) + bias`` as float32 (m, n).
+
+    ``a_q`` is uint8 (m, k) with values in [0, 127] (from :func:`quantize_u8`)
+    and contiguous rows; ``w`` comes from :func:`pack_int8_weight` of an
+    (n, k) int8 array; ``w_scales`` is float32 (n,) (per output channel; repeat
+    one value for per-tensor); ``bias`` is float32 (n,) or None.
+
+    >>> w = pack_int8_weight(np.full((2, 3), 2, np.int8))
+    >>> a = np.full((1, 3), 5, np.uint8)
+    >>> int8_gemm(a, 0.5, 1, w, np.ones(2, np.float32))
+    array([[12., 12.]], dtype=float32)
+    """
+    _require_numpy("int8_gemm", a_q=a_q)
+    if not isinstance(w, PackedInt8Weight):
+        raise TypeError(f"int8_gemm: w must be a PackedInt8Weight (pack_int8_weight), got {type(w)}")
+    if getattr(a_q, "ndim", None) != 2 or a_q.dtype != np.uint8:
+        raise TypeError(f"int8_gemm: a_q must be a 2-D uint8 array, got {describe(a_q)}")
+    m, k = a_q.shape
+    if k != w.k:
+        raise ValueError(
+            f"int8_gemm: a_q is {describe(a_q)} but the packed weight is ({w.n}, {w.k}); "
+            f"inner dimensions {k} != {w.k}"
+        )
+    if a_q.size and k > 1 and a_q.strides[1] != 1:
+        a_q = np.ascontiguousarray(a_q)  # the kernel reads whole rows
+    if not 0 <= int(a_zero_point) <= ACTIVATION_QMAX:
+        raise ValueError(f"int8_gemm: a_zero_point {a_zero_point} is outside [0, 127]")
+    w_scales = np.ascontiguousarray(w_scales, dtype=np.float32)
+    if w_scales.shape != (w.n,):
+        raise ValueError(f"int8_gemm: w_scales is {describe(w_scales)}, expected ({w.n},) float32")
+    if bias is not None:
+        _require_numpy("int8_gemm", bias=bias)
+        bias = np.ascontiguousarray(bias, dtype=np.float32)
+        if bias.shape != (w.n,):
+            raise ValueError(f"int8_gemm: bias is {describe(bias)}, expected ({w.n},) float32")
+    if out is None:
+        out = np.empty((m, w.n), dtype=np.float32)
+    else:
+        _require_numpy("int8_gemm", out=out)
+        if out.shape != (m, w.n) or out.dtype != np.float32:
+            raise ValueError(f"int8_gemm: out is {describe(out)} but the product is ({m}, {w.n}) float32")
+        if not out.flags.writeable or (out.size and w.n > 1 and out.strides[1] != 4):
+            raise ValueError("int8_gemm: out must be writeable with contiguous rows")
+        if np.may_share_memory(out, a_q):
+            raise ValueError("int8_gemm: out overlaps a_q; pass a separate output array")
+    _C.int8_gemm(a_q, float(a_scale), int(a_zero_point), w, w_scales, bias, out)
+    return out
+
+
+def dynamic_linear(x: Any, w: PackedInt8Weight, w_scales: Any, bias: Any | None = None) -> np.ndarray:
+    """``x @ w.T + bias`` with x quantized on the fly: PyTorch's dynamic int8 Linear.
+
+    >>> w = pack_int8_weight(np.eye(3, dtype=np.int8) * 100)
+    >>> y = dynamic_linear(np.array([[0.5, -1.0, 2.0]], np.float32), w, np.full(3, 0.01, np.float32))
+    >>> np.allclose(y, [[0.5, -1.0, 2.0]], atol=0.02)
+    True
+    """
+    a_q, a_scale, a_zero_point = quantize_u8(x)
+    return int8_gemm(a_q, a_scale, a_zero_point, w, w_scales, bias)
+
+
+def int8_gemm_kernel_name() -> str:
+    """Name of the int8 GEMM micro-kernel picked for this CPU.
+
+    >>> int8_gemm_kernel_name() in ("avx2_4x16", "portable")
+    True
+    """
+    return str(_C.int8_gemm_kernel_name())

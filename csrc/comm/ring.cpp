@@ -47,6 +47,8 @@
 //   mpiexec -n 4 python test_ring.py; timed by mpiexec -n 4 python bench_ring.py
 #include "comm/ring.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -181,6 +183,30 @@ struct Chunks {
   int64_t size(int64_t i) const { return base + (i < rem ? 1 : 0); }
 };
 
+// Waits poll MPI_Test and yield the core between polls. MPICH's MPI_Wait spins,
+// which on an oversubscribed node (more ranks than cores, or DDP's
+// communication thread beside a rank's backward) takes the core away from the
+// very thread that must run before the message can arrive. With nothing else
+// runnable, sched_yield returns at once and the loop is a plain spin.
+int wait_yielding(MPI_Request* request) {
+  for (;;) {
+    int done = 0;
+    const int rc = MPI_Test(request, &done, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS || done) return rc;
+    sched_yield();
+  }
+}
+
+int waitall_yielding(std::vector<MPI_Request>& requests) {
+  for (;;) {
+    int done = 0;
+    const int rc = MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
+                               MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS || done) return rc;
+    sched_yield();
+  }
+}
+
 template <typename T>
 void ring_allreduce_typed(RingComm& ring, T* buf, int64_t count, Op op, int64_t segment_bytes) {
   MPI_Comm comm = ring.comm;
@@ -248,8 +274,8 @@ void ring_allreduce_typed(RingComm& ring, T* buf, int64_t count, Op op, int64_t 
     } else {
       // All-gather writes chunk c in place; this rank sent the same chunk at
       // step t+1-p, and MPI forbids touching a buffer with a send in flight.
-      check_ring(MPI_Wait(&sends[(u.t + 1 - p) * max_segments + u.j], MPI_STATUS_IGNORE), "MPI_Wait",
-                 comm, u.t, u.j);
+      check_ring(wait_yielding(&sends[(u.t + 1 - p) * max_segments + u.j]), "MPI_Wait", comm, u.t,
+                 u.j);
     }
     check_ring(MPI_Irecv(dst, len, type, left, tag_of(u.t, u.j), comm, &recvs[half]), "MPI_Irecv", comm,
                u.t, u.j);
@@ -263,7 +289,7 @@ void ring_allreduce_typed(RingComm& ring, T* buf, int64_t count, Op op, int64_t 
   while (u.t < steps) {
     const Unit after = next(u);
     if (after.t < steps) post_recv(after, half ^ 1);
-    check_ring(MPI_Wait(&recvs[half], MPI_STATUS_IGNORE), "MPI_Wait", comm, u.t, u.j);
+    check_ring(wait_yielding(&recvs[half]), "MPI_Wait", comm, u.t, u.j);
     const int64_t c = mod_p(r - u.t - 1);
     auto [ptr, len] = segment(c, u.j);
     if (u.t < p - 1) {
@@ -274,8 +300,7 @@ void ring_allreduce_typed(RingComm& ring, T* buf, int64_t count, Op op, int64_t 
     u = after;
     half ^= 1;
   }
-  check_ring(MPI_Waitall(static_cast<int>(sends.size()), sends.data(), MPI_STATUSES_IGNORE), "MPI_Waitall",
-             comm, steps, 0);
+  check_ring(waitall_yielding(sends), "MPI_Waitall", comm, steps, 0);
 }
 
 std::string format_ranks(const std::vector<int>& ranks) {

@@ -38,15 +38,20 @@ __attribute__((target("avx2,fma"))) float fma_chains(int64_t iterations) {
 }
 
 __attribute__((target("avx2,fma"))) int int8_chains(int64_t iterations) {
-  __m256i acc[8];
-  for (int i = 0; i < 8; ++i) acc[i] = _mm256_set1_epi32(i);
-  const __m256i a = _mm256_set1_epi8(3);
+  __m256i acc[8], a[8];
+  for (int i = 0; i < 8; ++i) {
+    acc[i] = _mm256_set1_epi32(i);
+    a[i] = _mm256_set1_epi8(static_cast<char>(3 + i));
+  }
   const __m256i b = _mm256_set1_epi8(-2);
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t it = 0; it < iterations; ++it) {
     for (int i = 0; i < 8; ++i) {
+      // The operands are loop-invariant; this empty asm claims to change them
+      // so the compiler can neither hoist nor merge the multiplies.
+      asm volatile("" : "+x"(a[i]));
       // 32 u8 x s8 products -> 16 s16 pair sums -> 8 s32 sums: 64 ops.
-      const __m256i pairs = _mm256_maddubs_epi16(a, b);
+      const __m256i pairs = _mm256_maddubs_epi16(a[i], b);
       acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(pairs, ones));
     }
   }

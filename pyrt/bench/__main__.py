@@ -1,8 +1,8 @@
 """``python -m pyrt.bench [suite ...] [--json PATH] [--threads N] [--quick]``
 
-Suites: matmul (the default: every kernel suite), allreduce (launches mpiexec). Each prints a table with our
-time, the reference's time and the ratio ref/ours (above 1: pyrt is faster),
-measured side by side in one process.
+Suites: matmul, int8 (the default: every kernel suite), allreduce (launches
+mpiexec). Each prints a table with our time, the reference's time and the
+ratio ref/ours (above 1: pyrt is faster), measured side by side in one process.
 
 The command re-executes itself once with a clean environment: the same thread
 count for pyrt and the references (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS), and
@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-SUITES = ["matmul"]
+SUITES = ["matmul", "int8"]
 # Suites that launch their own MPI jobs; run when named.
 MPI_SUITES = ["allreduce"]
 
