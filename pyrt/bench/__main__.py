@@ -1,8 +1,9 @@
 """``python -m pyrt.bench [suite ...] [--json PATH] [--threads N] [--quick]``
 
-Suites: matmul, int8 (the default: every kernel suite), allreduce (launches
-mpiexec). Each prints a table with our time, the reference's time and the
-ratio ref/ours (above 1: pyrt is faster), measured side by side in one process.
+Suites: matmul, int8 (the default: the kernel suites), train (whole training
+steps vs PyTorch), allreduce (launches mpiexec). Each prints a table with our
+time, the reference's time and the ratio ref/ours (above 1: pyrt is faster),
+measured side by side in one process.
 
 The command re-executes itself once with a clean environment: the same thread
 count for pyrt and the references (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS), and
@@ -17,9 +18,9 @@ import argparse
 import os
 import sys
 
+# The kernel suites run by default; the others (whole training steps, MPI jobs) when named.
 SUITES = ["matmul", "int8"]
-# Suites that launch their own MPI jobs; run when named.
-MPI_SUITES = ["allreduce"]
+ALL_SUITES = [*SUITES, "train", "allreduce"]
 
 
 def _reexec_with_clean_env(threads: int) -> None:
@@ -34,15 +35,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m pyrt.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suites", nargs="*", metavar="suite",
-                        help=f"any of {SUITES + MPI_SUITES} (default: {SUITES})")
+                        help=f"any of {ALL_SUITES} (default: {SUITES})")
     parser.add_argument("--json", metavar="PATH", help="also write the records as JSON")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for pyrt and the references (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="a few small cases (for tests)")
     args = parser.parse_args()
-    unknown = set(args.suites) - set(SUITES + MPI_SUITES)
+    unknown = set(args.suites) - set(ALL_SUITES)
     if unknown:
-        parser.error(f"unknown suite(s) {sorted(unknown)}; choose from {SUITES + MPI_SUITES}")
+        parser.error(f"unknown suite(s) {sorted(unknown)}; choose from {ALL_SUITES}")
     if os.environ.get("PYRT_BENCH_CHILD") != "1":
         _reexec_with_clean_env(args.threads)
 
