@@ -20,6 +20,8 @@
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
 #include "cpu/qgemm.h"
+#include "cpu/reduce.h"
+#include "cpu/spmm.h"
 
 namespace py = pybind11;
 
@@ -71,10 +73,14 @@ void sgemm(const py::array& a, const py::array& b, py::array c, float alpha, flo
 // Row stride in elements of a 2-D array whose columns are contiguous
 // (numpy reports strides (0, 0) for an empty array: nothing to check then).
 int64_t row_stride(const py::array& x, const char* fn, const char* name) {
-  if (x.size() > 0 && x.shape(1) > 1 && x.strides(1) != x.itemsize()) {
+  if (x.size() == 0) return x.shape(1);  // numpy may report strides (0, 0): nothing is read
+  if (x.shape(1) > 1 && x.strides(1) != x.itemsize()) {
     throw std::invalid_argument(std::string(fn) + ": " + name + " must have contiguous rows");
   }
-  return x.size() > 0 && x.shape(0) > 1 ? x.strides(0) / x.itemsize() : x.shape(1);
+  if (x.shape(0) > 1 && (x.strides(0) % x.itemsize() != 0 || x.strides(0) < x.shape(1) * x.itemsize())) {
+    throw std::invalid_argument(std::string(fn) + ": " + name + " has an unusable row stride");
+  }
+  return x.shape(0) > 1 ? x.strides(0) / x.itemsize() : x.shape(1);
 }
 
 void check_2d(const py::array& x, const char* fn, const char* name) {
@@ -145,6 +151,109 @@ void int8_gemm(const py::array& a, float a_scale, int32_t a_zero_point,
   pyrt::cpu::int8_gemm(m, pa, lda, a_scale, a_zero_point, w, ps, pb, po, ldo);
 }
 
+
+// --- CSR SpMM -------------------------------------------------------------------
+using I64Array = py::array_t<int64_t, py::array::c_style>;  // no forcecast: a wrong dtype raises
+using F32Array = py::array_t<float, py::array::c_style>;
+
+void check_1d(const py::array& x, const char* fn, const char* name) {
+  if (x.ndim() != 1) {
+    throw std::invalid_argument(std::string(fn) + ": " + name + " must be 1-D, got " +
+                                std::to_string(x.ndim()) + "-D");
+  }
+}
+
+// "" when (indptr, indices) is a valid CSR structure of k columns, else what is wrong.
+std::string validate_csr(const I64Array& indptr, const I64Array& indices, int64_t k) {
+  check_1d(indptr, "validate_csr", "indptr");
+  check_1d(indices, "validate_csr", "indices");
+  if (indptr.shape(0) < 1) return "indptr is empty; it needs m + 1 entries";
+  const int64_t m = indptr.shape(0) - 1, nnz = indices.shape(0);
+  const int64_t* p = indptr.data();
+  const int64_t* ix = indices.data();
+  py::gil_scoped_release release;
+  return pyrt::cpu::validate_csr(m, k, p, m + 1, ix, nnz);
+}
+
+// out = alpha * A @ b + beta * out with A as CSR (m = len(indptr) - 1, k = b.shape[0]).
+void spmm(const I64Array& indptr, const I64Array& indices, const F32Array& values, const py::array& b,
+          py::array out, float alpha, float beta) {
+  check_1d(indptr, "spmm", "indptr");
+  check_1d(indices, "spmm", "indices");
+  check_1d(values, "spmm", "values");
+  check_2d(b, "spmm", "b");
+  check_2d(out, "spmm", "out");
+  if (!py::isinstance<py::array_t<float>>(b) || !py::isinstance<py::array_t<float>>(out)) {
+    throw std::invalid_argument("spmm: b and out must be float32");
+  }
+  const int64_t m = indptr.shape(0) - 1, k = b.shape(0), n = b.shape(1);
+  if (m < 0 || out.shape(0) != m || out.shape(1) != n || indices.shape(0) != values.shape(0)) {
+    throw std::invalid_argument("spmm: shapes do not agree");
+  }
+  if (!out.writeable()) throw std::invalid_argument("spmm: out is read-only");
+  const int64_t ldb = row_stride(b, "spmm", "b"), ldc = row_stride(out, "spmm", "out");
+  const int64_t* p = indptr.data();
+  const int64_t* ix = indices.data();
+  const float* v = values.data();
+  const auto* pb = static_cast<const float*>(b.data());
+  auto* pc = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  pyrt::cpu::spmm_csr(m, n, k, alpha, p, ix, v, pb, ldb, beta, pc, ldc);
+}
+
+// --- reductions for collectives ------------------------------------------------------
+pyrt::cpu::ReduceOp parse_op(const std::string& op) {
+  if (op == "sum") return pyrt::cpu::ReduceOp::kSum;
+  if (op == "max") return pyrt::cpu::ReduceOp::kMax;
+  if (op == "min") return pyrt::cpu::ReduceOp::kMin;
+  throw std::invalid_argument("reduce_inplace: op must be 'sum', 'max' or 'min', got '" + op + "'");
+}
+
+pyrt::cpu::Threading threading_of(bool single_thread) {
+  return single_thread ? pyrt::cpu::Threading::kSingleThread : pyrt::cpu::Threading::kAuto;
+}
+
+template <typename T>
+void reduce_typed(py::array& dst, const py::array& src, pyrt::cpu::ReduceOp op, bool single_thread) {
+  T* d = static_cast<T*>(dst.mutable_data());
+  const T* s = static_cast<const T*>(src.data());
+  const int64_t count = dst.size();
+  py::gil_scoped_release release;
+  pyrt::cpu::reduce_inplace(d, s, count, op, threading_of(single_thread));
+}
+
+// dst = op(dst, src) element-wise; contiguous float32/float64 arrays of one size and dtype.
+void reduce_inplace(py::array dst, const py::array& src, const std::string& op, bool single_thread) {
+  const auto parsed = parse_op(op);
+  if (!(dst.flags() & py::array::c_style) || !(src.flags() & py::array::c_style) || !dst.writeable()) {
+    throw std::invalid_argument("reduce_inplace: dst and src must be C-contiguous, dst writeable");
+  }
+  if (dst.size() != src.size() || !dst.dtype().is(src.dtype())) {
+    throw std::invalid_argument("reduce_inplace: dst and src differ in size or dtype");
+  }
+  if (py::isinstance<py::array_t<float>>(dst)) return reduce_typed<float>(dst, src, parsed, single_thread);
+  if (py::isinstance<py::array_t<double>>(dst)) return reduce_typed<double>(dst, src, parsed, single_thread);
+  throw std::invalid_argument("reduce_inplace: dtype must be float32 or float64");
+}
+
+void scale_inplace(py::array dst, double alpha, bool single_thread) {
+  if (!(dst.flags() & py::array::c_style) || !dst.writeable()) {
+    throw std::invalid_argument("scale_inplace: dst must be C-contiguous and writeable");
+  }
+  const int64_t count = dst.size();
+  if (py::isinstance<py::array_t<float>>(dst)) {
+    auto* d = static_cast<float*>(dst.mutable_data());
+    py::gil_scoped_release release;
+    pyrt::cpu::scale_inplace(d, count, static_cast<float>(alpha), threading_of(single_thread));
+  } else if (py::isinstance<py::array_t<double>>(dst)) {
+    auto* d = static_cast<double*>(dst.mutable_data());
+    py::gil_scoped_release release;
+    pyrt::cpu::scale_inplace(d, count, alpha, threading_of(single_thread));
+  } else {
+    throw std::invalid_argument("scale_inplace: dtype must be float32 or float64");
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -168,6 +277,18 @@ py::class_<pyrt::cpu::PackedInt8Weight>(m, "PackedInt8Weight",
         py::arg("w"), py::arg("w_scales"), py::arg("bias"), py::arg("out"),
         "out = a_scale * w_scales * ((a - a_zero_point) @ w.T) + bias");
   m.def("int8_gemm_kernel_name", &pyrt::cpu::int8_gemm_kernel_name);
+
+  m.def("spmm", &spmm, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
+        py::arg("values").noconvert(), py::arg("b"), py::arg("out"), py::arg("alpha") = 1.0f,
+        py::arg("beta") = 0.0f, "out = alpha * csr @ b + beta * out");
+  m.def("validate_csr", &validate_csr, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
+        py::arg("k"), "'' when the CSR structure is valid, else what is wrong");
+  m.def("spmm_kernel_name", &pyrt::cpu::spmm_kernel_name);
+  m.def("reduce_inplace", &reduce_inplace, py::arg("dst"), py::arg("src"), py::arg("op"),
+        py::arg("single_thread") = false, "dst = op(dst, src) element-wise");
+  m.def("scale_inplace", &scale_inplace, py::arg("dst"), py::arg("alpha"), py::arg("single_thread") = false,
+        "dst *= alpha");
+  m.def("reduce_kernel_name", &pyrt::cpu::reduce_kernel_name);
 
   m.def("measure_fp32_peak_gflops", []() {
     py::gil_scoped_release release;

@@ -27,8 +27,12 @@ __all__ = [
     "matmul",
     "pack_int8_weight",
     "quantize_u8",
+    "reduce_inplace",
+    "scale_inplace",
     "set_num_threads",
     "sgemm_kernel_name",
+    "spmm",
+    "spmm_kernel_name",
 ]
 
 _cuda_module: ModuleType | None = None
@@ -310,3 +314,106 @@ def int8_gemm_kernel_name() -> str:
     True
     """
     return str(_C.int8_gemm_kernel_name())
+
+
+# --- CSR SpMM ------------------------------------------------------------------------
+
+def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
+         out: Any | None = None) -> np.ndarray:
+    """``A @ b`` for a sparse CSR matrix A (m, k) and a dense float32 b (k, n).
+
+    A is given as SciPy stores it: ``indptr`` (m + 1,), ``indices`` (nnz,) and
+    ``values`` (nnz,), row by row with sorted, duplicate-free column indices.
+    The structure is validated on every call (in C++, one pass over the
+    indices) with an error that says what is wrong. Pass int64 indices and
+    float32 values to avoid a conversion copy; b may be any float32 view whose
+    rows are contiguous, otherwise it is copied.
+
+    >>> indptr, indices = np.array([0, 1, 3]), np.array([2, 0, 1])
+    >>> values = np.array([1.0, 2.0, 3.0], np.float32)
+    >>> spmm(indptr, indices, values, (2, 3), np.eye(3, dtype=np.float32))
+    array([[0., 0., 1.],
+           [2., 3., 0.]], dtype=float32)
+    """
+    _require_numpy("spmm", indptr=indptr, indices=indices, values=values, b=b)
+    m, k = (int(d) for d in shape)
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    if getattr(values, "dtype", None) != np.float32:
+        raise TypeError(f"spmm: values must be float32, got {describe(values)}")
+    values = np.ascontiguousarray(values)
+    if indptr.shape != (m + 1,):
+        raise ValueError(f"spmm: indptr is {describe(indptr)} but a ({m}, {k}) matrix needs ({m + 1},)")
+    if indices.ndim != 1 or values.shape != indices.shape:
+        raise ValueError(f"spmm: indices is {describe(indices)} but values is {describe(values)}")
+    problem = _C.validate_csr(indptr, indices, k)
+    if problem:
+        raise ValueError(f"spmm: invalid CSR matrix of shape ({m}, {k}): {problem}")
+    if getattr(b, "ndim", None) != 2 or b.dtype != np.float32:
+        raise TypeError(f"spmm: b must be a 2-D float32 array, got {describe(b)}")
+    if b.shape[0] != k:
+        raise ValueError(f"spmm: the matrix is ({m}, {k}) but b is {describe(b)}; inner dimensions "
+                         f"{k} != {b.shape[0]}")
+    rows_usable = (b.shape[1] <= 1 or b.strides[1] == b.itemsize) and b.strides[0] >= b.shape[1] * 4
+    if b.size and not rows_usable:
+        b = np.ascontiguousarray(b)  # transposed, reversed or broadcast rows
+    n = b.shape[1]
+    if out is None:
+        out = np.empty((m, n), dtype=np.float32)
+    elif out.shape != (m, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"spmm: out is {describe(out)} but the product is a contiguous ({m}, {n}) float32")
+    elif np.may_share_memory(out, b) or np.may_share_memory(out, values):
+        raise ValueError("spmm: out overlaps an input; pass a separate output array")
+    _C.spmm(indptr, indices, values, b, out, 1.0, 0.0)
+    return out
+
+
+def spmm_kernel_name() -> str:
+    """Name of the SpMM loop picked for this CPU.
+
+    >>> spmm_kernel_name() in ("avx2_fma", "portable")
+    True
+    """
+    return str(_C.spmm_kernel_name())
+
+
+# --- reductions for collectives -------------------------------------------------------
+
+def _check_reduction_buffer(fn: str, name: str, x: Any) -> None:
+    _require_numpy(fn, **{name: x})
+    if getattr(x, "dtype", None) not in (np.float32, np.float64) or not x.flags.c_contiguous:
+        raise TypeError(f"{fn}: {name} must be a contiguous float32 or float64 array, got {describe(x)}")
+
+
+def reduce_inplace(dst: Any, src: Any, op: str = "sum") -> Any:
+    """``dst = op(dst, src)`` element-wise for op in sum, max, min; returns ``dst``.
+
+    The vectorized kernel behind the ring all-reduce. max and min propagate
+    NaN like ``np.maximum``/``np.minimum``.
+
+    >>> reduce_inplace(np.ones(3), np.full(3, 2.0), "max")
+    array([2., 2., 2.])
+    """
+    _check_reduction_buffer("reduce_inplace", "dst", dst)
+    _check_reduction_buffer("reduce_inplace", "src", src)
+    if dst.shape != src.shape or dst.dtype != src.dtype:
+        raise ValueError(f"reduce_inplace: dst is {describe(dst)} but src is {describe(src)}")
+    if not dst.flags.writeable:
+        raise ValueError("reduce_inplace: dst is read-only")
+    if op not in ("sum", "max", "min"):
+        raise ValueError(f"reduce_inplace: op must be 'sum', 'max' or 'min', got {op!r}")
+    _C.reduce_inplace(dst, src, op)
+    return dst
+
+
+def scale_inplace(dst: Any, alpha: float) -> Any:
+    """``dst *= alpha`` (an average is a sum scaled by 1 / world size); returns ``dst``.
+
+    >>> scale_inplace(np.full(2, 3.0, np.float32), 0.5)
+    array([1.5, 1.5], dtype=float32)
+    """
+    _check_reduction_buffer("scale_inplace", "dst", dst)
+    if not dst.flags.writeable:
+        raise ValueError("scale_inplace: dst is read-only")
+    _C.scale_inplace(dst, float(alpha))
+    return dst

@@ -46,6 +46,7 @@
 // libmpi.so.12). Checked against MPI_Allreduce at 1 to 4 ranks by
 //   mpiexec -n 4 python test_ring.py; timed by mpiexec -n 4 python bench_ring.py
 #include "comm/ring.h"
+#include "cpu/reduce.h"
 
 #include <sched.h>
 
@@ -61,24 +62,14 @@ namespace pyrt::comm {
 
 namespace {
 
-// ---------------------------------------------------------------------------
-// The reduction. Everything the ring adds goes through this one function, so
-// the single-threaded pyrt::cpu::reduce_inplace(dst, src, n, op) from
-// csrc/cpu/reduce.h replaces the body below with one call once it lands.
+// The reduction: the shared vectorized kernel, single-threaded so the other
+// core stays free for the MPI transfer it overlaps with.
 template <typename T>
-void reduce_inplace(T* __restrict dst, const T* __restrict src, int64_t n, Op op) {
-  switch (op) {
-    case Op::Sum:
-    case Op::Avg:
-      for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
-      break;
-    case Op::Max:  // the comparison MPICH's MPI_MAX uses, so results match it bit for bit
-      for (int64_t i = 0; i < n; ++i) dst[i] = dst[i] > src[i] ? dst[i] : src[i];
-      break;
-    case Op::Min:
-      for (int64_t i = 0; i < n; ++i) dst[i] = dst[i] < src[i] ? dst[i] : src[i];
-      break;
-  }
+void reduce_inplace(T* dst, const T* src, int64_t n, Op op) {
+  const auto kernel_op = op == Op::Max   ? cpu::ReduceOp::kMax
+                         : op == Op::Min ? cpu::ReduceOp::kMin
+                                         : cpu::ReduceOp::kSum;  // Avg sums, then divides once
+  cpu::reduce_inplace(dst, src, n, kernel_op, cpu::Threading::kSingleThread);
 }
 
 template <typename T>

@@ -1,0 +1,142 @@
+"""CSR SpMM and the collective reductions against numpy references."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyrt import kernels
+
+
+def random_csr(rng, m: int, k: int, density: float):
+    dense = rng.standard_normal((m, k)).astype(np.float32)
+    dense[rng.random((m, k)) >= density] = 0
+    rows, cols = np.nonzero(dense)
+    indptr = np.zeros(m + 1, np.int64)
+    np.add.at(indptr, rows + 1, 1)
+    return np.cumsum(indptr), cols.astype(np.int64), dense[rows, cols], dense
+
+
+def check(indptr, indices, values, dense, b) -> None:
+    out = kernels.spmm(indptr, indices, values, dense.shape, b)
+    expected = dense.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(dense).astype(np.float64) @ np.abs(b).astype(np.float64)
+    np.testing.assert_array_less(np.abs(out - expected), 1e-6 * scale + 1e-30)
+
+
+@pytest.mark.parametrize("m", [0, 1, 7, 64])
+@pytest.mark.parametrize("k", [0, 1, 13, 300])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 67, 193])
+@pytest.mark.parametrize("density", [0.0, 0.1, 0.5])
+def test_shapes_and_densities(m, k, n, density, rng) -> None:
+    indptr, indices, values, dense = random_csr(rng, m, k, density)
+    check(indptr, indices, values, dense, rng.standard_normal((k, n)).astype(np.float32))
+
+
+def test_empty_rows_and_one_dense_row(rng) -> None:
+    dense = np.zeros((50, 400), np.float32)
+    dense[17] = rng.standard_normal(400)  # every nonzero in one row: the load-balance edge
+    rows, cols = np.nonzero(dense)
+    indptr = np.searchsorted(rows, np.arange(51)).astype(np.int64)
+    check(indptr, cols.astype(np.int64), dense[rows, cols], dense,
+          rng.standard_normal((400, 130)).astype(np.float32))
+
+
+def test_all_zero_matrix_overwrites_out() -> None:
+    out = np.full((3, 4), np.nan, np.float32)
+    kernels.spmm(np.zeros(4, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), (3, 5),
+                 np.ones((5, 4), np.float32), out=out)
+    assert (out == 0).all()
+
+
+def test_int32_indices_and_strided_b(rng) -> None:
+    indptr, indices, values, dense = random_csr(rng, 20, 30, 0.3)
+    b = rng.standard_normal((40, 30)).astype(np.float32).T  # transposed: copied to row-major
+    check(indptr.astype(np.int32), indices.astype(np.int32), values, dense, b)
+    wide = rng.standard_normal((30, 64)).astype(np.float32)[:, 5:50]  # row stride > n: used as is
+    check(indptr, indices, values, dense, wide)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(0, 40), k=st.integers(0, 60), n=st.integers(0, 100),
+       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_random_property(m, k, n, density, seed) -> None:
+    rng = np.random.default_rng(seed)
+    indptr, indices, values, dense = random_csr(rng, m, k, density)
+    check(indptr, indices, values, dense, rng.standard_normal((k, n)).astype(np.float32))
+
+
+def test_portable_spmm_is_correct() -> None:
+    code = (
+        "import numpy as np; from pyrt import kernels\n"
+        "assert kernels.spmm_kernel_name() == 'portable'\n"
+        "r = np.random.default_rng(0); d = r.standard_normal((33, 50)).astype(np.float32)\n"
+        "d[r.random((33, 50)) > 0.2] = 0; rows, cols = np.nonzero(d)\n"
+        "ip = np.searchsorted(rows, np.arange(34)); b = r.standard_normal((50, 21)).astype(np.float32)\n"
+        "out = kernels.spmm(ip, cols, d[rows, cols], d.shape, b)\n"
+        "np.testing.assert_allclose(out, d.astype(float) @ b, rtol=1e-5, atol=1e-5)\n"
+    )
+    env = dict(os.environ, PYRT_DISABLE_AVX2="1")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+
+
+@pytest.mark.parametrize(("indptr", "indices", "message"), [
+    ([0, 2, 1], [0, 1], "indptr"),
+    ([0, 1, 2], [0, 5], "5"),
+    ([0, 1, 2], [0, -1], "-1"),
+    ([0, 2, 2], [1, 0], "increasing"),
+    ([0, 2, 2], [1, 1], "increasing"),
+])
+def test_invalid_structure_is_named(indptr, indices, message) -> None:
+    with pytest.raises(ValueError, match=f"invalid CSR matrix of shape \\(2, 3\\): .*{message}"):
+        kernels.spmm(np.array(indptr), np.array(indices), np.ones(len(indices), np.float32), (2, 3),
+                     np.ones((3, 2), np.float32))
+
+
+def test_shape_and_dtype_errors() -> None:
+    ok = (np.array([0, 1]), np.array([0]), np.ones(1, np.float32))
+    with pytest.raises(ValueError, match=r"inner dimensions 3 != 4"):
+        kernels.spmm(*ok, (1, 3), np.ones((4, 2), np.float32))
+    with pytest.raises(TypeError, match="values must be float32"):
+        kernels.spmm(ok[0], ok[1], np.ones(1), (1, 3), np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"indptr is \(2,\) int64 but a \(2, 3\) matrix needs \(3,\)"):
+        kernels.spmm(*ok, (2, 3), np.ones((3, 2), np.float32))
+    with pytest.raises(TypeError, match="b must be a 2-D float32"):
+        kernels.spmm(*ok, (1, 3), np.ones((3, 2)))
+
+
+# --- reductions ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [0, 1, 7, 31, 1000, 65_537, 300_001])
+@pytest.mark.parametrize("op", ["sum", "max", "min"])
+def test_reductions_match_numpy_exactly(dtype, size, op, rng) -> None:
+    dst = rng.standard_normal(size).astype(dtype)
+    src = rng.standard_normal(size).astype(dtype)
+    if size > 10:
+        dst[3], src[5], src[7] = np.nan, np.nan, np.inf
+    expected = {"sum": np.add, "max": np.maximum, "min": np.minimum}[op](dst, src)
+    np.testing.assert_array_equal(kernels.reduce_inplace(dst, src, op), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_matches_numpy(dtype, rng) -> None:
+    x = rng.standard_normal(100_003).astype(dtype)
+    np.testing.assert_array_equal(kernels.scale_inplace(x.copy(), 0.25), x * dtype(0.25))
+
+
+def test_reduction_errors() -> None:
+    with pytest.raises(ValueError, match=r"dst is \(3,\) float32 but src is \(4,\) float32"):
+        kernels.reduce_inplace(np.ones(3, np.float32), np.ones(4, np.float32))
+    with pytest.raises(TypeError, match="contiguous float32 or float64"):
+        kernels.reduce_inplace(np.ones(3, np.int32), np.ones(3, np.int32))
+    with pytest.raises(TypeError, match="contiguous"):
+        kernels.scale_inplace(np.ones(6)[::2], 2.0)
+    with pytest.raises(ValueError, match="op must be"):
+        kernels.reduce_inplace(np.ones(3), np.ones(3), "prod")
