@@ -24,9 +24,11 @@ def mpiexec() -> str:
 
 def run_workers(nprocs: int, script: str, *args: str, timeout: float = 120,
                 check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``workers/script`` on ``nprocs`` ranks; a hang fails after ``timeout`` seconds."""
+    """Run ``workers/script`` (or an absolute path) on ``nprocs`` ranks; a hang fails after
+    ``timeout`` seconds."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     command = [mpiexec(), "-n", str(nprocs), sys.executable, str(WORKERS / script), *args]
+    # (an absolute script path, e.g. an example, is used as is: WORKERS / "/abs" == "/abs")
     try:
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
