@@ -33,3 +33,9 @@ def test_a_rank_that_raises_ends_the_job(nprocs: int, where: str) -> None:
         assert "in thread worker" in result.stderr
     assert "unreachable" not in result.stdout
     assert elapsed < 30, f"the job took {elapsed:.1f}s to end"
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_missing_ring_module_gives_an_actionable_error(nprocs: int) -> None:
+    result = run_workers(nprocs, "ring_missing.py", timeout=60)
+    assert result.stdout.count("ring missing handled") == nprocs
