@@ -1,7 +1,7 @@
 """``python -m pyrt.bench [suite ...] [--json PATH] [--threads N] [--quick]``
 
 Suites: matmul, int8, spmm (the default: the kernel suites), train (whole training
-steps vs PyTorch), allreduce (launches mpiexec). Each prints a table with our
+steps vs PyTorch), allreduce and ddp (launch mpiexec). Each prints a table with our
 time, the reference's time and the ratio ref/ours (above 1: pyrt is faster),
 measured side by side in one process.
 
@@ -20,7 +20,7 @@ import sys
 
 # The kernel suites run by default; the others (whole training steps, MPI jobs) when named.
 SUITES = ["matmul", "int8", "spmm"]
-ALL_SUITES = [*SUITES, "train", "allreduce"]
+ALL_SUITES = [*SUITES, "train", "allreduce", "ddp"]
 
 
 def _reexec_with_clean_env(threads: int) -> None:

@@ -1,0 +1,101 @@
+"""Data-parallel scaling: samples/s of a DDP training step at 1, 2 and 4 ranks.
+
+``python -m pyrt.bench ddp`` launches itself under ``mpiexec`` with one thread
+per rank. Each run trains the MLP 784-1024-512-10 on a fixed global batch of
+64 (split across the ranks), with 4 MB gradient buckets so several all-reduces
+can overlap backward, and reports the throughput and the share of all-reduce
+time hidden behind backward (``DistributedDataParallel.comm_stats``). The
+reference is the same training at 1 rank: ratio = speedup over one rank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pyrt.bench.harness import Record, print_table
+
+GLOBAL_BATCH = 64
+RANKS = [1, 2, 4]
+
+
+def worker(steps: int, out_path: str) -> None:
+    import pyrt
+    import pyrt.distributed as dist
+    from pyrt import nn
+    from pyrt.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    pyrt.manual_seed(0)
+    model = DistributedDataParallel(
+        nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10)),
+        bucket_cap_mb=4)
+    optimizer = pyrt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    rng = np.random.default_rng(rank)
+    x = pyrt.tensor(rng.standard_normal((GLOBAL_BATCH // world, 784)).astype(np.float32))
+    y = pyrt.tensor(rng.integers(0, 10, GLOBAL_BATCH // world))
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    model.comm_stats.__init__()  # count the timed steps only
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = model.process_group.comm.allreduce(time.perf_counter() - start, op=_max_op())
+    if rank == 0:
+        stats = model.comm_stats
+        Path(out_path).write_text(json.dumps({
+            "ranks": world, "step_s": elapsed / steps, "samples_per_s": GLOBAL_BATCH * steps / elapsed,
+            "allreduce_ms_per_step": 1e3 * stats.allreduce_seconds / max(stats.steps, 1),
+            "hidden_fraction": stats.hidden_fraction, "buckets": len(model._buckets)}))
+    dist.destroy_process_group()
+
+
+def _max_op():
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def run(quick: bool = False) -> list[Record]:
+    from pyrt.run import find_mpiexec
+
+    steps = 5 if quick else 40
+    results = []
+    for world in RANKS[:2] if quick else RANKS:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "ddp.json"
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            subprocess.run([find_mpiexec(), "-n", str(world), sys.executable, "-m", "pyrt.bench.ddp",
+                            str(steps), str(out)], check=True, timeout=900, env=env)
+            results.append(json.loads(out.read_text()))
+    one_rank = results[0]["step_s"]
+    records = [Record("ddp_mlp_784_1024_512_10", f"{r['ranks']} ranks, global batch {GLOBAL_BATCH}",
+                      r["step_s"], "1 rank", one_rank, r) for r in results]
+    print_table("DDP training step, MLP 784-1024-512-10, 1 thread per rank "
+                "(ratio = speedup over 1 rank)", records, [
+        ("ranks", lambda r: r.extra["ranks"]), ("samples/s", lambda r: r.extra["samples_per_s"]),
+        ("speedup", lambda r: r.ratio), ("buckets", lambda r: r.extra["buckets"]),
+        ("all-reduce ms/step", lambda r: r.extra["allreduce_ms_per_step"]),
+        ("% hidden", lambda r: 100 * r.extra["hidden_fraction"]),
+    ])
+    return records
+
+
+if __name__ == "__main__":
+    worker(int(sys.argv[1]), sys.argv[2])
