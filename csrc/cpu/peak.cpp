@@ -9,10 +9,6 @@
 #include <chrono>
 #include <cstdint>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 #include <omp.h>
 
 #include "cpu/cpu_features.h"
@@ -23,7 +19,7 @@ namespace {
 
 constexpr int64_t kIterations = 4'000'000;
 
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef PYRT_HAVE_X86
 __attribute__((target("avx2,fma"))) float fma_chains(int64_t iterations) {
   __m256 acc[12];
   for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(0.001f * static_cast<float>(i));
@@ -80,7 +76,7 @@ double ops_per_second(double ops_per_thread, Body body) {
 }  // namespace
 
 double measure_fp32_peak_gflops() {
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef PYRT_HAVE_X86
   if (has_avx2_fma()) {
     // 12 chains x 8 lanes x 2 flops per iteration.
     return ops_per_second(kIterations * 12.0 * 8 * 2, fma_chains) / 1e9;
@@ -90,7 +86,7 @@ double measure_fp32_peak_gflops() {
 }
 
 double measure_int8_peak_gops() {
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef PYRT_HAVE_X86
   if (has_avx2_fma()) {
     return ops_per_second(kIterations * 8.0 * 64, int8_chains) / 1e9;
   }

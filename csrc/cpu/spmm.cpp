@@ -56,11 +56,6 @@
 #include <utility>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define PYRT_HAVE_X86 1
-#endif
-
 #ifdef _OPENMP
 #include <omp.h>
 #endif
