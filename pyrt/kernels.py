@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from pyrt import _C
+try:
+    from pyrt import _C
+except ImportError as exc:  # the usual cause: importing the source tree instead of the install
+    import os as _os
+
+    raise ImportError(
+        f"pyrt's compiled kernels (pyrt._C) are missing from {_os.path.dirname(__file__)}. If that "
+        "is a source checkout, you are importing it instead of the installed package: run from "
+        "another directory, or install for development with `pip install --no-build-isolation -e .`"
+    ) from exc
 from pyrt.backend import describe, get_array_module, is_cuda_array
 
 __all__ = [

@@ -156,7 +156,7 @@ def nll_loss(input: Tensor, target: Tensor, reduction: str = "mean",
 
     >>> import pyrt
     >>> x = pyrt.tensor([[0.0, 0.0]])
-    >>> round(nll_loss(log_softmax(x, dim=1), pyrt.tensor([0])).item(), 4)
+    >>> round(nll_loss(pyrt.log_softmax(x, dim=1), pyrt.tensor([0])).item(), 4)
     0.6931
     """
     _check_reduction("nll_loss", reduction)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 
 import pytest
@@ -31,12 +30,9 @@ def test_missing_script_is_an_error() -> None:
 
 
 @pytest.mark.parametrize("nprocs", [1, 2, 4])
-def test_launch_runs_every_rank_with_its_threads(nprocs: int) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pyrt.run", "-n", str(nprocs), "--threads-per-rank", "1",
-         str(WORKERS / "env_report.py"), "extra-arg"],
-        capture_output=True, text=True, timeout=120, check=True,
-    )
+def test_launch_runs_every_rank_with_its_threads(nprocs: int, run_python) -> None:
+    result = run_python("-m", "pyrt.run", "-n", str(nprocs), "--threads-per-rank", "1",
+                        str(WORKERS / "env_report.py"), "extra-arg")
     # Ranks print concurrently, so lines may interleave: match records, not lines.
     reports = sorted(re.findall(r"rank \d+ of \d+ threads \d+ kernel-threads \d+ args \[[^\]]*\]",
                                 result.stdout))

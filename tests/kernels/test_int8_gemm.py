@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -114,7 +110,7 @@ def test_dynamic_linear_approximates_float_linear(rng) -> None:
     np.testing.assert_allclose(y, x @ w.T, atol=0.05)
 
 
-def test_portable_int8_kernel_is_bit_identical(rng) -> None:
+def test_portable_int8_kernel_is_bit_identical(rng, run_python) -> None:
     code = (
         "import numpy as np; from pyrt import kernels\n"
         "assert kernels.int8_gemm_kernel_name() == 'portable'\n"
@@ -125,8 +121,7 @@ def test_portable_int8_kernel_is_bit_identical(rng) -> None:
         "ref = (a.astype(np.int64) - 5) @ w.astype(np.int64).T\n"
         "assert (out == ref.astype(np.float32)).all()\n"
     )
-    env = dict(os.environ, PYRT_DISABLE_AVX2="1")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    run_python("-c", code, env={"PYRT_DISABLE_AVX2": "1"})
 
 
 def test_errors_name_the_shapes() -> None:

@@ -7,8 +7,6 @@ float32 rounding of a k-term dot product.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -133,7 +131,7 @@ def test_thread_counts_give_the_same_answer(rng) -> None:
     np.testing.assert_allclose(one, two, rtol=1e-5, atol=1e-5)
 
 
-def test_portable_kernel_is_correct(rng) -> None:
+def test_portable_kernel_is_correct(rng, run_python) -> None:
     """The non-AVX2 fallback, forced by PYRT_DISABLE_AVX2, in a fresh process."""
     code = (
         "import numpy as np, pyrt; from pyrt import kernels\n"
@@ -145,8 +143,7 @@ def test_portable_kernel_is_correct(rng) -> None:
         "    np.testing.assert_allclose(kernels.matmul(a, b), a.astype(float) @ b, rtol=1e-4,"
         " atol=1e-4)\n"
     )
-    env = dict(os.environ, PYRT_DISABLE_AVX2="1")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    run_python("-c", code, env={"PYRT_DISABLE_AVX2": "1"})
 
 
 def test_avx2_is_used_where_available() -> None:

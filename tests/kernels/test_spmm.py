@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -72,7 +68,7 @@ def test_random_property(m, k, n, density, seed) -> None:
     check(indptr, indices, values, dense, rng.standard_normal((k, n)).astype(np.float32))
 
 
-def test_portable_spmm_is_correct() -> None:
+def test_portable_spmm_is_correct(run_python) -> None:
     code = (
         "import numpy as np; from pyrt import kernels\n"
         "assert kernels.spmm_kernel_name() == 'portable'\n"
@@ -82,8 +78,7 @@ def test_portable_spmm_is_correct() -> None:
         "out = kernels.spmm(ip, cols, d[rows, cols], d.shape, b)\n"
         "np.testing.assert_allclose(out, d.astype(float) @ b, rtol=1e-5, atol=1e-5)\n"
     )
-    env = dict(os.environ, PYRT_DISABLE_AVX2="1")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    run_python("-c", code, env={"PYRT_DISABLE_AVX2": "1"})
 
 
 @pytest.mark.parametrize(("indptr", "indices", "message"), [
