@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -158,6 +159,9 @@ def _install_abort_on_error(comm: Any) -> None:
         message = "".join(traceback.format_exception(exc_type, exc, tb))
         sys.stderr.write(f"pyrt: rank {rank} raised {kind}; aborting the job\n{message}")
         sys.stderr.flush()
+        # MPI_Abort tears the launcher down at once; give it a moment to forward
+        # the message above first, or the job dies without saying why.
+        time.sleep(0.5)
         _mpi().COMM_WORLD.Abort(1)
 
     sys.excepthook = lambda t, e, tb: abort("an exception", t, e, tb)
