@@ -6,10 +6,14 @@ time, the reference's time and the ratio ref/ours (above 1: pyrt is faster),
 measured side by side in one process.
 
 The command re-executes itself once with a clean environment: the same thread
-count for pyrt and the references (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS), and
+count for pyrt and the references (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS);
 without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which some machines here set
-for old OpenBLAS builds and which slow a current numpy down. The reference
-always runs at its best.
+for old OpenBLAS builds and which slow a current numpy down; and with
+OPENBLAS_THREAD_TIMEOUT=4, because OpenBLAS's idle threads otherwise spin for
+about 0.1 s after every call and take a core from whichever library is timed
+next (measured: our 2-thread 64x784x1024 SGEMM ran in 1.7 ms alone and 3.4 ms
+right after a numpy call; with the timeout both libraries run at full speed, and
+numpy itself measured faster).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ ALL_SUITES = [*SUITES, "train", "allreduce", "ddp"]
 
 def _reexec_with_clean_env(threads: int) -> None:
     env = dict(os.environ, PYRT_BENCH_CHILD="1", OMP_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               OPENBLAS_THREAD_TIMEOUT="4")
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
     os.execve(sys.executable, [sys.executable, "-m", "pyrt.bench", *sys.argv[1:]], env)
