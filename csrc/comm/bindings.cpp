@@ -70,8 +70,15 @@ void ring_allreduce(int64_t fcomm, py::array buffer, const std::string& op, int6
   void* data = buffer.mutable_data();
   const int64_t count = buffer.size();
   // `buffer` stays referenced by this frame, so the memory outlives the ring.
-  py::gil_scoped_release release;
-  pyrt::comm::ring_allreduce(comm, data, count, dtype, parsed_op, segment_bytes);
+  std::optional<std::string> mismatch;
+  {
+    py::gil_scoped_release release;
+    // Collective, with the same answer on every rank: all raise together
+    // instead of some waiting forever in a ring the others never enter.
+    mismatch = pyrt::comm::validate_same_size(comm, count, dtype);
+    if (!mismatch) pyrt::comm::ring_allreduce(comm, data, count, dtype, parsed_op, segment_bytes);
+  }
+  if (mismatch) throw py::value_error(*mismatch);
 }
 
 std::optional<std::string> check_same_size(int64_t fcomm, int64_t count, const std::string& dtype_name) {

@@ -161,14 +161,16 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
         ring = _ring_module()
 
     def run() -> None:
-        check_same_buffer(pg, array, "all_reduce")
-        if pg.size() == 1 or array.size == 0:
-            return
         contiguous = np.ascontiguousarray(array)
         if chosen == "ring":
-            # The ring averages in C++: each chunk's owner scales it once, before the all-gather.
+            # One call without the GIL: the size check (an MPI_Allgather, as in
+            # check_same_buffer), then the ring, which averages in C++: each
+            # chunk's owner scales it once, before the all-gather.
             ring.ring_allreduce(pg.comm.py2f(), contiguous, reduce_op.value)
         else:
+            check_same_buffer(pg, array, "all_reduce")
+            if pg.size() == 1 or array.size == 0:
+                return
             from mpi4py import MPI
 
             pg.comm.Allreduce(MPI.IN_PLACE, contiguous, op=_mpi_op(reduce_op))

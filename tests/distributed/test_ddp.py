@@ -17,3 +17,9 @@ def test_ddp_matches_single_process_training(nprocs: int, bucket_cap_mb: str) ->
 def test_ddp_errors_instead_of_hanging(nprocs: int) -> None:
     result = run_workers(nprocs, "ddp_errors.py", timeout=120)
     assert result.stdout.count("ddp errors ok") == nprocs
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_ddp_overlaps_bucket_allreduce_with_backward(nprocs: int) -> None:
+    result = run_workers(nprocs, "ddp_overlap.py", timeout=120)
+    assert result.stdout.count("ddp overlap ok") == nprocs
