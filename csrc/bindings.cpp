@@ -19,6 +19,7 @@
 #include "cpu/cpu_features.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
+#include "cpu/optim.h"
 #include "cpu/qgemm.h"
 #include "cpu/reduce.h"
 #include "cpu/spmm.h"
@@ -254,6 +255,48 @@ void scale_inplace(py::array dst, double alpha, bool single_thread) {
   }
 }
 
+
+// --- fused optimizer updates ----------------------------------------------------------
+// Every array: float32, C-contiguous, the parameter's size; the updated ones writeable.
+float* float32_buffer(const py::object& x, int64_t n, const char* fn, const char* name, bool writeable) {
+  if (x.is_none()) return nullptr;
+  auto array = py::cast<py::array>(x);
+  if (!py::isinstance<py::array_t<float>>(array) || !(array.flags() & py::array::c_style) ||
+      array.size() != n || (writeable && !array.writeable())) {
+    throw std::invalid_argument(std::string(fn) + ": " + name + " must be a C-contiguous" +
+                                (writeable ? ", writeable" : "") + " float32 array of " +
+                                std::to_string(n) + " elements");
+  }
+  return static_cast<float*>(array.mutable_data());
+}
+
+void sgd_step(py::array p, const py::array& grad, const py::object& momentum_buffer, float lr,
+              float momentum, float dampening, float weight_decay, bool nesterov, bool maximize,
+              bool first_step) {
+  const int64_t n = p.size();
+  float* pp = float32_buffer(p, n, "sgd_step", "p", true);
+  const float* pg = float32_buffer(grad, n, "sgd_step", "grad", false);
+  float* pb = float32_buffer(momentum_buffer, n, "sgd_step", "momentum_buffer", true);
+  if (momentum != 0.0f && pb == nullptr) throw std::invalid_argument("sgd_step: momentum needs a buffer");
+  py::gil_scoped_release release;
+  pyrt::cpu::sgd_step(pp, pg, pb, n, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step);
+}
+
+void adam_step(py::array p, const py::array& grad, py::array exp_avg, py::array exp_avg_sq,
+               const py::object& max_exp_avg_sq, float lr, float beta1, float beta2, float eps,
+               float weight_decay, bool decoupled_weight_decay, bool maximize, int64_t step) {
+  const int64_t n = p.size();
+  float* pp = float32_buffer(p, n, "adam_step", "p", true);
+  const float* pg = float32_buffer(grad, n, "adam_step", "grad", false);
+  float* pm = float32_buffer(exp_avg, n, "adam_step", "exp_avg", true);
+  float* pv = float32_buffer(exp_avg_sq, n, "adam_step", "exp_avg_sq", true);
+  float* pmax = float32_buffer(max_exp_avg_sq, n, "adam_step", "max_exp_avg_sq", true);
+  if (step < 1) throw std::invalid_argument("adam_step: step counts from 1");
+  py::gil_scoped_release release;
+  pyrt::cpu::adam_step(pp, pg, pm, pv, pmax, n, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
+                       maximize, step);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -289,6 +332,14 @@ py::class_<pyrt::cpu::PackedInt8Weight>(m, "PackedInt8Weight",
   m.def("scale_inplace", &scale_inplace, py::arg("dst"), py::arg("alpha"), py::arg("single_thread") = false,
         "dst *= alpha");
   m.def("reduce_kernel_name", &pyrt::cpu::reduce_kernel_name);
+
+  m.def("sgd_step", &sgd_step, py::arg("p"), py::arg("grad"), py::arg("momentum_buffer"), py::arg("lr"),
+        py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
+        py::arg("maximize"), py::arg("first_step"), "fused SGD update, in place");
+  m.def("adam_step", &adam_step, py::arg("p"), py::arg("grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
+        py::arg("max_exp_avg_sq"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+        py::arg("weight_decay"), py::arg("decoupled_weight_decay"), py::arg("maximize"), py::arg("step"),
+        "fused Adam/AdamW update, in place");
 
   m.def("measure_fp32_peak_gflops", []() {
     py::gil_scoped_release release;

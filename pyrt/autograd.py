@@ -153,6 +153,11 @@ class Function:
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
         return self._saved
 
+    @property
+    def needs_input_grad(self) -> tuple[bool, ...]:
+        """Which positional inputs want a gradient, so backward can skip the others' work."""
+        return tuple(t is not None for t in self.inputs)
+
     def release(self) -> None:
         """Drop saved arrays; a later backward through this node raises."""
         self._saved = None

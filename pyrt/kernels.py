@@ -28,8 +28,10 @@ from pyrt.backend import describe, get_array_module, is_cuda_array
 
 __all__ = [
     "PackedInt8Weight",
+    "adam_step",
     "cuda_available",
     "dynamic_linear",
+    "fused_update_applies",
     "get_num_threads",
     "int8_gemm",
     "int8_gemm_kernel_name",
@@ -39,6 +41,7 @@ __all__ = [
     "reduce_inplace",
     "scale_inplace",
     "set_num_threads",
+    "sgd_step",
     "sgemm_kernel_name",
     "spmm",
     "spmm_kernel_name",
@@ -426,3 +429,66 @@ def scale_inplace(dst: Any, alpha: float) -> Any:
         raise ValueError("scale_inplace: dst is read-only")
     _C.scale_inplace(dst, float(alpha))
     return dst
+
+
+# --- fused optimizer updates -----------------------------------------------------------
+
+def fused_update_applies(*arrays: Any) -> bool:
+    """True when the fused optimizer kernels can update these arrays in place:
+    C-contiguous float32 numpy arrays of one size (other dtypes take numpy's path).
+
+    >>> fused_update_applies(np.zeros(3, np.float32), np.ones(3, np.float32))
+    True
+    >>> fused_update_applies(np.zeros(3))
+    False
+    """
+    first = arrays[0]
+    return all(
+        isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
+        and x.size == first.size for x in arrays
+    )
+
+
+def _check_fused(fn: str, **arrays: Any) -> None:
+    present = {name: x for name, x in arrays.items() if x is not None}
+    if not fused_update_applies(*present.values()):
+        listing = ", ".join(f"{name} {describe(x)}" for name, x in present.items())
+        raise TypeError(f"{fn}: needs C-contiguous float32 numpy arrays of one size, got {listing}")
+
+
+def sgd_step(p: Any, grad: Any, momentum_buffer: Any | None, *, lr: float, momentum: float = 0.0,
+             dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+             maximize: bool = False, first_step: bool = False) -> None:
+    """One SGD update of ``p`` in place, PyTorch's equations in a single pass.
+
+    ``momentum_buffer`` (same shape, updated in place) is needed when
+    ``momentum`` is non-zero; on ``first_step`` it is set to the gradient.
+
+    >>> p, g = np.ones(2, np.float32), np.full(2, 0.5, np.float32)
+    >>> sgd_step(p, g, None, lr=0.1)
+    >>> p
+    array([0.95, 0.95], dtype=float32)
+    """
+    _check_fused("sgd_step", p=p, grad=grad, momentum_buffer=momentum_buffer)
+    _C.sgd_step(p, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
+                first_step)
+
+
+def adam_step(p: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any | None, *,
+              lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, step: int,
+              decoupled_weight_decay: bool = False, maximize: bool = False) -> None:
+    """One Adam (or, with ``decoupled_weight_decay``, AdamW) update of ``p`` in place.
+
+    The moment estimates (and ``max_exp_avg_sq`` for AMSGrad) are updated in
+    place; ``step`` counts from 1 and sets the bias corrections.
+
+    >>> p, g = np.ones(2, np.float32), np.full(2, 0.5, np.float32)
+    >>> m, v = np.zeros(2, np.float32), np.zeros(2, np.float32)
+    >>> adam_step(p, g, m, v, None, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1)
+    >>> p.round(4)
+    array([0.9, 0.9], dtype=float32)
+    """
+    _check_fused("adam_step", p=p, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
+                 max_exp_avg_sq=max_exp_avg_sq)
+    _C.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                 decoupled_weight_decay, maximize, int(step))

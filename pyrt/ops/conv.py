@@ -168,7 +168,7 @@ class Conv2d(Function):
         grad_x = None
         # The first layer's input (the data) needs no gradient: skipping it saves
         # the grad_cols GEMM and the whole col2im.
-        if self.inputs[0] is not None:
+        if self.needs_input_grad[0]:
             grad_padded = _col2im(grad_rows, weight_rows, padded_shape, (kh, kw), stride,
                                   dilation, out_hw)
             ph, pw = padding

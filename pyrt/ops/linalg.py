@@ -55,8 +55,11 @@ class MatMul(Function):
 
     def backward(self, grad: Any) -> tuple[Any, Any]:
         a, b = self.saved_tensors
-        grad_a = matmul_arrays(grad, _swap_last(b))
-        if b.ndim == 2 and a.ndim > 2:
+        need_a, need_b = self.needs_input_grad
+        grad_a = matmul_arrays(grad, _swap_last(b)) if need_a else None
+        if not need_b:
+            grad_b = None
+        elif b.ndim == 2 and a.ndim > 2:
             # Fold the batch into the rows: one (k, m*batch) @ (m*batch, n) GEMM.
             rows = math.prod(a.shape[:-1])
             grad_b = matmul_arrays(a.reshape(rows, a.shape[-1]).T, grad.reshape(rows, grad.shape[-1]))
@@ -79,10 +82,13 @@ class Linear(Function):
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any | None]:
         x, weight = self.saved_tensors
+        need_x, need_weight, need_bias = self.needs_input_grad
         grad_rows = grad.reshape(math.prod(grad.shape[:-1]), grad.shape[-1])
-        grad_x = matmul_arrays(grad_rows, weight).reshape(x.shape)
-        grad_weight = matmul_arrays(grad_rows.T, x.reshape(grad_rows.shape[0], x.shape[-1]))
-        grad_bias = grad_rows.sum(axis=0) if self.has_bias else None
+        # A first layer's input needs no gradient: skipping it saves a third of backward's GEMM work there.
+        grad_x = matmul_arrays(grad_rows, weight).reshape(x.shape) if need_x else None
+        grad_weight = (matmul_arrays(grad_rows.T, x.reshape(grad_rows.shape[0], x.shape[-1]))
+                       if need_weight else None)
+        grad_bias = grad_rows.sum(axis=0) if need_bias else None
         return grad_x, grad_weight, grad_bias
 
 

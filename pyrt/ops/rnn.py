@@ -132,7 +132,7 @@ class LSTMLayer(Function):
             d_h_prev = matmul_arrays(d, w_hh)
         d_rows = _rows(d_gates)
         grad_x = None
-        if self.inputs[0] is not None:
+        if self.needs_input_grad[0]:
             grad_x = matmul_arrays(d_rows, w_ih).reshape(x.shape)
         grad_w_ih = matmul_arrays(d_rows.T, _rows(x))
         grad_w_hh = matmul_arrays(d_rows.T, _rows(states[:T]))
@@ -212,7 +212,7 @@ class GRULayer(Function):
             d_h_prev += d_h * z
         d_in_rows, d_hid_rows = _rows(d_input_gates), _rows(d_hidden_gates)
         grad_x = None
-        if self.inputs[0] is not None:
+        if self.needs_input_grad[0]:
             grad_x = matmul_arrays(d_in_rows, w_ih).reshape(x.shape)
         grad_w_ih = matmul_arrays(d_in_rows.T, _rows(x))
         grad_w_hh = matmul_arrays(d_hid_rows.T, _rows(states[:T]))

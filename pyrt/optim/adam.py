@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pyrt import kernels
 from pyrt.backend import get_array_module
 from pyrt.optim.optimizer import Optimizer, ParamsT
 from pyrt.tensor import Tensor
@@ -57,10 +58,6 @@ class Adam(Optimizer):
 
     def _update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
         xp = get_array_module(p.data)
-        lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
-        beta1, beta2 = group["betas"]
-        if group["maximize"]:
-            grad = -grad
         if not state:
             state["step"] = 0
             state["exp_avg"] = Tensor(xp.zeros_like(p.data))
@@ -68,8 +65,27 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = Tensor(xp.zeros_like(p.data))
         state["step"] += 1
-        step = state["step"]
+        moments = [state[k].data for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if k in state]
+        if kernels.fused_update_applies(p.data, grad, *moments):
+            # float32 on the CPU: one native pass instead of a dozen numpy ones.
+            beta1, beta2 = group["betas"]
+            kernels.adam_step(p.data, grad, state["exp_avg"].data, state["exp_avg_sq"].data,
+                              state["max_exp_avg_sq"].data if group["amsgrad"] else None,
+                              lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                              weight_decay=group["weight_decay"], step=state["step"],
+                              decoupled_weight_decay=self._decoupled_weight_decay,
+                              maximize=group["maximize"])
+        else:
+            self._array_update(p, grad, group, state)
 
+    def _array_update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
+        """Any dtype and array library, as whole-array expressions."""
+        xp = get_array_module(p.data)
+        lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
+        beta1, beta2 = group["betas"]
+        step = state["step"]
+        if group["maximize"]:
+            grad = -grad
         if weight_decay != 0:
             if self._decoupled_weight_decay:
                 p.data *= 1 - lr * weight_decay

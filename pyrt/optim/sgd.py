@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from pyrt import kernels
 from pyrt.optim.optimizer import Optimizer, ParamsT
 from pyrt.tensor import Tensor
 
@@ -51,6 +54,27 @@ class SGD(Optimizer):
                                       maximize=maximize))
 
     def _update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
+        buf = state.get("momentum_buffer")
+        arrays = (p.data, grad) if buf is None else (p.data, grad, buf.data)
+        if kernels.fused_update_applies(*arrays):
+            self._fused_update(p, grad, group, state)
+        else:
+            self._array_update(p, grad, group, state)
+
+    def _fused_update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
+        """float32 on the CPU: one native pass instead of a handful of numpy ones."""
+        momentum, first_step, buf = group["momentum"], False, None
+        if momentum != 0:
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = Tensor(np.empty_like(p.data))
+                first_step = True
+            buf = state["momentum_buffer"].data
+        kernels.sgd_step(p.data, grad, buf, lr=group["lr"], momentum=momentum,
+                         dampening=group["dampening"], weight_decay=group["weight_decay"],
+                         nesterov=group["nesterov"], maximize=group["maximize"], first_step=first_step)
+
+    def _array_update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
+        """Any dtype and array library, as whole-array expressions."""
         if group["maximize"]:
             grad = -grad
         if group["weight_decay"] != 0:
