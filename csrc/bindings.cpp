@@ -19,6 +19,7 @@
 #include "cpu/cpu_features.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
+#include "cpu/lstm.h"
 #include "cpu/optim.h"
 #include "cpu/qgemm.h"
 #include "cpu/reduce.h"
@@ -297,6 +298,38 @@ void adam_step(py::array p, const py::array& grad, py::array exp_avg, py::array 
                        maximize, step);
 }
 
+
+// --- fused LSTM cell -----------------------------------------------------------------
+void lstm_cell_forward(py::array gates, const py::array& c_prev, py::array c, py::array tanh_c,
+                       py::array h) {
+  const int64_t batch = c_prev.ndim() == 2 ? c_prev.shape(0) : -1;
+  const int64_t hidden = c_prev.ndim() == 2 ? c_prev.shape(1) : -1;
+  float* pg = float32_buffer(gates, batch * 4 * hidden, "lstm_cell_forward", "gates", true);
+  const float* pcp = float32_buffer(c_prev, batch * hidden, "lstm_cell_forward", "c_prev", false);
+  float* pc = float32_buffer(c, batch * hidden, "lstm_cell_forward", "c", true);
+  float* pt = float32_buffer(tanh_c, batch * hidden, "lstm_cell_forward", "tanh_c", true);
+  float* ph = float32_buffer(h, batch * hidden, "lstm_cell_forward", "h", true);
+  py::gil_scoped_release release;
+  pyrt::cpu::lstm_cell_forward(pg, pcp, pc, pt, ph, batch, hidden);
+}
+
+void lstm_cell_backward(const py::array& gates, const py::array& c_prev, const py::array& tanh_c,
+                        const py::array& grad_h, const py::object& grad_h_next, py::array grad_c,
+                        py::array grad_gates) {
+  const int64_t batch = c_prev.ndim() == 2 ? c_prev.shape(0) : -1;
+  const int64_t hidden = c_prev.ndim() == 2 ? c_prev.shape(1) : -1;
+  const int64_t n = batch * hidden;
+  const float* pg = float32_buffer(gates, 4 * n, "lstm_cell_backward", "gates", false);
+  const float* pcp = float32_buffer(c_prev, n, "lstm_cell_backward", "c_prev", false);
+  const float* pt = float32_buffer(tanh_c, n, "lstm_cell_backward", "tanh_c", false);
+  const float* ph = float32_buffer(grad_h, n, "lstm_cell_backward", "grad_h", false);
+  const float* phn = float32_buffer(grad_h_next, n, "lstm_cell_backward", "grad_h_next", false);
+  float* pc = float32_buffer(grad_c, n, "lstm_cell_backward", "grad_c", true);
+  float* pd = float32_buffer(grad_gates, 4 * n, "lstm_cell_backward", "grad_gates", true);
+  py::gil_scoped_release release;
+  pyrt::cpu::lstm_cell_backward(pg, pcp, pt, ph, phn, pc, pd, batch, hidden);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -340,6 +373,12 @@ py::class_<pyrt::cpu::PackedInt8Weight>(m, "PackedInt8Weight",
         py::arg("max_exp_avg_sq"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
         py::arg("weight_decay"), py::arg("decoupled_weight_decay"), py::arg("maximize"), py::arg("step"),
         "fused Adam/AdamW update, in place");
+
+  m.def("lstm_cell_forward", &lstm_cell_forward, py::arg("gates"), py::arg("c_prev"), py::arg("c"),
+        py::arg("tanh_c"), py::arg("h"), "one LSTM step's gate activations and cell update, in place");
+  m.def("lstm_cell_backward", &lstm_cell_backward, py::arg("gates"), py::arg("c_prev"), py::arg("tanh_c"),
+        py::arg("grad_h"), py::arg("grad_h_next"), py::arg("grad_c"), py::arg("grad_gates"),
+        "one LSTM step's backward through the gates and cell");
 
   m.def("measure_fp32_peak_gflops", []() {
     py::gil_scoped_release release;

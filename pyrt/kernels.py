@@ -35,6 +35,8 @@ __all__ = [
     "get_num_threads",
     "int8_gemm",
     "int8_gemm_kernel_name",
+    "lstm_cell_backward",
+    "lstm_cell_forward",
     "matmul",
     "pack_int8_weight",
     "quantize_u8",
@@ -492,3 +494,56 @@ def adam_step(p: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: 
                  max_exp_avg_sq=max_exp_avg_sq)
     _C.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
                  decoupled_weight_decay, maximize, int(step))
+
+
+# --- fused LSTM cell --------------------------------------------------------------------
+
+def _check_lstm(fn: str, gates: Any, **states: Any) -> None:
+    present = {"gates": gates, **{k: v for k, v in states.items() if v is not None}}
+    for name, x in present.items():
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
+                and x.ndim == 2):
+            raise TypeError(f"{fn}: {name} must be a C-contiguous 2-D float32 numpy array, "
+                            f"got {describe(x)}")
+    batch, hidden = states["c_prev"].shape
+    for name, x in present.items():
+        want = (batch, 4 * hidden) if name in ("gates", "grad_gates") else (batch, hidden)
+        if x.shape != want:
+            raise ValueError(f"{fn}: {name} is {describe(x)}, expected {want} for c_prev "
+                             f"{describe(states['c_prev'])}")
+
+
+def lstm_cell_forward(gates: Any, c_prev: Any, c: Any, tanh_c: Any, h: Any) -> None:
+    """One LSTM step after its GEMMs: activate the gates and update the cell, in one pass.
+
+    ``gates`` (B, 4H) holds the pre-activations (order i, f, g, o) and receives the
+    activated gates; ``c`` = f c_prev + i g, ``tanh_c`` = tanh(c), ``h`` = o tanh(c),
+    all (B, H), are written.
+
+    >>> g = np.zeros((1, 4), np.float32); c0 = np.ones((1, 1), np.float32)
+    >>> c, tc, h = (np.empty((1, 1), np.float32) for _ in range(3))
+    >>> lstm_cell_forward(g, c0, c, tc, h)
+    >>> g.round(3).tolist(), c.round(3).tolist()
+    ([[0.5, 0.5, 0.0, 0.5]], [[0.5]])
+    """
+    _check_lstm("lstm_cell_forward", gates, c_prev=c_prev, c=c, tanh_c=tanh_c, h=h)
+    _C.lstm_cell_forward(gates, c_prev, c, tanh_c, h)
+
+
+def lstm_cell_backward(gates: Any, c_prev: Any, tanh_c: Any, grad_h: Any, grad_h_next: Any | None,
+                       grad_c: Any, grad_gates: Any) -> None:
+    """Backward of :func:`lstm_cell_forward` for one step.
+
+    ``gates`` are the activated gates (B, 4H); ``grad_h`` (and ``grad_h_next``,
+    the recurrent part, or None) is dL/dh_t; ``grad_c`` holds dL/dc_t and
+    becomes dL/dc_{t-1}; ``grad_gates`` (B, 4H) receives dL/d(pre-activation).
+
+    >>> g = np.full((1, 4), 0.5, np.float32); z = np.zeros((1, 1), np.float32)
+    >>> dc, dg = np.zeros((1, 1), np.float32), np.empty((1, 4), np.float32)
+    >>> lstm_cell_backward(g, z, z, np.ones((1, 1), np.float32), None, dc, dg)
+    >>> dg.tolist(), dc.tolist()
+    ([[0.0625, 0.0, 0.1875, 0.0]], [[0.25]])
+    """
+    _check_lstm("lstm_cell_backward", gates, c_prev=c_prev, tanh_c=tanh_c, grad_h=grad_h,
+                grad_h_next=grad_h_next, grad_c=grad_c, grad_gates=grad_gates)
+    _C.lstm_cell_backward(gates, c_prev, tanh_c, grad_h, grad_h_next, grad_c, grad_gates)

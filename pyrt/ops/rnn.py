@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from pyrt import kernels
 from pyrt.autograd import Function
 from pyrt.backend import describe, get_array_module
 from pyrt.ops.linalg import matmul_arrays
@@ -54,6 +55,9 @@ class LSTMLayer(Function):
         xp = get_array_module(x)
         x = xp.ascontiguousarray(x)
         (T, B, _), H = x.shape, w_hh.shape[1]
+        self.fused = xp is np and x.dtype == np.float32
+        if self.fused:
+            return self._forward_fused(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
         # sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 / (1 + exp(-2a)) - 1. With the
         # weight rows scaled once by -1 (i, f, o) and -2 (g), four calls on the whole
         # contiguous (B, 4H) block activate every gate of a step: exp, + 1, numerator / a
@@ -99,10 +103,50 @@ class LSTMLayer(Function):
         self.save_for_backward(x, w_ih, w_hh, gates, states, cells, tanh_cells)
         return states[1:]
 
+    def _forward_fused(self, x: Any, h0: Any, c0: Any, w_ih: Any, w_hh: Any, b_ih: Any | None,
+                       b_hh: Any | None) -> Any:
+        """float32 on the CPU: the gate math of each step is one native pass (lstm_cell_forward)."""
+        (T, B, _), H = x.shape, w_hh.shape[1]
+        gates = matmul_arrays(_rows(x), w_ih.T).reshape(T, B, 4 * H)
+        for b in (b_ih, b_hh):
+            if b is not None:
+                gates += b
+        states = np.empty((T + 2, B, H), dtype=x.dtype)  # h_0..h_T, then c_T (see forward)
+        states[0] = h0
+        cells = np.empty((T + 1, B, H), dtype=x.dtype)
+        cells[0] = c0
+        tanh_cells = np.empty((T, B, H), dtype=x.dtype)
+        w_hh_t = w_hh.T
+        for t in range(T):
+            a = gates[t]
+            a += matmul_arrays(states[t], w_hh_t)
+            kernels.lstm_cell_forward(a, cells[t], cells[t + 1], tanh_cells[t], states[t + 1])
+        states[T + 1] = cells[T]
+        self.has_bias = (b_ih is not None, b_hh is not None)
+        self.save_for_backward(x, w_ih, w_hh, gates, states, cells, tanh_cells)
+        return states[1:]
+
+    def _backward_fused_steps(self, grad: Any, gates: Any, cells: Any, tanh_cells: Any,
+                              w_hh: Any) -> tuple[Any, Any, Any]:
+        """Backpropagation through time, the per-step gate math in native passes."""
+        T = tanh_cells.shape[0]
+        d_gates = np.empty_like(gates)
+        d_c = grad[T].copy()  # c_n's gradient enters at the last step
+        d_h_prev = None
+        for t in range(T - 1, -1, -1):
+            kernels.lstm_cell_backward(gates[t], cells[t], tanh_cells[t], grad[t], d_h_prev, d_c,
+                                       d_gates[t])
+            d_h_prev = matmul_arrays(d_gates[t], w_hh)
+        return d_gates, d_h_prev, d_c
+
     def backward(self, grad: Any) -> tuple[Any, ...]:
         x, w_ih, w_hh, gates, states, cells, tanh_cells = self.saved_tensors
         xp = get_array_module(grad)
         T, _, H = tanh_cells.shape
+        if self.fused:
+            grad = np.ascontiguousarray(grad)
+            d_gates, d_h_prev, d_c = self._backward_fused_steps(grad, gates, cells, tanh_cells, w_hh)
+            return self._weight_gradients(x, w_ih, states, d_gates, d_h_prev, d_c)
         d_gates = xp.empty_like(gates)  # dL/d(pre-activation) of every gate, every step
         # Every gate's derivative in one block formula: sigmoid' = s (1 - s) = (s - 0)(1 - s)
         # and tanh' = 1 - g^2 = (g + 1)(1 - g), so (a - low)(1 - a) with low 0 or -1.
@@ -130,6 +174,12 @@ class LSTMLayer(Function):
             d *= derivative
             d_c *= f
             d_h_prev = matmul_arrays(d, w_hh)
+        return self._weight_gradients(x, w_ih, states, d_gates, d_h_prev, d_c)
+
+    def _weight_gradients(self, x: Any, w_ih: Any, states: Any, d_gates: Any, d_h0: Any,
+                          d_c0: Any) -> tuple[Any, ...]:
+        """One GEMM each over all steps, from the gates' gradients (T, B, 4H)."""
+        T = d_gates.shape[0]
         d_rows = _rows(d_gates)
         grad_x = None
         if self.needs_input_grad[0]:
@@ -137,7 +187,7 @@ class LSTMLayer(Function):
         grad_w_ih = matmul_arrays(d_rows.T, _rows(x))
         grad_w_hh = matmul_arrays(d_rows.T, _rows(states[:T]))
         grad_b = d_rows.sum(axis=0)
-        return (grad_x, d_h_prev, d_c, grad_w_ih, grad_w_hh,
+        return (grad_x, d_h0, d_c0, grad_w_ih, grad_w_hh,
                 grad_b if self.has_bias[0] else None, grad_b if self.has_bias[1] else None)
 
 
