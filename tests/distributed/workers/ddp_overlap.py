@@ -20,7 +20,6 @@ from pyrt import nn
 from pyrt.autograd import Function
 from pyrt.nn.parallel import DistributedDataParallel as DDP
 
-
 # What the early buckets' all-reduces had done when the slow backward ended.
 completed_during_backward: list[bool] = []
 ddp_model: list[DDP] = []
