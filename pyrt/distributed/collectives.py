@@ -38,7 +38,8 @@ class ReduceOp(enum.Enum):
 
 
 # Below this many bytes MPI_Allreduce's latency-optimised algorithms win; above
-# it the ring's bandwidth-optimal schedule does (see `python -m pyrt.bench allreduce`).
+# it the ring's bandwidth-optimal schedule does. Measured here (docs/benchmarks.md):
+# the ring leads from 64 KB at 2 ranks and from 256 KB at 4 (oversubscribed) ranks.
 RING_THRESHOLD_BYTES = 256 * 1024
 
 _DTYPE_CODES = {np.dtype(t): i for i, t in enumerate(
