@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from train_mlp import build_model, cosine_lr, digits_datasets, evaluate
+from digits_training import cosine_lr, evaluate
+from train_mlp import build_model, digits_datasets
 
 import pyrt
 import pyrt.distributed as dist

@@ -15,15 +15,12 @@ rank rank 0's batch-norm statistics at each step), as in ddp_mlp.py.
 
 from __future__ import annotations
 
-import argparse
-import math
-import os
-import time
+from digits_training import fit, training_flags
 
 import pyrt
-from pyrt import nn, optim
+from pyrt import nn
 from pyrt.datasets import load_digits
-from pyrt.utils.data import DataLoader, DistributedSampler, TensorDataset
+from pyrt.utils.data import TensorDataset
 
 
 def build_model() -> nn.Module:
@@ -46,89 +43,11 @@ def digits_datasets() -> tuple[TensorDataset, TensorDataset]:
     return train, test
 
 
-def evaluate(model: nn.Module, loader: DataLoader) -> float:
-    model.eval()  # batch norm uses its running statistics, dropout is off
-    correct = total = 0
-    with pyrt.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(dim=1) == y).data.sum())
-            total += len(y)
-    model.train()
-    return correct / total
-
-
-def launched_on_ranks() -> int:
-    """World size announced by the MPI launcher (MPICH's hydra or Open MPI), else 1."""
-    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
-        if name in os.environ:
-            return int(os.environ[name])
-    return 1
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ddp", action="store_true", help="data-parallel even on one rank")
-    args = parser.parse_args()
-
-    distributed = args.ddp or launched_on_ranks() > 1
-    rank, world = 0, 1
-    if distributed:
-        import pyrt.distributed as dist  # only now: single-process runs never load MPI
-        from pyrt.nn.parallel import DistributedDataParallel as DDP
-
-        dist.init_process_group("mpi")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if args.batch_size % world:
-            raise SystemExit(f"--batch-size {args.batch_size} must divide evenly over {world} ranks")
-
+    args = training_flags(__doc__.splitlines()[0], epochs=15, lr=2e-3)
     pyrt.manual_seed(args.seed)  # fixes initial weights, shuffling order and dropout masks
     train, test = digits_datasets()
-    net = build_model()
-    test_loader = DataLoader(test, batch_size=512)
-    if distributed:
-        sampler = DistributedSampler(train, shuffle=True, seed=args.seed)
-        train_loader = DataLoader(train, batch_size=args.batch_size // world, sampler=sampler)
-        model: nn.Module = DDP(net)  # rank 0's initial weights everywhere
-        pyrt.manual_seed(args.seed + rank)  # each rank its own dropout masks
-    else:
-        sampler = None
-        train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True)
-        model = net
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = optim.Adam(model.parameters(), lr=args.lr)
-    if rank == 0:
-        print(net)
-        if distributed:
-            print(f"{world} ranks, {args.batch_size // world} samples per rank per step")
-
-    start = time.perf_counter()
-    for epoch in range(args.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        for group in optimizer.param_groups:  # cosine decay from lr to 0
-            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
-        total_loss, batches = 0.0, 0
-        for x, y in train_loader:
-            optimizer.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item()
-            batches += 1
-        if rank == 0:
-            # The bare network, not the DDP wrapper: its forward would wait for
-            # the other ranks to join a buffer broadcast.
-            accuracy = evaluate(net, test_loader)
-            print(f"epoch {epoch + 1:3d}  loss {total_loss / batches:.4f}  test accuracy {accuracy:.4f}")
-    if rank == 0:
-        print(f"trained {args.epochs} epochs in {time.perf_counter() - start:.2f}s")
-        print(f"test accuracy: {evaluate(net, test_loader):.4f}")
-    if distributed:
-        dist.destroy_process_group()
+    fit(build_model(), train, test, args)
 
 
 if __name__ == "__main__":

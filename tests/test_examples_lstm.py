@@ -59,6 +59,6 @@ def test_train_lstm_on_two_ranks() -> None:
     if mpiexec is None:
         pytest.skip("mpiexec not found (pip install mpich)")
     out = _run([mpiexec, "-n", "2", sys.executable, str(SCRIPT)])
-    assert "2 rank(s), 16 samples per rank per step" in out, out
+    assert "2 ranks, 16 samples per rank per step" in out, out
     assert len(re.findall(r"^test accuracy: ", out, re.M)) == 1, out  # rank 0 reports alone
     _check_training(out, 0.95)  # measured 0.9777

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyrt.nn import functional as F
 from pyrt.nn.module import Module
 from pyrt.tensor import Tensor
@@ -21,13 +19,6 @@ class _Loss(Module):
                 f"{type(self).__name__}: reduction must be one of {_REDUCTIONS}, got {reduction!r}"
             )
         self.reduction = reduction
-
-    @staticmethod
-    def _unsupported(name: str, value: Any, default: Any) -> None:
-        # The arguments exist so PyTorch calls port unchanged; silently ignoring
-        # a class weight would train a different model, so say so instead.
-        if (value is not None) if default is None else (value != default):
-            raise NotImplementedError(f"{name}={value!r} is not supported by pyrt yet")
 
 
 class MSELoss(_Loss):
@@ -52,11 +43,10 @@ class CrossEntropyLoss(_Loss):
     1.3863
     """
 
-    def __init__(self, weight: Tensor | None = None, *, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0) -> None:
+    # Class weights and label smoothing are not offered: a PyTorch call that
+    # passes them fails with a TypeError rather than training a different model.
+    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self._unsupported("weight", weight, None)
-        self._unsupported("label_smoothing", label_smoothing, 0.0)
         self.ignore_index = ignore_index
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
@@ -72,10 +62,8 @@ class NLLLoss(_Loss):
     2.0
     """
 
-    def __init__(self, weight: Tensor | None = None, *, ignore_index: int = -100,
-                 reduction: str = "mean") -> None:
+    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self._unsupported("weight", weight, None)
         self.ignore_index = ignore_index
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
@@ -90,9 +78,6 @@ class BCELoss(_Loss):
     0.6931
     """
 
-    def __init__(self, weight: Tensor | None = None, *, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self._unsupported("weight", weight, None)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy(input, target, reduction=self.reduction)
@@ -106,11 +91,6 @@ class BCEWithLogitsLoss(_Loss):
     0.6931
     """
 
-    def __init__(self, weight: Tensor | None = None, *, reduction: str = "mean",
-                 pos_weight: Tensor | None = None) -> None:
-        super().__init__(reduction)
-        self._unsupported("weight", weight, None)
-        self._unsupported("pos_weight", pos_weight, None)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(input, target, reduction=self.reduction)
