@@ -66,6 +66,7 @@
 #include <omp.h>
 #endif
 
+#include "cpu/blocking.h"
 #include "cpu/cpu_features.h"
 
 namespace pyrt::cpu {
@@ -81,16 +82,6 @@ constexpr int64_t NC = 4080;
 // Below this many multiply-adds per thread a parallel region costs more than
 // it saves (waking a thread is a few microseconds; 256K FMAs take ~3 us).
 constexpr int64_t kMinFmasPerThread = 256 * 1024;
-
-int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
-int64_t round_up(int64_t x, int64_t y) { return ceil_div(x, y) * y; }
-
-// Block size for a loop of length `len` with at most `max_block` per block,
-// rounded up to a multiple of `unit`: equal blocks instead of a ragged tail.
-int64_t balanced_block(int64_t len, int64_t max_block, int64_t unit) {
-  const int64_t blocks = ceil_div(len, max_block);
-  return std::min(max_block, round_up(ceil_div(len, blocks), unit));
-}
 
 // Per-thread packing buffer, grown on demand and kept for the thread's life:
 // training calls sgemm thousands of times with the same shapes.

@@ -103,6 +103,7 @@
 #include <omp.h>
 #endif
 
+#include "cpu/blocking.h"
 #include "cpu/cpu_features.h"
 
 namespace pyrt::cpu {
@@ -125,14 +126,6 @@ constexpr int64_t kMinMacsPerTile = 32 * 1024 * 1024;
 constexpr int64_t kMaxTilesPerThread = 4;
 // Same for the quantizer's element-wise passes.
 constexpr int64_t kMinElementsPerThread = 64 * 1024;
-
-int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
-int64_t round_up(int64_t x, int64_t y) { return ceil_div(x, y) * y; }
-
-int64_t balanced_block(int64_t len, int64_t max_block, int64_t unit) {
-  const int64_t blocks = ceil_div(len, max_block);
-  return std::min(max_block, round_up(ceil_div(len, blocks), unit));
-}
 
 int max_threads() {
 #ifdef _OPENMP

@@ -60,6 +60,7 @@
 #include <omp.h>
 #endif
 
+#include "cpu/blocking.h"
 #include "cpu/cpu_features.h"
 
 namespace pyrt::cpu {
@@ -76,7 +77,6 @@ constexpr int64_t kMaxKBlock = 512;
 // it saves (same figure as sgemm: ~3 us of work against a few us of wake-up).
 constexpr int64_t kMinFmasPerThread = 256 * 1024;
 
-int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 // Everything a row kernel needs; rows [row_begin, row_end) and columns
 // [col, col + width) of C.
