@@ -14,6 +14,7 @@ says so instead of risking undefined behaviour.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -114,7 +115,9 @@ def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int =
 
     Launch the script under ``mpiexec`` (or ``python -m pyrt.run``). ``comm``
     lets code that already uses mpi4py hand pyrt a communicator of its own;
-    ``world_size`` and ``rank``, when given, are checked against MPI's. After
+    ``world_size`` and ``rank``, when given, are checked against MPI's. Unless
+    ``OMP_NUM_THREADS`` is set, each rank's kernels get an equal share of the
+    node's cores (``pyrt.set_num_threads`` changes it afterwards). After
     this call an exception on any rank aborts the whole job (it prints the
     rank and the traceback, then calls ``MPI_Abort``) instead of leaving the
     other ranks waiting forever.
@@ -148,7 +151,26 @@ def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int =
     _default_group = ProcessGroup(comm, range(comm.Get_size()), "WORLD")
     _groups.append(_default_group)
     _install_abort_on_error(comm)
+    _share_cores_among_local_ranks(comm)
     return _default_group
+
+
+def _share_cores_among_local_ranks(comm: Any) -> None:
+    """Unless OMP_NUM_THREADS says otherwise, give each rank its share of this node's cores.
+
+    Ranks started by plain ``mpiexec`` would otherwise each run one kernel
+    thread per core: 2 ranks on 2 cores ran the README's job at 1,100
+    samples/s instead of 13,000.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    from pyrt import kernels
+
+    node = comm.Split_type(_mpi().COMM_TYPE_SHARED)
+    local_ranks = node.Get_size()
+    node.Free()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    kernels.set_num_threads(max(1, cores // local_ranks))
 
 
 def _install_abort_on_error(comm: Any) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 
 import pytest
-from mpirun import WORKERS
+from mpirun import WORKERS, mpiexec
 
 from pyrt.run import build_command
 
@@ -38,3 +40,12 @@ def test_launch_runs_every_rank_with_its_threads(nprocs: int, run_python) -> Non
                                 result.stdout))
     assert reports == [f"rank {r} of {nprocs} threads 1 kernel-threads 1 args ['extra-arg']"
                        for r in range(nprocs)]
+
+
+def test_plain_mpiexec_ranks_share_the_cores() -> None:
+    """Without OMP_NUM_THREADS, init_process_group gives each rank cores // local ranks."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    result = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(WORKERS / "env_report.py")],
+                            env=env, capture_output=True, text=True, timeout=120, check=True)
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert result.stdout.count(f"kernel-threads {share} ") == 2, result.stdout
