@@ -351,6 +351,9 @@ def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
     """
     _require_numpy("spmm", indptr=indptr, indices=indices, values=values, b=b)
     m, k = (int(d) for d in shape)
+    for name, x in (("indptr", indptr), ("indices", indices)):
+        if not np.issubdtype(np.asarray(x).dtype, np.integer):
+            raise TypeError(f"spmm: {name} must hold integers, got {describe(np.asarray(x))}")
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     if getattr(values, "dtype", None) != np.float32:
@@ -412,6 +415,8 @@ def reduce_inplace(dst: Any, src: Any, op: str = "sum") -> Any:
     _check_reduction_buffer("reduce_inplace", "src", src)
     if dst.shape != src.shape or dst.dtype != src.dtype:
         raise ValueError(f"reduce_inplace: dst is {describe(dst)} but src is {describe(src)}")
+    if dst is not src and np.may_share_memory(dst, src):
+        raise ValueError("reduce_inplace: dst and src partly overlap; pass separate arrays")
     if not dst.flags.writeable:
         raise ValueError("reduce_inplace: dst is read-only")
     if op not in ("sum", "max", "min"):

@@ -54,8 +54,8 @@ def build_command(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """The mpiexec command line and environment for ``argv``.
 
     >>> cmd, env = build_command(["-n", "2", "train.py", "--lr", "0.1"])
-    >>> cmd[1:3], cmd[-3:], env["OMP_NUM_THREADS"] >= "1"
-    (['-n', '2'], ['train.py', '--lr', '0.1'], True)
+    >>> cmd[1:3], cmd[-5:], env["OMP_NUM_THREADS"] >= "1"
+    (['-n', '2'], ['-m', 'mpi4py', 'train.py', '--lr', '0.1'], True)
     """
     launcher_args, script = _split_launcher_args(argv)
     parser = argparse.ArgumentParser(prog="python -m pyrt.run", add_help=True)
@@ -69,7 +69,10 @@ def build_command(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = options.threads_per_rank or max(1, cores // options.nproc)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    command = [find_mpiexec(), "-n", str(options.nproc), *mpiexec_extra, sys.executable, *script]
+    # `python -m mpi4py` turns a rank's non-zero sys.exit() into MPI_Abort; a plain
+    # exit would leave the other ranks waiting in MPI_Finalize or a collective.
+    command = [find_mpiexec(), "-n", str(options.nproc), *mpiexec_extra, sys.executable, "-m", "mpi4py",
+               *script]
     return command, env
 
 

@@ -167,10 +167,22 @@ class Tensor:
     def tolist(self) -> Any:
         return self.data.tolist()
 
-    def to(self, dtype: Any) -> Tensor:
-        from pyrt.ops import cast
+    def to(self, target: Any) -> Tensor:
+        """Cast to a dtype; ``"cpu"`` returns the tensor itself when it is there already."""
+        if isinstance(target, str) and target.split(":")[0] in ("cpu", "cuda"):
+            if target.split(":")[0] != self.device.split(":")[0]:
+                raise ValueError(
+                    f"Tensor.to({target!r}): the tensor is on {self.device}; pyrt does not move "
+                    "arrays between devices (create them with cupy or numpy where they belong)"
+                )
+            return self
+        return _ops.cast(self, target)
 
-        return cast(self, dtype)
+    def contiguous(self) -> Tensor:
+        """This tensor if its array is C-contiguous, else a contiguous copy (in the graph)."""
+        if self.data.flags.c_contiguous:
+            return self
+        return _ops.clone(self)
 
     def float(self) -> Tensor:
         return self.to(np.float32)

@@ -70,3 +70,15 @@ def test_factories() -> None:
     assert pyrt.randint(0, 3, (100,)).data.max() <= 2
     with pytest.raises(TypeError, match=r"expected a numpy\.ndarray"):
         pyrt.from_numpy([1, 2])
+
+
+def test_to_device_and_contiguous() -> None:
+    x = pyrt.tensor(np.ones((3, 4), np.float32), requires_grad=True)
+    assert x.to("cpu") is x and x.contiguous() is x
+    with pytest.raises(ValueError, match="does not move arrays between devices"):
+        x.to("cuda:0")
+    t = x.T.contiguous()
+    assert t.data.flags.c_contiguous and t.shape == (4, 3)
+    t.sum().backward()
+    assert x.grad.tolist() == [[1.0] * 4] * 3
+    assert isinstance(pyrt.nn.Linear(2, 2).to("cpu"), pyrt.nn.Linear)

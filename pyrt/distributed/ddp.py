@@ -161,6 +161,9 @@ class DistributedDataParallel(Module):
         buckets = _build_buckets(named, int(bucket_cap_mb * 1024 * 1024))
         slots = {id(p): (b, i) for b in buckets for i, (_, p) in enumerate(b.params)}
         object.__setattr__(self, "_named", named)
+        # Which parameters got a gradient on this rank in the current step.
+        object.__setattr__(self, "_index", {id(p): k for k, (_, p) in enumerate(named)})
+        object.__setattr__(self, "_locally_used", np.zeros(len(named), dtype=np.uint8))
         object.__setattr__(self, "_buckets", buckets)
         object.__setattr__(self, "_slots", slots)
         object.__setattr__(self, "_require_sync", True)
@@ -192,7 +195,10 @@ class DistributedDataParallel(Module):
 
     # --- the step ----------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self._expect_reduction:
+        # A forward whose backward never ran (a skipped step) just re-arms; one
+        # whose backward reached only some parameters is a model that leaves
+        # parameters unused, which would make the other ranks wait.
+        if self._expect_reduction and is_grad_enabled() and any(b.ready for b in self._buckets):
             missing = [n for n, p in self._named if not self._is_done(p)]
             raise RuntimeError(
                 "DistributedDataParallel: the previous backward did not produce gradients for "
@@ -214,6 +220,7 @@ class DistributedDataParallel(Module):
         return bucket.done[i]
 
     def _prepare_for_backward(self, output: Any) -> None:
+        self._locally_used[...] = False
         for b in self._buckets:
             b.ready, b.work = 0, None
             b.done = [False] * len(b.params)
@@ -230,7 +237,13 @@ class DistributedDataParallel(Module):
                 "pass find_unused_parameters=True"
             )
         for b, i in unused:
-            b.slot(i)[...] = 0
+            p = b.params[i][1]
+            # A gradient accumulated under no_sync() still has to be reduced.
+            if p.grad is not None:
+                np.copyto(b.slot(i), p.grad.data)
+            else:
+                b.slot(i)[...] = 0
+            self._locally_used[self._index[id(p)]] = p.grad is not None
             self._mark_ready(b, i)
 
     def _on_gradient_ready(self, p: Tensor) -> None:
@@ -243,6 +256,7 @@ class DistributedDataParallel(Module):
                 "twice in one backward; call forward again before the next backward"
             )
         np.copyto(bucket.slot(i), p.grad.data)
+        self._locally_used[self._index[id(p)]] = True
         self._mark_ready(bucket, i)
 
     def _mark_ready(self, bucket: _Bucket, i: int) -> None:
@@ -266,8 +280,15 @@ class DistributedDataParallel(Module):
         self.comm_stats.wait_seconds += time.perf_counter() - start
         self.comm_stats.allreduce_seconds += sum(b.work.seconds or 0.0 for b in self._buckets)
         self.comm_stats.steps += 1
+        used = self._locally_used
+        if self.find_unused_parameters:
+            # A parameter no rank used keeps grad None, as in PyTorch, so the
+            # optimizer leaves it (and its moments and weight decay) alone.
+            all_reduce(used, op=ReduceOp.MAX, group=self.process_group, algorithm="mpi")
         for b in self._buckets:
             for i, (_, p) in enumerate(b.params):
+                if not used[self._index[id(p)]]:
+                    continue
                 # The averaged gradient is a view of the bucket (PyTorch's
                 # gradient_as_bucket_view): no copy back.
                 view = b.slot(i)

@@ -41,6 +41,11 @@ def _addindent(text: str, spaces: int) -> str:
     return "\n".join([lines[0]] + [" " * spaces + line for line in lines[1:]])
 
 
+def _is_cpu_device(target: Any) -> bool:
+    """``"cpu"`` (as in ``.to("cpu")``): pyrt's modules live where their arrays do."""
+    return isinstance(target, str) and target.split(":")[0] == "cpu"
+
+
 class Module:
     """Base class for layers and models: subclass it, assign layers, write ``forward``.
 
@@ -398,7 +403,11 @@ class Module:
         >>> from pyrt import nn
         >>> nn.Linear(2, 2).to(pyrt.float64).weight.dtype
         dtype('float64')
+        >>> isinstance(nn.Linear(2, 2).to("cpu"), nn.Linear)   # where it already is
+        True
         """
+        if _is_cpu_device(dtype):
+            return self
         dtype = np.dtype(dtype)
         if not np.issubdtype(dtype, np.floating):
             raise TypeError(f"Module.to only accepts floating point dtypes, got {dtype}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from pyrt.autograd import Function
 from pyrt.backend import get_array_module
 from pyrt.tensor import Tensor
@@ -75,10 +77,15 @@ class Pow(Function):
     def backward(self, grad: Any) -> tuple[Any, Any]:
         a, b, out = self.saved_tensors
         xp = get_array_module(a)
-        grad_a = grad * b * a ** (b - 1)
-        # d(a^b)/db = a^b * log(a); defined as 0 where a == 0 (the limit for b > 0).
-        safe_log = xp.log(xp.where(a > 0, a, 1))
-        grad_b = grad * out * safe_log
+        need_a, need_b = self.needs_input_grad
+        grad_a = grad_b = None
+        if need_a:
+            # b * a^(b-1) is 0 * inf at a == 0, b == 0; the derivative of a^0 is 0 there.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                grad_a = grad * xp.where(b == 0, 0, b * a ** (b - 1))
+        if need_b:
+            # d(a^b)/db = a^b * log(a); defined as 0 where a == 0 (the limit for b > 0).
+            grad_b = grad * out * xp.log(xp.where(a > 0, a, 1))
         return grad_a, grad_b
 
 
@@ -191,7 +198,13 @@ class Clone(Function):
 
 
 def _scalar_like(value: Any, like: Tensor | Any) -> Any:
-    """Python numbers stay Python numbers, so numpy keeps the tensor's dtype (NEP 50)."""
+    """Python numbers stay Python numbers, so numpy keeps the tensor's dtype (NEP 50).
+
+    numpy scalars (``np.float64(2)``, ``np.sqrt(d)``) count as numbers too, as
+    they do in PyTorch: ``float32_tensor * np.float64(2)`` stays float32.
+    """
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return value.item()  # np.float64 is a float subclass: test it first
     if isinstance(value, Tensor | bool | int | float):
         return value
     return get_array_module(value).asarray(value)
@@ -204,7 +217,7 @@ def add(a: Tensor | Any, b: Tensor | Any) -> Tensor:
     >>> add(pyrt.tensor([1.0, 2.0]), 1.0).tolist()
     [2.0, 3.0]
     """
-    return Add.apply(a, _scalar_like(b, a))
+    return Add.apply(_scalar_like(a, b), _scalar_like(b, a))
 
 
 def sub(a: Tensor | Any, b: Tensor | Any) -> Tensor:
@@ -214,7 +227,7 @@ def sub(a: Tensor | Any, b: Tensor | Any) -> Tensor:
     >>> sub(pyrt.tensor([3.0]), pyrt.tensor([1.0])).item()
     2.0
     """
-    return Sub.apply(a, _scalar_like(b, a))
+    return Sub.apply(_scalar_like(a, b), _scalar_like(b, a))
 
 
 def mul(a: Tensor | Any, b: Tensor | Any) -> Tensor:
@@ -224,7 +237,7 @@ def mul(a: Tensor | Any, b: Tensor | Any) -> Tensor:
     >>> mul(pyrt.tensor([3.0]), 2.0).item()
     6.0
     """
-    return Mul.apply(a, _scalar_like(b, a))
+    return Mul.apply(_scalar_like(a, b), _scalar_like(b, a))
 
 
 def div(a: Tensor | Any, b: Tensor | Any) -> Tensor:
@@ -234,7 +247,7 @@ def div(a: Tensor | Any, b: Tensor | Any) -> Tensor:
     >>> div(pyrt.tensor([3.0]), 2.0).item()
     1.5
     """
-    return Div.apply(a, _scalar_like(b, a))
+    return Div.apply(_scalar_like(a, b), _scalar_like(b, a))
 
 
 def neg(a: Tensor) -> Tensor:
@@ -254,7 +267,7 @@ def pow(a: Tensor | Any, exponent: Tensor | float) -> Tensor:
     >>> pow(pyrt.tensor([3.0]), 2).item()
     9.0
     """
-    return Pow.apply(a, _scalar_like(exponent, a))
+    return Pow.apply(_scalar_like(a, exponent), _scalar_like(exponent, a))
 
 
 def exp(a: Tensor) -> Tensor:

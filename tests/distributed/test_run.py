@@ -18,7 +18,7 @@ def test_command_splits_launcher_and_script_arguments() -> None:
                                   "train.py", "-n", "7"])
     assert command[1:5] == ["-n", "4", "-genv", "A=1"]
     assert command[-3:] == ["train.py", "-n", "7"]
-    assert command[-4] == sys.executable and env["OMP_NUM_THREADS"] == "3"
+    assert command[-6:-3] == [sys.executable, "-m", "mpi4py"] and env["OMP_NUM_THREADS"] == "3"
 
 
 def test_module_scripts_and_thread_split() -> None:

@@ -135,3 +135,13 @@ def test_reduction_errors() -> None:
         kernels.scale_inplace(np.ones(6)[::2], 2.0)
     with pytest.raises(ValueError, match="op must be"):
         kernels.reduce_inplace(np.ones(3), np.ones(3), "prod")
+
+
+def test_float_indices_and_overlapping_reductions_are_rejected() -> None:
+    with pytest.raises(TypeError, match="indices must hold integers"):
+        kernels.spmm(np.array([0, 1]), np.array([0.7]), np.ones(1, np.float32), (1, 2),
+                     np.ones((2, 2), np.float32))
+    x = np.ones(10)
+    with pytest.raises(ValueError, match="partly overlap"):
+        kernels.reduce_inplace(x[1:], x[:-1])
+    np.testing.assert_array_equal(kernels.reduce_inplace(x, x), np.full(10, 2.0))  # x + x is fine

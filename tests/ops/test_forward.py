@@ -226,3 +226,15 @@ def test_dropout_is_identity_in_eval_and_repeatable_with_seed() -> None:
     assert F.dropout(x, 1.0).sum().item() == 0.0
     with pytest.raises(ValueError, match=r"p must be in \[0, 1\]"):
         F.dropout(x, 1.5)
+
+
+def test_numpy_scalars_keep_the_tensor_dtype() -> None:
+    x = pyrt.ones(2)
+    for y in (x * np.float64(2), x / np.sqrt(np.float64(4)), np.float64(2) * x, x + np.array(1.0)):
+        assert y.dtype == np.float32
+
+
+def test_pow_gradient_of_x_to_the_zero_at_zero() -> None:
+    x = pyrt.tensor([0.0, 1.0, 2.0], requires_grad=True)
+    sum(x**i for i in range(3)).sum().backward()  # 1 + x + x^2
+    assert x.grad.tolist() == [1.0, 3.0, 5.0]

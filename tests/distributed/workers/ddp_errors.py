@@ -24,6 +24,12 @@ class TwoHeads(nn.Module):
         return self.used(self.body(x).relu())
 
 
+class TwoHeadsOut(TwoHeads):
+    def forward(self, x):
+        hidden = self.body(x).relu()
+        return self.used(hidden), self.unused(hidden)
+
+
 def expect(error: type[Exception], fragment: str, call) -> None:
     try:
         call()
@@ -51,16 +57,33 @@ def main() -> None:
     for _ in range(2):
         tolerant.zero_grad()
         tolerant(x * (rank + 1)).sum().backward()
-        assert tolerant.module.unused.weight.grad is not None
-        assert (tolerant.module.unused.weight.grad.data == 0).all()
+        # Unused on every rank: no gradient at all, as in PyTorch (the optimizer skips it).
+        assert tolerant.module.unused.weight.grad is None
         # d(sum of outputs)/d(bias) counts the 3 rows on every rank, so the average is 3.
         assert np.allclose(tolerant.module.used.bias.grad.data, 3.0)
 
-    # A forward whose output backward never reaches: the next forward says so.
-    partial = DDP(nn.Linear(4, 2))
-    partial(x)
-    expect(RuntimeError, "did not produce gradients for parameters ['weight', 'bias']",
-           lambda: partial(x))
+    # A gradient accumulated under no_sync() for a parameter the synced step
+    # does not use is still averaged, not dropped.
+    tolerant.zero_grad()
+    with tolerant.no_sync():
+        (tolerant(x).sum() + tolerant.module.unused(x).sum() * (rank + 1)).backward()
+    tolerant(x).sum().backward()
+    expected = sum(r + 1 for r in range(world)) / world * 3  # 3 rows of ones, scaled per rank
+    assert np.allclose(tolerant.module.unused.bias.grad.data, expected), (
+        tolerant.module.unused.bias.grad.data)
+
+    # A forward without a backward (a skipped step) is fine: the next one re-arms.
+    skipped = DDP(nn.Linear(4, 2))
+    skipped(x)
+    skipped(x).sum().backward()
+    assert np.allclose(skipped.module.bias.grad.data, 3.0)
+
+    # A backward that reaches only part of the model: the next forward says which.
+    two_outputs = DDP(TwoHeadsOut())
+    used, _ = two_outputs(x)
+    used.sum().backward()
+    expect(RuntimeError, "did not produce gradients for parameters ['unused.weight', 'unused.bias']",
+           lambda: two_outputs(x))
 
     # Evaluation under no_grad records nothing and needs no backward.
     with pyrt.no_grad():
