@@ -77,6 +77,14 @@ class Expand(Function):
         return grad, None  # the engine sums it back to the input's shape
 
 
+def _axis(name: str, dim: int, ndim: int, shape: tuple[int, ...]) -> int:
+    """``dim`` as an index into ``ndim`` axes, or PyTorch's IndexError."""
+    rank = max(ndim, 1)  # a 0-d tensor accepts dim 0 and -1
+    if not -rank <= dim < rank:
+        raise IndexError(f"{name}: dim {dim} is out of range for a tensor of shape {shape}")
+    return dim % rank
+
+
 def _resolve_shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], Sequence):
         shape = tuple(shape[0])
@@ -106,7 +114,8 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """
     if x.ndim == 0:
         return reshape(x, 1)
-    start, end = start_dim % x.ndim, end_dim % x.ndim
+    start = _axis("flatten", start_dim, x.ndim, x.shape)
+    end = _axis("flatten", end_dim, x.ndim, x.shape)
     if start > end:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     merged = 1
@@ -136,6 +145,7 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     (3, 2)
     """
     axes = list(range(x.ndim))
+    dim0, dim1 = _axis("transpose", dim0, x.ndim, x.shape), _axis("transpose", dim1, x.ndim, x.shape)
     axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
     return Permute.apply(x, tuple(axes))
 
@@ -164,7 +174,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if len(tensors) == 0:
         raise ValueError("cat: expected a non-empty list of tensors")
     first = tensors[0]
-    axis = dim % max(first.ndim, 1)
+    axis = _axis("cat", dim, first.ndim, first.shape)
     for i, t in enumerate(tensors):
         if t.ndim != first.ndim or any(
             a != b for d, (a, b) in enumerate(zip(t.shape, first.shape, strict=True)) if d != axis
@@ -188,7 +198,7 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     for i, t in enumerate(tensors):
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: tensor {i} has shape {t.shape} but tensor 0 has {tensors[0].shape}")
-    axis = dim % (tensors[0].ndim + 1)
+    axis = _axis("stack", dim, tensors[0].ndim + 1, tensors[0].shape)
     return cat([unsqueeze(t, axis) for t in tensors], dim=axis)
 
 
@@ -202,7 +212,7 @@ def squeeze(x: Tensor, dim: int | None = None) -> Tensor:
     if dim is None:
         shape = tuple(n for n in x.shape if n != 1)
     else:
-        axis = dim % max(x.ndim, 1)
+        axis = _axis("squeeze", dim, x.ndim, x.shape)
         shape = x.shape if x.ndim == 0 or x.shape[axis] != 1 else x.shape[:axis] + x.shape[axis + 1:]
     return Reshape.apply(x, shape)
 

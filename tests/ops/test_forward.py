@@ -238,3 +238,15 @@ def test_pow_gradient_of_x_to_the_zero_at_zero() -> None:
     x = pyrt.tensor([0.0, 1.0, 2.0], requires_grad=True)
     sum(x**i for i in range(3)).sum().backward()  # 1 + x + x^2
     assert x.grad.tolist() == [1.0, 3.0, 5.0]
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ops.stack([pyrt.ones(2), pyrt.ones(2)], dim=-3),
+    lambda: ops.cat([pyrt.ones(2), pyrt.ones(2)], dim=1),
+    lambda: pyrt.ones(2, 1).squeeze(5),
+    lambda: pyrt.ones(2, 3).transpose(0, 5),
+    lambda: pyrt.ones(2, 3).flatten(0, 4),
+])
+def test_out_of_range_dims_raise_index_error(call) -> None:
+    with pytest.raises(IndexError, match="out of range for a tensor of shape"):
+        call()
