@@ -135,6 +135,7 @@ class Function:
 
     # Set by ``apply`` when the call is recorded.
     inputs: tuple[Tensor | None, ...] = ()
+    _input_versions: tuple[int, ...] = ()
     _saved: tuple[Any, ...] | None = ()
     _released = False
 
@@ -174,6 +175,7 @@ class Function:
             fn.inputs = tuple(
                 a if isinstance(a, Tensor) and a.requires_grad else None for a in args
             )
+            fn._input_versions = tuple(t._version if t is not None else 0 for t in fn.inputs)
             return Tensor._from_function(out, fn)
         fn.release()
         return Tensor(out)
@@ -285,6 +287,15 @@ def backward(root: Tensor, grad: Any | None = None, retain_graph: bool = False) 
     for fn in order:
         if fn._released:
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
+        # Only a function that saved arrays for backward can compute with stale values.
+        for t, version in zip(fn.inputs, fn._input_versions, strict=True) if fn._saved else ():
+            if t is not None and t._version != version:
+                raise RuntimeError(
+                    f"one of the tensors needed for gradient computation, of shape {t.shape}, was "
+                    f"modified in place after {fn!r} used it (version {version} -> {t._version}); "
+                    "an optimizer step between two backward passes of one graph does this. "
+                    "Run backward before changing it, or recompute the forward pass"
+                )
     pending = _count_leaf_edges(order)
     grads: dict[int, Any] = {id(root.grad_fn): grad}
     handed_to_leaves: set[int] = set()

@@ -45,7 +45,7 @@ class Tensor:
     [2.0, 4.0]
     """
 
-    __slots__ = ("_post_accumulate_grad_hooks", "data", "grad", "grad_fn", "requires_grad")
+    __slots__ = ("_post_accumulate_grad_hooks", "_version", "data", "grad", "grad_fn", "requires_grad")
     # Make numpy defer to Tensor's reflected operators (ndarray + Tensor -> Tensor).
     __array_priority__ = 1000
 
@@ -55,6 +55,9 @@ class Tensor:
         self.grad_fn: Function | None = None
         self.requires_grad = False
         self._post_accumulate_grad_hooks: list[Callable[[Tensor], None]] = []
+        # Bumped by every in-place change (add_, copy_, optimizer steps): backward
+        # refuses to use a graph whose inputs changed after it was recorded.
+        self._version = 0
         if requires_grad:
             self.requires_grad_(True)
 
@@ -384,6 +387,7 @@ class Tensor:
     def _check_inplace(self, name: str) -> None:
         from pyrt.autograd import is_grad_enabled
 
+        self._version += 1
         if self.requires_grad and is_grad_enabled():
             raise RuntimeError(
                 f"{name}: a tensor that requires grad cannot be modified in place while "

@@ -171,3 +171,22 @@ def test_sum_to_shape() -> None:
     g = np.ones((2, 3, 4))
     assert pyrt.autograd.sum_to_shape(g, (3, 1)).tolist() == [[8.0]] * 3
     assert pyrt.autograd.sum_to_shape(g, ()).item() == 24.0
+
+
+def test_backward_through_inputs_changed_in_place_raises() -> None:
+    w = pyrt.tensor([1.0, 2.0], requires_grad=True)
+    optimizer = pyrt.optim.SGD([w], lr=0.1)
+    first, second = (w * w).sum(), (w * w * w).sum()
+    first.backward()
+    optimizer.step()  # changes w, which `second` saved for its backward
+    with pytest.raises(RuntimeError, match="modified in place"):
+        second.backward()
+
+
+def test_functions_that_saved_nothing_do_not_care_about_in_place_changes() -> None:
+    w = pyrt.tensor([1.0, 2.0], requires_grad=True)
+    y = (w + 1).sum()
+    with pyrt.no_grad():
+        w.add_(1.0)
+    y.backward()
+    assert w.grad.tolist() == [1.0, 1.0]

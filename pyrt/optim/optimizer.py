@@ -114,6 +114,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is not None:
                     self._update(p, p.grad.data, group, self.state.setdefault(p, {}))
+                    p._version += 1  # graphs recorded with the old values must not backward
         return loss
 
     def _update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
