@@ -40,12 +40,6 @@ Op parse_op(const std::string& op) {
   throw py::value_error("ring_allreduce: op must be 'sum', 'max', 'min' or 'avg', got '" + op + "'");
 }
 
-Dtype parse_dtype_name(const std::string& name) {
-  if (name == "float32") return Dtype::Float32;
-  if (name == "float64") return Dtype::Float64;
-  throw py::type_error("ring_allreduce: dtype must be float32 or float64, got " + name);
-}
-
 Dtype dtype_of(const py::array& buffer) {
   if (buffer.dtype().equal(py::dtype::of<float>())) return Dtype::Float32;
   if (buffer.dtype().equal(py::dtype::of<double>())) return Dtype::Float64;
@@ -81,13 +75,6 @@ void ring_allreduce(int64_t fcomm, py::array buffer, const std::string& op, int6
   if (mismatch) throw py::value_error(*mismatch);
 }
 
-std::optional<std::string> check_same_size(int64_t fcomm, int64_t count, const std::string& dtype_name) {
-  const Dtype dtype = parse_dtype_name(dtype_name);
-  const MPI_Comm comm = comm_from_fortran(fcomm);
-  py::gil_scoped_release release;
-  return pyrt::comm::validate_same_size(comm, count, dtype);
-}
-
 std::string mpi_library_version() {
   char text[MPI_MAX_LIBRARY_VERSION_STRING];
   int len = 0;
@@ -104,8 +91,6 @@ PYBIND11_MODULE(_comm, m) {
         py::arg("segment_bytes") = pyrt::comm::kDefaultSegmentBytes,
         "In-place ring all-reduce of a contiguous float32/float64 array across comm (fcomm = comm.py2f()).\n"
         "op: 'sum', 'max', 'min' or 'avg' (sum divided by the group size). Collective; GIL released.");
-  m.def("check_same_size", &check_same_size, py::arg("fcomm"), py::arg("count"), py::arg("dtype_name"),
-        "Collective: None if every rank passed the same count and dtype, else a message naming them.");
   m.def("mpi_library_version", &mpi_library_version,
         "MPI_Get_library_version of the MPI this module is linked to; must equal mpi4py's.");
   m.attr("DEFAULT_SEGMENT_BYTES") = pyrt::comm::kDefaultSegmentBytes;

@@ -1,4 +1,4 @@
-"""All-reduce bandwidth: pyrt's ring (and shared-memory path, if built) vs MPI_Allreduce.
+"""All-reduce bandwidth: pyrt's ring vs MPI_Allreduce.
 
 ``python -m pyrt.bench allreduce`` launches itself under ``mpiexec`` at 2 and 4
 ranks. Each rank times ``pyrt.distributed.all_reduce`` (ours, including its
@@ -57,8 +57,6 @@ def worker(sizes: list[int], out_path: str) -> None:
     comm = dist.init_process_group().comm
     world = comm.Get_size()
     algorithms = ["ring"] if collectives._ring_available() else []
-    if hasattr(collectives, "_shm_available") and collectives._shm_available():
-        algorithms.append("shm")
     records = []
     for nbytes in sizes:
         count = nbytes // 4
