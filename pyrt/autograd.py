@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Function",
+    "WeightGradients",
     "backward",
+    "backward_input",
     "enable_grad",
     "gradcheck",
     "is_grad_enabled",
@@ -138,6 +140,7 @@ class Function:
     _input_versions: tuple[int, ...] = ()
     _saved: tuple[Any, ...] | None = ()
     _released = False
+    _grad_mask: tuple[bool, ...] | None = None  # set by the engine around one backward call
 
     def forward(self, *args: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
@@ -156,7 +159,13 @@ class Function:
 
     @property
     def needs_input_grad(self) -> tuple[bool, ...]:
-        """Which positional inputs want a gradient, so backward can skip the others' work."""
+        """Which positional inputs want a gradient, so backward can skip the others' work.
+
+        During a split backward the engine narrows this: the input pass asks
+        only for non-parameter gradients, the weight pass only for parameters.
+        """
+        if self._grad_mask is not None:
+            return self._grad_mask
         return tuple(t is not None for t in self.inputs)
 
     def release(self) -> None:
@@ -209,81 +218,77 @@ def sum_to_shape(grad: Any, shape: tuple[int, ...]) -> Any:
     return summed.reshape(shape)
 
 
-def _topological_order(root: Function) -> list[Function]:
-    """Functions reachable from ``root``, each before every function it feeds from."""
+def _topological_order(roots: Sequence[Function]) -> list[Function]:
+    """Functions reachable from ``roots``, each before every function it feeds from."""
     order: list[Function] = []
-    visited: set[int] = {id(root)}
+    visited: set[int] = set()
     # Each stack entry is (function, iterator over its parents); a function is
-    # appended once all its parents are done (post-order), then reversed.
-    stack: list[tuple[Function, Iterator[Tensor | None]]] = [(root, iter(root.inputs))]
-    while stack:
-        fn, parents = stack[-1]
-        for t in parents:
-            if t is not None and t.grad_fn is not None and id(t.grad_fn) not in visited:
-                visited.add(id(t.grad_fn))
-                stack.append((t.grad_fn, iter(t.grad_fn.inputs)))
-                break
-        else:
-            stack.pop()
-            order.append(fn)
+    # appended once all its parents are done (post-order). Reversing a post-order
+    # of a DAG, even one walked from several roots, is a topological order.
+    for root in roots:
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        stack: list[tuple[Function, Iterator[Tensor | None]]] = [(root, iter(root.inputs))]
+        while stack:
+            fn, parents = stack[-1]
+            for t in parents:
+                if t is not None and t.grad_fn is not None and id(t.grad_fn) not in visited:
+                    visited.add(id(t.grad_fn))
+                    stack.append((t.grad_fn, iter(t.grad_fn.inputs)))
+                    break
+            else:
+                stack.pop()
+                order.append(fn)
     order.reverse()
     return order
 
 
-def _count_leaf_edges(order: list[Function]) -> dict[int, int]:
-    """How many gradients each leaf will receive in this pass (for its hooks)."""
-    pending: dict[int, int] = {}
-    for fn in order:
-        for t in fn.inputs:
-            if t is not None and t.grad_fn is None:
-                pending[id(t)] = pending.get(id(t), 0) + 1
-    return pending
-
-
-def backward(root: Tensor, grad: Any | None = None, retain_graph: bool = False) -> None:
-    """Accumulate d(root)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
-
-    The engine never writes into a gradient array in place while the pass
-    runs: a backward may hand the same array to several inputs (``a + b``
-    passes its gradient to both), so accumulation is always out of place, and a
-    leaf's first gradient is copied when it is a view or already owned by
-    another leaf.
-
-    >>> import pyrt
-    >>> x = pyrt.tensor([2.0], requires_grad=True)
-    >>> backward((x * x).sum())
-    >>> x.grad.item()
-    4.0
-    """
+def _as_tensor_list(tensors: Tensor | Sequence[Tensor], what: str) -> list[Tensor]:
     from pyrt.tensor import Tensor
 
-    if not root.requires_grad:
-        raise RuntimeError(
-            "element 0 of tensors does not require grad and does not have a grad_fn"
-        )
-    xp = get_array_module(root.data)
-    if grad is None:
-        if root.data.size != 1:
+    listed = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    for i, t in enumerate(listed):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{what}: element {i} is a {type(t).__name__}, not a Tensor")
+    return listed
+
+
+def _seed_gradients(roots: list[Tensor], grad_tensors: Any) -> list[Any]:
+    """The gradient each root starts from: ones for a scalar, else the one given (copied)."""
+    from pyrt.tensor import Tensor
+
+    if grad_tensors is None or isinstance(grad_tensors, Tensor) or hasattr(grad_tensors, "shape"):
+        grad_tensors = [grad_tensors] * len(roots) if grad_tensors is None else [grad_tensors]
+    grad_tensors = list(grad_tensors)
+    if len(grad_tensors) != len(roots):
+        raise RuntimeError(f"backward: got {len(grad_tensors)} gradients for {len(roots)} tensors")
+    seeds = []
+    for i, (root, grad) in enumerate(zip(roots, grad_tensors, strict=True)):
+        if not root.requires_grad:
             raise RuntimeError(
-                "grad can be implicitly created only for scalar outputs; "
-                f"got an output of shape {tuple(root.shape)}. Pass a gradient to backward()"
+                f"element {i} of tensors does not require grad and does not have a grad_fn"
             )
-        grad = xp.ones_like(root.data)
-    else:
+        xp = get_array_module(root.data)
+        if grad is None:
+            if root.data.size != 1:
+                raise RuntimeError(
+                    "grad can be implicitly created only for scalar outputs; "
+                    f"got an output of shape {tuple(root.shape)}. Pass a gradient to backward()"
+                )
+            seeds.append(xp.ones_like(root.data))
+            continue
         grad = grad.data if isinstance(grad, Tensor) else grad
         if tuple(grad.shape) != tuple(root.shape):
             raise RuntimeError(
                 f"backward: grad has shape {tuple(grad.shape)} but the output has shape "
                 f"{tuple(root.shape)}"
             )
-        grad = xp.array(grad, dtype=root.dtype, copy=True)
+        seeds.append(xp.array(grad, dtype=root.dtype, copy=True))
+    return seeds
 
-    if root.grad_fn is None:
-        _accumulate_leaf(root, grad, set())
-        _run_leaf_hooks(root)
-        return
 
-    order = _topological_order(root.grad_fn)
+def _check_graph_usable(order: list[Function]) -> None:
     for fn in order:
         if fn._released:
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
@@ -296,36 +301,193 @@ def backward(root: Tensor, grad: Any | None = None, retain_graph: bool = False) 
                     "an optimizer step between two backward passes of one graph does this. "
                     "Run backward before changing it, or recompute the forward pass"
                 )
-    pending = _count_leaf_edges(order)
-    grads: dict[int, Any] = {id(root.grad_fn): grad}
-    handed_to_leaves: set[int] = set()
+
+
+class _Leaves:
+    """The leaves one backward pass writes: gradient accumulation and post-accumulate hooks.
+
+    A leaf's hooks run once the last gradient this pass will give it has been
+    accumulated; ``pending`` counts the edges still to deliver.
+    """
+
+    def __init__(self, order: list[Function], wanted: set[int] | None) -> None:
+        self.wanted = wanted
+        self.pending: dict[int, int] = {}
+        self.handed: set[int] = set()  # gradient arrays already owned by some leaf
+        for fn in order:
+            for t in fn.inputs:
+                if t is not None and t.grad_fn is None and self.receives(t):
+                    self.pending[id(t)] = self.pending.get(id(t), 0) + 1
+
+    def receives(self, t: Tensor) -> bool:
+        return self.wanted is None or id(t) in self.wanted
+
+    def deliver(self, t: Tensor, g: Any | None) -> None:
+        """Accumulate ``g`` (None: this edge carried nothing) and fire hooks when ``t`` is done."""
+        if g is not None:
+            _accumulate_leaf(t, sum_to_shape(g, tuple(t.shape)), self.handed)
+        self.pending[id(t)] -= 1
+        if self.pending[id(t)] == 0:
+            _run_leaf_hooks(t)
+
+
+class WeightGradients:
+    """The deferred half of a split backward: the gradients of the leaves ``backward_input`` skipped.
+
+    ``run()`` computes them (each recorded function's backward restricted to its
+    leaf inputs, from the output gradient kept since the input pass), accumulates
+    them into ``.grad``, fires the leaves' hooks and frees the graph. Functions
+    whose backward computed those gradients anyway (an LSTM's BPTT yields the
+    weight gradients with the input's) hand them over instead of computing twice.
+    """
+
+    def __init__(self, leaves: _Leaves, retain_graph: bool) -> None:
+        self._leaves = leaves
+        self._retain_graph = retain_graph
+        # (function, its output gradient, what the input pass computed, which inputs are deferred)
+        self._work: list[tuple[Function, Any, list[Any], tuple[bool, ...]]] = []
+        self._done = False
+
+    def __len__(self) -> int:
+        return len(self._work)
+
+    def run(self) -> None:
+        if self._done:
+            raise RuntimeError("WeightGradients.run(): the weight gradients were already computed")
+        self._done = True
+        for fn, grad_out, computed, leaf_mask in self._work:
+            missing = any(m and g is None for m, g in zip(leaf_mask, computed, strict=True))
+            if grad_out is not None and missing:
+                computed = _call_backward(fn, grad_out, leaf_mask)
+            for t, m, g in zip(fn.inputs, leaf_mask, computed, strict=True):
+                if m:
+                    self._leaves.deliver(t, g)
+            if not self._retain_graph:
+                fn.release()
+        self._work.clear()
+
+
+def _call_backward(fn: Function, grad_out: Any, mask: tuple[bool, ...]) -> Sequence[Any]:
+    """``fn.backward`` asked only for the inputs in ``mask``; other gradients come back as None."""
+    fn._grad_mask = mask
+    try:
+        grads = fn.backward(grad_out)
+    finally:
+        fn._grad_mask = None
+    if len(grads) != len(fn.inputs):
+        raise RuntimeError(
+            f"{type(fn).__name__}.backward returned {len(grads)} gradients for {len(fn.inputs)} inputs"
+        )
+    return [g if m else None for g, m in zip(grads, mask, strict=True)]
+
+
+def _run_backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any, retain_graph: bool,
+                  inputs: Sequence[Tensor] | None, defer_weights: bool) -> WeightGradients:
+    """The one backward pass behind ``backward`` and ``backward_input``.
+
+    With ``defer_weights`` the gradients of leaves outside ``inputs`` are not
+    computed: each function that has such a leaf input keeps its saved arrays
+    and its output gradient for ``WeightGradients.run()``.
+    """
+    roots = _as_tensor_list(tensors, "backward")
+    if not roots:
+        raise RuntimeError("backward: no tensors to differentiate")
+    seeds = _seed_gradients(roots, grad_tensors)
+    wanted = None if inputs is None else {id(t) for t in _as_tensor_list(inputs, "backward: inputs")}
+    order = _topological_order([r.grad_fn for r in roots if r.grad_fn is not None])
+    _check_graph_usable(order)
+    # Deferred leaves get their gradients in WeightGradients.run(), counted by their own _Leaves.
+    now = _Leaves(order, wanted)
+    later = _Leaves(order, None) if defer_weights else None
+    if later is not None:
+        for key in now.pending:
+            later.pending.pop(key)
+    deferred = WeightGradients(later or now, retain_graph)
+
+    grads: dict[int, Any] = {}
+    for root, seed in zip(roots, seeds, strict=True):
+        if root.grad_fn is None:
+            if now.receives(root):
+                _accumulate_leaf(root, seed, now.handed)
+                _run_leaf_hooks(root)
+            continue
+        key = id(root.grad_fn)
+        grads[key] = seed if key not in grads else grads[key] + seed
+
     for fn in order:
         grad_out = grads.pop(id(fn), None)
-        if grad_out is None:  # no path from root carried a gradient here
+        is_leaf = [t is not None and t.grad_fn is None for t in fn.inputs]
+        later_leaf = [leaf and later is not None and not now.receives(t)
+                      for t, leaf in zip(fn.inputs, is_leaf, strict=True)]
+        if grad_out is None:  # no path from the roots carried a gradient here
             input_grads: Sequence[Any] = (None,) * len(fn.inputs)
         else:
-            input_grads = fn.backward(grad_out)
-            if len(input_grads) != len(fn.inputs):
-                raise RuntimeError(
-                    f"{type(fn).__name__}.backward returned {len(input_grads)} gradients "
-                    f"for {len(fn.inputs)} inputs"
-                )
-        if not retain_graph:
+            mask = tuple(t is not None and (not leaf or now.receives(t)) and not skip
+                         for t, leaf, skip in zip(fn.inputs, is_leaf, later_leaf, strict=True))
+            input_grads = _call_backward(fn, grad_out, mask)
+        if any(later_leaf):
+            # Whatever this backward computed for the deferred leaves anyway is kept for run().
+            deferred._work.append((fn, grad_out, list(input_grads), tuple(later_leaf)))
+        elif not retain_graph:
             fn.release()
-        for t, g in zip(fn.inputs, input_grads, strict=True):
-            if t is None:
+        for t, g, leaf, skip in zip(fn.inputs, input_grads, is_leaf, later_leaf, strict=True):
+            if t is None or skip:
                 continue
-            if g is not None:
+            if leaf:
+                if now.receives(t):
+                    now.deliver(t, g)
+            elif g is not None:
                 g = sum_to_shape(g, tuple(t.shape))
-                if t.grad_fn is None:
-                    _accumulate_leaf(t, g, handed_to_leaves)
-                else:
-                    key = id(t.grad_fn)
-                    grads[key] = g if key not in grads else grads[key] + g
-            if t.grad_fn is None:
-                pending[id(t)] -= 1
-                if pending[id(t)] == 0:
-                    _run_leaf_hooks(t)
+                key = id(t.grad_fn)
+                grads[key] = g if key not in grads else grads[key] + g
+    return deferred
+
+
+def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
+             retain_graph: bool = False, inputs: Sequence[Tensor] | None = None) -> None:
+    """Accumulate the gradient of ``tensors`` into ``leaf.grad`` for every leaf that requires grad.
+
+    PyTorch's ``torch.autograd.backward``: ``tensors`` is one tensor or several
+    (their gradients add up, as a middle pipeline stage needs when it runs
+    backward from its output with the gradient the next stage sent it);
+    ``grad_tensors`` gives each one's output gradient (omitted for scalars);
+    ``inputs``, when given, limits accumulation to those leaves.
+
+    The engine never writes into a gradient array in place while the pass
+    runs: a backward may hand the same array to several inputs (``a + b``
+    passes its gradient to both), so accumulation is always out of place, and a
+    leaf's first gradient is copied when it is a view or already owned by
+    another leaf.
+
+    >>> import pyrt
+    >>> x = pyrt.tensor([2.0], requires_grad=True)
+    >>> backward([(x * x).sum(), x * 3], [None, pyrt.tensor([1.0])])
+    >>> x.grad.item()
+    7.0
+    """
+    _run_backward(tensors, grad_tensors, retain_graph, inputs, defer_weights=False)
+
+
+def backward_input(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
+                   inputs: Sequence[Tensor] = (), retain_graph: bool = False) -> WeightGradients:
+    """The input half of a split backward (zero-bubble's B): gradients for ``inputs`` only.
+
+    Gradients flow through the whole graph and are accumulated into the
+    ``.grad`` of ``inputs``; every other leaf (the parameters) is skipped, and
+    the returned ``WeightGradients`` computes those later (zero-bubble's W),
+    so the weight-gradient GEMMs can fill a pipeline bubble.
+
+    >>> import pyrt
+    >>> x = pyrt.tensor([[1.0, 2.0]], requires_grad=True)
+    >>> w = pyrt.tensor([[3.0, 4.0]], requires_grad=True)
+    >>> weights = backward_input(pyrt.nn.functional.linear(x, w).sum(), inputs=[x])
+    >>> x.grad.tolist(), w.grad
+    ([[3.0, 4.0]], None)
+    >>> weights.run()
+    >>> w.grad.tolist()
+    [[1.0, 2.0]]
+    """
+    return _run_backward(tensors, grad_tensors, retain_graph, inputs, defer_weights=True)
 
 
 def _accumulate_leaf(t: Tensor, g: Any, handed_to_leaves: set[int]) -> None:

@@ -161,14 +161,17 @@ class Conv2d(Function):
         # (N, O, OH, OW) -> (G, M, O/G); free when grad is channels-last in memory.
         grad_rows = grad.reshape(n, groups, og, *out_hw).transpose(1, 0, 3, 4, 2)
         grad_rows = grad_rows.reshape(groups, -1, og)
-        grad_weight = matmul_arrays(grad_rows.transpose(0, 2, 1), cols.transpose(1, 0, 2))
+        need_x, need_weight, need_bias = self.needs_input_grad[:3]
         o, _, kh, kw = weight_shape
-        grad_weight = grad_weight.reshape(o, kh, kw, c // groups).transpose(0, 3, 1, 2)
-        grad_bias = grad_rows.sum(axis=1).reshape(o) if self.has_bias else None
+        grad_weight = None
+        if need_weight:  # a split (zero-bubble) backward asks for it in a pass of its own
+            grad_weight = matmul_arrays(grad_rows.transpose(0, 2, 1), cols.transpose(1, 0, 2))
+            grad_weight = grad_weight.reshape(o, kh, kw, c // groups).transpose(0, 3, 1, 2)
+        grad_bias = grad_rows.sum(axis=1).reshape(o) if self.has_bias and need_bias else None
         grad_x = None
         # The first layer's input (the data) needs no gradient: skipping it saves
         # the grad_cols GEMM and the whole col2im.
-        if self.needs_input_grad[0]:
+        if need_x:
             grad_padded = _col2im(grad_rows, weight_rows, padded_shape, (kh, kw), stride,
                                   dilation, out_hw)
             ph, pw = padding
