@@ -1,0 +1,138 @@
+"""``PipelineStage``: one stage's module, its place in the pipeline, and its transfers.
+
+Stage s lives on rank ``s % group.size()`` of its pipeline group (one stage
+per rank, or v round-robin stages per rank for interleaved schedules).
+
+Transfers are non-blocking MPI requests on the pipeline group's communicator.
+Tags encode (micro-batch, receiving stage, direction), so every message of a
+step has a tag of its own and a receive can be posted long before its send.
+The first step learns the shape and dtype of every activation from a small
+header sent ahead of the data (``TensorMeta``); later steps post their
+receives with the shapes they learned, and a sender whose tensor differs from
+the first step's raises an error naming the stages and the micro-batch.
+Gradients need no header: the gradient of a stage's output has the output's
+shape, which the receiving stage knows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pyrt.distributed.collectives import irecv, isend
+from pyrt.distributed.functional import TensorMeta
+from pyrt.distributed.process_group import ProcessGroup, resolve_group
+from pyrt.distributed.work import Work
+from pyrt.nn.module import Module
+
+__all__ = ["PipelineStage"]
+
+_FORWARD, _BACKWARD = 0, 1
+
+
+class _Receive:
+    """A posted receive: the header first when the shape is not known yet, then the data."""
+
+    def __init__(self, stage: PipelineStage, microbatch: int, direction: int, src: int,
+                 meta: TensorMeta | None) -> None:
+        self.stage, self.microbatch, self.direction, self.src = stage, microbatch, direction, src
+        self.tag = stage.tag(microbatch, stage.stage_index, direction)
+        self.header = None if meta is not None else np.empty(TensorMeta.HEADER_SIZE, dtype=np.int64)
+        target = self.header if meta is None else meta.empty()
+        self.buffer = None if meta is None else target
+        self.work = irecv(target, src=src, group=stage.group, tag=self.tag)
+
+    def wait(self) -> np.ndarray:
+        self.work.wait()
+        if self.buffer is None:  # the header arrived: now the data, which was sent right behind it
+            meta = TensorMeta.unpack(self.header)
+            self.stage._received_meta[self.microbatch] = meta
+            self.buffer = meta.empty()
+            irecv(self.buffer, src=self.src, group=self.stage.group, tag=self.tag).wait()
+        return self.buffer
+
+
+class PipelineStage:
+    """Stage ``stage_index`` of ``num_stages``: ``submodule`` and where its neighbours live.
+
+    ``group`` is the pipeline's process group (default: the world). With one
+    stage per rank, ``stage_index`` is this rank's group rank; interleaved
+    schedules give each rank v stages ``rank, rank + size, ...``. The
+    submodule may be wrapped in ``DistributedDataParallel`` over a data-parallel
+    group: the schedules then reduce its gradients once per step, overlapped
+    with the last backward.
+
+    Example (under ``mpiexec -n 2``)::
+
+        dist.init_process_group()
+        part = split_sequential(model, num_stages=2)
+        stage = PipelineStage(part, stage_index=dist.get_rank(), num_stages=2)
+    """
+
+    def __init__(self, submodule: Module, stage_index: int, num_stages: int,
+                 group: ProcessGroup | None = None) -> None:
+        if not isinstance(submodule, Module):
+            raise TypeError(f"PipelineStage: submodule must be an nn.Module, got {type(submodule).__name__}")
+        self.group = resolve_group(group, "PipelineStage")
+        size = self.group.size()
+        if not 0 <= stage_index < num_stages:
+            raise ValueError(f"PipelineStage: stage_index {stage_index} is outside [0, {num_stages})")
+        if num_stages % size:
+            raise ValueError(
+                f"PipelineStage: {num_stages} stages do not divide evenly over the pipeline group's "
+                f"{size} ranks")
+        if stage_index % size != self.group.rank():
+            raise ValueError(
+                f"PipelineStage: stage {stage_index} of {num_stages} belongs to group rank "
+                f"{stage_index % size}, but this is group rank {self.group.rank()} "
+                f"(global rank {self.group.global_ranks[self.group.rank()]})")
+        self.submodule = submodule
+        self.stage_index = stage_index
+        self.num_stages = num_stages
+        self.is_first = stage_index == 0
+        self.is_last = stage_index == num_stages - 1
+        # Shapes learned on the first step: received inputs and sent outputs, per micro-batch.
+        self._received_meta: dict[int, TensorMeta] = {}
+        self._sent_meta: dict[int, TensorMeta] = {}
+
+    def __repr__(self) -> str:
+        return f"PipelineStage({self.stage_index} of {self.num_stages}, {self.group})"
+
+    def global_rank_of(self, stage: int) -> int:
+        return self.group.global_ranks[stage % self.group.size()]
+
+    def tag(self, microbatch: int, receiving_stage: int, direction: int) -> int:
+        return (microbatch * self.num_stages + receiving_stage) * 2 + direction
+
+    # --- transfers -------------------------------------------------------------------
+    def post_receive_input(self, microbatch: int) -> _Receive:
+        return _Receive(self, microbatch, _FORWARD, self.global_rank_of(self.stage_index - 1),
+                        self._received_meta.get(microbatch))
+
+    def post_receive_grad(self, microbatch: int, output: Any) -> _Receive:
+        return _Receive(self, microbatch, _BACKWARD, self.global_rank_of(self.stage_index + 1),
+                        TensorMeta.of(output))
+
+    def send_output(self, microbatch: int, output: np.ndarray) -> list[Work]:
+        dst = self.global_rank_of(self.stage_index + 1)
+        tag = self.tag(microbatch, self.stage_index + 1, _FORWARD)
+        meta, known = TensorMeta.of(output), self._sent_meta.get(microbatch)
+        works = []
+        if known is None:
+            self._sent_meta[microbatch] = meta
+            header = meta.pack()
+            works.append(isend(header, dst, group=self.group, tag=tag))
+        elif known != meta:
+            raise ValueError(
+                f"pipeline stage {self.stage_index} -> {self.stage_index + 1}, micro-batch "
+                f"{microbatch}: the output is {meta} but the first step sent {known}; the shapes "
+                "passed between stages are fixed by the first step (keep the batch size fixed, "
+                "e.g. DataLoader(drop_last=True))")
+        works.append(isend(np.ascontiguousarray(output), dst, group=self.group, tag=tag))
+        return works
+
+    def send_input_grad(self, microbatch: int, grad: np.ndarray) -> list[Work]:
+        dst = self.global_rank_of(self.stage_index - 1)
+        tag = self.tag(microbatch, self.stage_index - 1, _BACKWARD)
+        return [isend(np.ascontiguousarray(grad), dst, group=self.group, tag=tag)]
