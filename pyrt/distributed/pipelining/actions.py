@@ -140,8 +140,8 @@ def compute_order(num_stages: int, num_ranks: int, n_microbatches: int,
             scheduled += 1
         t += 1
         if t > 4 * total + 16:
-            stuck = {r: (forward_order[r][next_f[r]:next_f[r] + 1], backward_order[r][next_b[r]:next_b[r] + 1])
-                     for r in range(num_ranks)}
+            stuck = {r: (forward_order[r][next_f[r]:next_f[r] + 1],
+                         backward_order[r][next_b[r]:next_b[r] + 1]) for r in range(num_ranks)}
             raise RuntimeError(
                 f"pipeline schedule: no order exists for {num_stages} stages on {num_ranks} ranks with "
                 f"{n_microbatches} micro-batches under in-flight limits {list(in_flight_limit)}; each "

@@ -126,7 +126,8 @@ def validate_schedule(pipeline_order: Mapping[int, Sequence[Action]], num_stages
         if producer is not None:
             if stage_rank(producer[1], num_ranks) == rank:
                 if producer not in finished:
-                    raise ScheduleError(f"rank {rank}: {a!r} runs before {Action(*producer)!r} on the same rank")
+                    raise ScheduleError(
+                        f"rank {rank}: {a!r} runs before {Action(*producer)!r} on the same rank")
                 times.append(finished[producer])
             else:
                 if posted.get(key) != rank:
