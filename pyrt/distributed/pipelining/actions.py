@@ -109,6 +109,7 @@ def compute_order(num_stages: int, num_ranks: int, n_microbatches: int,
     in_flight = [0] * num_ranks
     deferred_w: list[deque[tuple[int, int]]] = [deque() for _ in range(num_ranks)]
     busy_until = [0] * num_ranks
+    last_kind = ["F"] * num_ranks
     total = sum(len(o) for o in forward_order) * (3 if split_backward else 2)
     scheduled, t = 0, 0
     while scheduled < total:
@@ -117,17 +118,21 @@ def compute_order(num_stages: int, num_ranks: int, n_microbatches: int,
                 continue
             f = forward_order[r][next_f[r]] if next_f[r] < len(forward_order[r]) else None
             b = backward_order[r][next_b[r]] if next_b[r] < len(backward_order[r]) else None
-            if b is not None and backward_ready(*b, t) and (not forwards_first or f is None):
+            can_b = b is not None and backward_ready(*b, t) and (not forwards_first or f is None)
+            can_f = f is not None and forward_ready(*f, t) and in_flight[r] < in_flight_limit[r]
+            # Alternate once backwards have begun (Megatron's steady state): a rank that
+            # just ran a backward prefers a forward, so the ranks it feeds are not starved.
+            if can_f and (not can_b or last_kind[r] in ("B", "I")):
+                action = Action("F", *f)
+                next_f[r] += 1
+                in_flight[r] += 1
+            elif can_b:
                 action = Action(backward_kind, *b)
                 next_b[r] += 1
                 if split_backward:
                     deferred_w[r].append(b)
                 else:
                     in_flight[r] -= 1
-            elif f is not None and forward_ready(*f, t) and in_flight[r] < in_flight_limit[r]:
-                action = Action("F", *f)
-                next_f[r] += 1
-                in_flight[r] += 1
             elif deferred_w[r] and (b is None or ready_at(backward_kind, *b) >= t + COSTS["W"]):
                 # A W fills the wait for the next backward's gradient, but never delays it.
                 action = Action("W", *deferred_w[r].popleft())
@@ -137,6 +142,8 @@ def compute_order(num_stages: int, num_ranks: int, n_microbatches: int,
             finished[(action.kind, action.stage, action.microbatch)] = t + COSTS[action.kind]
             busy_until[r] = t + COSTS[action.kind]
             orders[r].append(action)
+            if action.kind != "W":
+                last_kind[r] = action.kind
             scheduled += 1
         t += 1
         if t > 4 * total + 16:
