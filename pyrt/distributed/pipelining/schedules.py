@@ -77,6 +77,7 @@ class _PipelineSchedule(abc.ABC):
             raise ValueError(
                 f"{name}: with {num_stages} stages on {self.num_ranks} ranks, group rank {group.rank()} "
                 f"holds stages {expected}, but was given {sorted(self._stages)}")
+        self._check_ranks_agree(name)
         #: Every rank's actions (computations and transfers), as data; validated once here.
         self.pipeline_order = self.generate(self.num_ranks, n_microbatches, num_stages // self.num_ranks)
         self.stats = validate_schedule(self.pipeline_order, num_stages, n_microbatches)
@@ -89,13 +90,29 @@ class _PipelineSchedule(abc.ABC):
         #: Per stage of this rank: the most micro-batches alive at once in the last step.
         self.peak_in_flight: dict[int, int] = {}
 
+    def _check_ranks_agree(self, name: str) -> None:
+        """Ranks running different schedules would wait for messages that never come: refuse."""
+        from mpi4py import MPI
+
+        mine = (name, self.n_microbatches, self.num_stages)
+        every = self.group.comm.allgather(mine)
+        if any(theirs != mine for theirs in every):
+            listing = ", ".join(f"rank {self.group.global_ranks[r]}: {s[0]}(n_microbatches={s[1]}, "
+                                f"{s[2]} stages)" for r, s in enumerate(every))
+            raise ValueError(f"{name}: the pipeline's ranks disagree on the schedule: {listing}")
+        largest_tag = (self.n_microbatches * self.num_stages) * 2
+        if largest_tag > self.group.comm.Get_attr(MPI.TAG_UB):
+            raise ValueError(
+                f"{name}: {self.n_microbatches} micro-batches x {self.num_stages} stages need MPI tags "
+                f"up to {largest_tag}, beyond this MPI's limit {self.group.comm.Get_attr(MPI.TAG_UB)}")
+
     @classmethod
     def generate(cls, num_ranks: int, n_microbatches: int,
                  stages_per_rank: int = 1) -> dict[int, list[Action]]:
         """Every rank's action list for this schedule, without MPI (what ``validate_schedule`` takes).
 
         >>> Schedule1F1B.generate(num_ranks=2, n_microbatches=2)[1]
-        [1RECV_F0, 1F0, 1B0, 1SEND_B0, 1RECV_F1, 1F1, 1B1, 1SEND_B1]
+        [1RECV_F0, 1F0, 1RECV_F1, 1B0, 1SEND_B0, 1F1, 1B1, 1SEND_B1]
         """
         num_stages = num_ranks * stages_per_rank
         forward, backward, limits = cls._orders(num_ranks, stages_per_rank, n_microbatches)

@@ -56,7 +56,8 @@ class _Receive:
 class PipelineStage:
     """Stage ``stage_index`` of ``num_stages``: ``submodule`` and where its neighbours live.
 
-    ``group`` is the pipeline's process group (default: the world). With one
+    ``group`` is the pipeline's process group (default: the world); ``device``
+    is accepted as in PyTorch and must be the CPU. With one
     stage per rank, ``stage_index`` is this rank's group rank; interleaved
     schedules give each rank v stages ``rank, rank + size, ...``. The
     submodule may be wrapped in ``DistributedDataParallel`` over a data-parallel
@@ -70,8 +71,10 @@ class PipelineStage:
         stage = PipelineStage(part, stage_index=dist.get_rank(), num_stages=2)
     """
 
-    def __init__(self, submodule: Module, stage_index: int, num_stages: int,
+    def __init__(self, submodule: Module, stage_index: int, num_stages: int, device: Any = None,
                  group: ProcessGroup | None = None) -> None:
+        if device is not None and str(device) != "cpu":
+            raise ValueError(f"PipelineStage: pyrt's pipeline runs on the CPU, got device={device!r}")
         if not isinstance(submodule, Module):
             raise TypeError(f"PipelineStage: submodule must be an nn.Module, got {type(submodule).__name__}")
         self.group = resolve_group(group, "PipelineStage")

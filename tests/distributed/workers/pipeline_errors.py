@@ -1,8 +1,9 @@
 """Misused pipelines raise clear errors instead of hanging.
 
-Without ``--shape-change``: errors every rank detects by itself (a stage on
-the wrong rank, stages that do not divide over the ranks, bad micro-batch
-counts, a batch too small to cut, step() called with the wrong arguments)
+Without ``--shape-change``: errors every rank detects (a stage on the wrong
+rank, stages that do not divide over the ranks, bad micro-batch counts, ranks
+that disagree on the schedule, a batch too small to cut, step() called with
+the wrong arguments)
 are raised and caught on every rank, and the pipeline still trains afterwards.
 
 With ``--shape-change``: the first stage changes its batch size after the
@@ -56,6 +57,10 @@ def main() -> None:
     stage = PipelineStage(part, rank, world)
     expect(ValueError, "n_microbatches must be a positive int", lambda: Schedule1F1B(stage, 0, loss_fn))
     expect(TypeError, "loss_fn must be callable", lambda: Schedule1F1B(stage, 2, None))
+    expect(ValueError, "the pipeline's ranks disagree on the schedule: rank 0: Schedule1F1B"
+           r"\(n_microbatches=2, .* rank 1: Schedule1F1B\(n_microbatches=3",
+           lambda: Schedule1F1B(stage, 2 + rank, loss_fn))
+    expect(ValueError, "pyrt's pipeline runs on the CPU", lambda: PipelineStage(part, rank, world, "cuda"))
     schedule = Schedule1F1B(stage, 4, loss_fn)
     if stage.is_first:
         expect(TypeError, "one positional argument", lambda: schedule.step())
