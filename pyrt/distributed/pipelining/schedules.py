@@ -31,7 +31,7 @@ import numpy as np
 
 from pyrt.autograd import WeightGradients, backward, backward_input
 from pyrt.distributed.pipelining.actions import Action, add_communication, compute_order
-from pyrt.distributed.pipelining.stage import PipelineStage
+from pyrt.distributed.pipelining.stage import PipelineStage, StageTransfers
 from pyrt.distributed.pipelining.timeline import TimelineEvent
 from pyrt.distributed.pipelining.validate import validate_schedule
 from pyrt.tensor import Tensor
@@ -72,6 +72,7 @@ class _PipelineSchedule(abc.ABC):
         self.n_microbatches = n_microbatches
         self.loss_fn = loss_fn
         self._stages = {s.stage_index: s for s in stages}
+        self._transfers = {s.stage_index: StageTransfers(s) for s in stages}
         expected = list(range(group.rank(), num_stages, self.num_ranks))
         if sorted(self._stages) != expected:
             raise ValueError(
@@ -164,16 +165,16 @@ class _PipelineSchedule(abc.ABC):
 
     def _run(self, a: Action, state: _StepState, inputs: list[Any] | None,
              targets: list[Any] | None) -> None:
-        stage = self._stages[a.stage]
+        stage, transfers = self._stages[a.stage], self._transfers[a.stage]
         key = (a.stage, a.microbatch)
         if a.kind == "RECV_F":
-            state.receives[a] = stage.post_receive_input(a.microbatch)
+            state.receives[a] = transfers.post_receive_input(a.microbatch)
         elif a.kind == "RECV_B":
-            state.receives[a] = stage.post_receive_grad(a.microbatch, state.outputs[key].data)
+            state.receives[a] = transfers.post_receive_grad(a.microbatch, state.outputs[key].data)
         elif a.kind == "SEND_F":
-            state.sends += stage.send_output(a.microbatch, state.outputs[key].data)
+            state.sends += transfers.send_output(a.microbatch, state.outputs[key].data)
         elif a.kind == "SEND_B":
-            state.sends += stage.send_input_grad(a.microbatch, state.inputs.pop(key).grad.data)
+            state.sends += transfers.send_input_grad(a.microbatch, _input_grad(state.inputs.pop(key)))
         else:
             try:
                 self._compute(a, stage, state, inputs, targets)
@@ -215,7 +216,7 @@ class _PipelineSchedule(abc.ABC):
             elif Action("RECV_B", *key) in state.receives:
                 root, grad = out, state.receives.pop(Action("RECV_B", *key)).wait()
             else:  # the next stage lives on this rank
-                root, grad = out, state.inputs.pop((a.stage + 1, a.microbatch)).grad.data
+                root, grad = out, _input_grad(state.inputs.pop((a.stage + 1, a.microbatch)))
             begin = time.perf_counter()
             x = state.inputs[key]
             self._arm_ddp(a, stage, out)
@@ -239,6 +240,11 @@ class _PipelineSchedule(abc.ABC):
             # Only the step's last backward reduces: the gradients of every
             # micro-batch have accumulated in .grad by the time its hooks fire.
             ddp._prepare_for_backward(output)
+
+
+def _input_grad(x: Tensor) -> np.ndarray:
+    """The gradient a stage sends back; zeros when its output did not depend on its input."""
+    return x.grad.data if x.grad is not None else np.zeros_like(x.data)
 
 
 class _StepState:

@@ -26,31 +26,9 @@ from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.distributed.work import Work
 from pyrt.nn.module import Module
 
-__all__ = ["PipelineStage"]
+__all__ = ["PipelineStage", "StageTransfers"]
 
 _FORWARD, _BACKWARD = 0, 1
-
-
-class _Receive:
-    """A posted receive: the header first when the shape is not known yet, then the data."""
-
-    def __init__(self, stage: PipelineStage, microbatch: int, direction: int, src: int,
-                 meta: TensorMeta | None) -> None:
-        self.stage, self.microbatch, self.direction, self.src = stage, microbatch, direction, src
-        self.tag = stage.tag(microbatch, stage.stage_index, direction)
-        self.header = None if meta is not None else np.empty(TensorMeta.HEADER_SIZE, dtype=np.int64)
-        target = self.header if meta is None else meta.empty()
-        self.buffer = None if meta is None else target
-        self.work = irecv(target, src=src, group=stage.group, tag=self.tag)
-
-    def wait(self) -> np.ndarray:
-        self.work.wait()
-        if self.buffer is None:  # the header arrived: now the data, which was sent right behind it
-            meta = TensorMeta.unpack(self.header)
-            self.stage._received_meta[self.microbatch] = meta
-            self.buffer = meta.empty()
-            irecv(self.buffer, src=self.src, group=self.stage.group, tag=self.tag).wait()
-        return self.buffer
 
 
 class PipelineStage:
@@ -95,9 +73,6 @@ class PipelineStage:
         self.num_stages = num_stages
         self.is_first = stage_index == 0
         self.is_last = stage_index == num_stages - 1
-        # Shapes learned on the first step: received inputs and sent outputs, per micro-batch.
-        self._received_meta: dict[int, TensorMeta] = {}
-        self._sent_meta: dict[int, TensorMeta] = {}
 
     def __repr__(self) -> str:
         return f"PipelineStage({self.stage_index} of {self.num_stages}, {self.group})"
@@ -105,37 +80,75 @@ class PipelineStage:
     def global_rank_of(self, stage: int) -> int:
         return self.group.global_ranks[stage % self.group.size()]
 
-    def tag(self, microbatch: int, receiving_stage: int, direction: int) -> int:
-        return (microbatch * self.num_stages + receiving_stage) * 2 + direction
 
-    # --- transfers -------------------------------------------------------------------
+class StageTransfers:
+    """One schedule's transfers for one stage, and the shapes its first step learned.
+
+    A schedule owns one per stage, so a stage can serve several schedules
+    (different micro-batch counts, a training and an evaluation batch size),
+    each learning its own shapes.
+    """
+
+    def __init__(self, stage: PipelineStage) -> None:
+        self.stage = stage
+        self.group = stage.group
+        # Shapes learned on the first step: received inputs and sent outputs, per micro-batch.
+        self.received_meta: dict[int, TensorMeta] = {}
+        self.sent_meta: dict[int, TensorMeta] = {}
+
+    def tag(self, microbatch: int, receiving_stage: int, direction: int) -> int:
+        return (microbatch * self.stage.num_stages + receiving_stage) * 2 + direction
+
     def post_receive_input(self, microbatch: int) -> _Receive:
-        return _Receive(self, microbatch, _FORWARD, self.global_rank_of(self.stage_index - 1),
-                        self._received_meta.get(microbatch))
+        return _Receive(self, microbatch, _FORWARD, self.stage.global_rank_of(self.stage.stage_index - 1),
+                        self.received_meta.get(microbatch))
 
     def post_receive_grad(self, microbatch: int, output: Any) -> _Receive:
-        return _Receive(self, microbatch, _BACKWARD, self.global_rank_of(self.stage_index + 1),
+        return _Receive(self, microbatch, _BACKWARD, self.stage.global_rank_of(self.stage.stage_index + 1),
                         TensorMeta.of(output))
 
     def send_output(self, microbatch: int, output: np.ndarray) -> list[Work]:
-        dst = self.global_rank_of(self.stage_index + 1)
-        tag = self.tag(microbatch, self.stage_index + 1, _FORWARD)
-        meta, known = TensorMeta.of(output), self._sent_meta.get(microbatch)
+        index = self.stage.stage_index
+        dst = self.stage.global_rank_of(index + 1)
+        tag = self.tag(microbatch, index + 1, _FORWARD)
+        meta, known = TensorMeta.of(output), self.sent_meta.get(microbatch)
         works = []
         if known is None:
-            self._sent_meta[microbatch] = meta
-            header = meta.pack()
-            works.append(isend(header, dst, group=self.group, tag=tag))
+            self.sent_meta[microbatch] = meta
+            works.append(isend(meta.pack(), dst, group=self.group, tag=tag))
         elif known != meta:
             raise ValueError(
-                f"pipeline stage {self.stage_index} -> {self.stage_index + 1}, micro-batch "
-                f"{microbatch}: the output is {meta} but the first step sent {known}; the shapes "
-                "passed between stages are fixed by the first step (keep the batch size fixed, "
-                "e.g. DataLoader(drop_last=True))")
+                f"pipeline stage {index} -> {index + 1}, micro-batch {microbatch}: the output is "
+                f"{meta} but the first step sent {known}; the shapes passed between stages are fixed "
+                "by a schedule's first step (keep the batch size fixed, e.g. DataLoader(drop_last=True), "
+                "or build another schedule for another size)")
         works.append(isend(np.ascontiguousarray(output), dst, group=self.group, tag=tag))
         return works
 
     def send_input_grad(self, microbatch: int, grad: np.ndarray) -> list[Work]:
-        dst = self.global_rank_of(self.stage_index - 1)
-        tag = self.tag(microbatch, self.stage_index - 1, _BACKWARD)
-        return [isend(np.ascontiguousarray(grad), dst, group=self.group, tag=tag)]
+        index = self.stage.stage_index
+        tag = self.tag(microbatch, index - 1, _BACKWARD)
+        return [isend(np.ascontiguousarray(grad), self.stage.global_rank_of(index - 1), group=self.group,
+                      tag=tag)]
+
+
+class _Receive:
+    """A posted receive: the header first when the shape is not known yet, then the data."""
+
+    def __init__(self, transfers: StageTransfers, microbatch: int, direction: int, src: int,
+                 meta: TensorMeta | None) -> None:
+        self.transfers, self.microbatch, self.src = transfers, microbatch, src
+        self.tag = transfers.tag(microbatch, transfers.stage.stage_index, direction)
+        self.header = None if meta is not None else np.empty(TensorMeta.HEADER_SIZE, dtype=np.int64)
+        target = self.header if meta is None else meta.empty()
+        self.buffer = None if meta is None else target
+        self.work = irecv(target, src=src, group=transfers.group, tag=self.tag)
+
+    def wait(self) -> np.ndarray:
+        self.work.wait()
+        if self.buffer is None:  # the header arrived: now the data, which was sent right behind it
+            meta = TensorMeta.unpack(self.header)
+            self.transfers.received_meta[self.microbatch] = meta
+            self.buffer = meta.empty()
+            irecv(self.buffer, src=self.src, group=self.transfers.group, tag=self.tag).wait()
+        return self.buffer
