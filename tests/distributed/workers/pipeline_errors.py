@@ -70,13 +70,16 @@ def main() -> None:
         expect(TypeError, "needs target=", lambda: schedule.step())
         expect(ValueError, r"cannot be cut into 4 micro-batches",
                lambda: schedule.step(target=pyrt.zeros(3).long()))
-    # After all that, the pipeline still runs.
-    losses: list[pyrt.Tensor] = []
-    if stage.is_first:
-        schedule.step(pyrt.randn(8, 4))
-    else:
-        schedule.step(target=pyrt.zeros(8).long(), losses=losses)
-        assert len(losses) == 4 and all(np.isfinite(t.item()) for t in losses)
+    # After all that, the pipeline still runs, and the stage serves a second schedule with
+    # other micro-batch shapes (each schedule learns its own).
+    schedules = {4: schedule, 2: Schedule1F1B(stage, 2, loss_fn)}
+    for m, batch in ((4, 8), (2, 6), (4, 8)):
+        losses: list[pyrt.Tensor] = []
+        if stage.is_first:
+            schedules[m].step(pyrt.randn(batch, 4))
+        else:
+            schedules[m].step(target=pyrt.zeros(batch).long(), losses=losses)
+            assert len(losses) == m and all(np.isfinite(t.item()) for t in losses)
     print(f"rank {rank}: pipeline errors ok", flush=True)
     dist.destroy_process_group()
 
