@@ -103,8 +103,9 @@ def plot_schedule(timelines: Mapping[int, Sequence[TimelineEvent]], path: str | 
     ax.invert_yaxis()
     ax.set_xlabel("time (ms)")
     kinds = sorted({e.kind for e in events}, key="FBIW".index)
-    ax.legend(handles=[Patch(color=_COLORS[k], label=_LABELS[k]) for k in kinds], loc="upper right",
-              fontsize=8)
+    # Beside the plot, not over the last boxes.
+    ax.legend(handles=[Patch(color=_COLORS[k], label=_LABELS[k]) for k in kinds], loc="upper left",
+              bbox_to_anchor=(1.0, 1.0), fontsize=8)
     measured = bubble_fraction(timelines)
     ax.set_title(f"{title + ': ' if title else ''}measured bubble {measured:.1%}")
     fig.tight_layout()
