@@ -1,9 +1,10 @@
-"""``python -m pyrt.bench [suite ...] [--json PATH] [--threads N] [--quick]``
+"""``python -m pyrt.bench [suite ...] [--json PATH] [--threads N] [--quick] [--plot-dir DIR]``
 
 Suites: matmul, int8, spmm (the default: the kernel suites), train (whole training
-steps vs PyTorch), allreduce and ddp (launch mpiexec). Each prints a table with our
-time, the reference's time and the ratio ref/ours (above 1: pyrt is faster),
-measured side by side in one process.
+steps vs PyTorch), allreduce, ddp and pipeline (launch mpiexec). Each prints a table
+with our time, the reference's time and the ratio ref/ours (above 1: pyrt is faster),
+measured side by side in one process. ``--plot-dir DIR`` makes the pipeline suite
+draw its measured 1F1B and zero-bubble timelines (p = 2, m = 8) into DIR.
 
 The command re-executes itself once with a clean environment: the same thread
 count for pyrt and the references (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS);
@@ -24,7 +25,7 @@ import sys
 
 # The kernel suites run by default; the others (whole training steps, MPI jobs) when named.
 SUITES = ["matmul", "int8", "spmm"]
-ALL_SUITES = [*SUITES, "train", "allreduce", "ddp"]
+ALL_SUITES = [*SUITES, "train", "allreduce", "ddp", "pipeline"]
 
 
 def _reexec_with_clean_env(threads: int) -> None:
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for pyrt and the references (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="a few small cases (for tests)")
+    parser.add_argument("--plot-dir", metavar="DIR",
+                        help="pipeline suite: write its timeline figures (PNG) into DIR")
     args = parser.parse_args()
     unknown = set(args.suites) - set(ALL_SUITES)
     if unknown:
@@ -59,7 +62,9 @@ def main() -> None:
     records = []
     for suite in args.suites or SUITES:
         module = __import__(f"pyrt.bench.{suite}", fromlist=["run"])
-        records += module.run(quick=args.quick)
+        # Only the pipeline suite draws figures; the others keep run(quick) alone.
+        options = {"plot_dir": args.plot_dir} if suite == "pipeline" else {}
+        records += module.run(quick=args.quick, **options)
     if args.json:
         harness.write_json(args.json, records)
         print(f"\nwrote {len(records)} records to {args.json}")

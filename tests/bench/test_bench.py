@@ -35,3 +35,23 @@ def test_allreduce_suite_reports_bandwidths(run_python, tmp_path) -> None:
 def test_unknown_suite_is_an_error(run_python) -> None:
     result = run_python("-m", "pyrt.bench", "nope", check=False)
     assert result.returncode != 0 and "unknown suite" in result.stderr
+
+
+def test_pipeline_suite_measures_bubbles_against_pytorch(run_python, tmp_path) -> None:
+    """--quick: p = 2, m = 4, a 4-block MLP of width 64, 3 timed steps per schedule."""
+    plots = tmp_path / "plots"
+    out = tmp_path / "bench.json"
+    run_python("-m", "pyrt.bench", "pipeline", "--quick", "--json", str(out), "--plot-dir", str(plots),
+               timeout=300)
+    records = json.loads(out.read_text())
+    assert {r["schedule"] for r in records} == {"gpipe", "1f1b", "interleaved", "zero-bubble"}
+    for r in records:
+        assert REQUIRED | {"bubble", "bubble_theory", "peak_in_flight", "peak_in_flight_theory",
+                           "samples_per_s", "ref_samples_per_s", "ref_schedule"} <= set(r)
+        assert (r["ranks"], r["microbatches"]) == (2, 4)
+        assert 0 <= r["bubble"] <= 1 and 0 <= r["bubble_theory"] <= 1
+        assert r["ratio"] > 0 and r["ratio"] == pytest.approx(r["ref_s"] / r["ours_s"])
+        # Which micro-batches are alive depends on the order alone, not on timing.
+        assert r["peak_in_flight"] == r["peak_in_flight_theory"]
+    assert sorted(p.name for p in plots.iterdir()) == ["pipeline_1f1b_p2_m4.png",
+                                                       "pipeline_zero_bubble_p2_m4.png"]
