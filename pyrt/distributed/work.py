@@ -9,6 +9,8 @@ progress never depends on the training thread calling into MPI.
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,9 +60,23 @@ class Work:
         if self._future is not None:
             self._finish(self._future.result(timeout=timeout))
         elif self._request is not None:
-            self._request.Wait(self._status)
+            self._wait_yielding(timeout)
             self._finish(None)
         return True
+
+    def _wait_yielding(self, timeout: float | None) -> None:
+        """Poll the request, yielding the core between polls (as the C++ ring's waits do).
+
+        MPICH's MPI_Wait spins: with more ranks than cores (4 pipeline stages
+        on 2 cores) a waiting rank would take the core from the very rank whose
+        computation it waits for. With nothing else runnable, sched_yield
+        returns at once and this is a plain spin.
+        """
+        start = time.monotonic()
+        while not self._request.Test(self._status):
+            os.sched_yield()
+            if timeout is not None and time.monotonic() - start > timeout:
+                raise TimeoutError(f"Work.wait: the transfer did not complete within {timeout} s")
 
     def is_completed(self) -> bool:
         """True once the operation has finished (never blocks)."""

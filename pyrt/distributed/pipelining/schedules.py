@@ -144,6 +144,7 @@ class _PipelineSchedule(abc.ABC):
         inputs = self._split(args[0], "input") if first else None
         targets = self._split(target, "target") if last else None
         self.timeline = []
+        self.peak_in_flight = {}
         state = _StepState()
         for action in self.actions:
             self._run(action, state, inputs, targets)
