@@ -49,7 +49,7 @@ RANKS = [2, 4]
 MICROBATCHES = [4, 8, 16]
 SCHEDULES = ["gpipe", "1f1b", "interleaved", "zero-bubble"]
 V = 2  # stages per rank of the interleaved schedule
-FULL = {"width": 512, "blocks": 16, "batch": 256, "warmup": 2, "steps": 10}
+FULL = {"width": 512, "blocks": 16, "batch": 256, "warmup": 5, "steps": 10}
 QUICK = {"width": 64, "blocks": 4, "batch": 32, "warmup": 2, "steps": 3}
 # The figures written by --plot-dir: one measured 1F1B and one zero-bubble step at p = 2, m = 8
 # (--quick: its only m).
