@@ -500,8 +500,17 @@ def _accumulate_leaf(t: Tensor, g: Any, handed_to_leaves: set[int]) -> None:
             g = g.copy()
         handed_to_leaves.add(id(g))
         t.grad = Tensor(g)
+        return
+    current = t.grad.data
+    # A gradient array from an earlier pass belongs to this leaf alone: add in place, as
+    # PyTorch does (micro-batches accumulating into a 1 MB weight gradient spent a sixth
+    # of a pipeline stage's GEMM time allocating fresh sums). One handed over in this pass
+    # may still be some other node's pending gradient, so that sum stays out of place.
+    if (id(current) not in handed_to_leaves and current.flags.owndata and current.flags.writeable
+            and current.shape == g.shape):
+        current += g
     else:
-        t.grad.data = t.grad.data + g
+        t.grad.data = current + g
 
 
 def _run_leaf_hooks(t: Tensor) -> None:

@@ -144,3 +144,14 @@ def test_weight_pass_accumulates_over_microbatches() -> None:
     for weights in reversed(pending):
         weights.run()
     np.testing.assert_allclose(layer.weight.grad.data, expected, rtol=1e-12)
+
+
+def test_accumulation_across_passes_is_in_place_and_within_a_pass_is_not() -> None:
+    a = _leaf(3)
+    b = a * 1.0  # Add hands one gradient array to a and to b's node: a must not add into it
+    ((a + b) + a).sum().backward()
+    np.testing.assert_array_equal(a.grad.data, np.full(3, 3.0))
+    first = a.grad.data
+    ((a + a * 1.0) + a).sum().backward()
+    assert a.grad.data is first, "a later pass adds into the leaf's own gradient array, as PyTorch does"
+    np.testing.assert_array_equal(a.grad.data, np.full(3, 6.0))

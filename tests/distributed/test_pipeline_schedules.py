@@ -135,3 +135,14 @@ def test_split_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 def test_split_needs_a_sequential() -> None:
     with pytest.raises(TypeError, match=r"expected an nn\.Sequential"):
         split_sequential(nn.Linear(2, 2), 1, stage_index=0)
+
+
+def test_validator_simulates_measured_stage_costs() -> None:
+    order = Schedule1F1B.generate(num_ranks=2, n_microbatches=8)
+    equal = {(kind, stage): cost for kind, cost in (("F", 1.0), ("B", 2.0)) for stage in range(2)}
+    assert validate_schedule(order, 2, 8, equal) == validate_schedule(order, 2, 8)
+    # A last stage 10% slower: the first rank waits for it on every micro-batch.
+    slower = {**equal, ("F", 1): 1.1, ("B", 1): 2.2}
+    stats = validate_schedule(order, 2, 8, slower)
+    assert stats.makespan == pytest.approx(1.0 + 8 * 3.3 + 2.0)
+    assert stats.bubble_fraction > validate_schedule(order, 2, 8).bubble_fraction
