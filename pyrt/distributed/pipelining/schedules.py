@@ -121,9 +121,9 @@ class _PipelineSchedule(abc.ABC):
                                 cls.split_backward, cls.forwards_first)
         return {r: add_communication(c, num_stages, num_ranks) for r, c in enumerate(compute)}
 
-    @staticmethod
+    @classmethod
     @abc.abstractmethod
-    def _orders(p: int, v: int, m: int) -> tuple[Order, Order, list[int]]:
+    def _orders(cls, p: int, v: int, m: int) -> tuple[Order, Order, list[int]]:
         """Each of p ranks' forward order, backward order and in-flight limit (v stages per rank)."""
 
     # --- a step ------------------------------------------------------------------
@@ -263,12 +263,25 @@ class _StepState:
         self.alive: dict[int, int] = {}
 
 
-def _in_order(p: int, m: int) -> Order:
-    """One stage per rank, micro-batches in order."""
-    return [[(r, mb) for mb in range(m)] for r in range(p)]
+class _OneStagePerRank(_PipelineSchedule):
+    """Schedules of one stage per rank taking micro-batches in order; they differ in memory only."""
+
+    def __init__(self, stage: PipelineStage, n_microbatches: int,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+        super().__init__([stage], n_microbatches, loss_fn)
+
+    @staticmethod
+    @abc.abstractmethod
+    def _in_flight_limit(p: int, rank: int, m: int) -> int:
+        """How many micro-batches ``rank`` may hold between forward and (weight) backward."""
+
+    @classmethod
+    def _orders(cls, p: int, v: int, m: int) -> tuple[Order, Order, list[int]]:
+        order = [[(r, mb) for mb in range(m)] for r in range(p)]
+        return order, order, [cls._in_flight_limit(p, r, m) for r in range(p)]
 
 
-class ScheduleGPipe(_PipelineSchedule):
+class ScheduleGPipe(_OneStagePerRank):
     """GPipe: every micro-batch's forward, then every backward. Bubble (p-1)/(m+p-1), m activations alive.
 
     Example (under ``mpiexec -n 2``)::
@@ -282,31 +295,21 @@ class ScheduleGPipe(_PipelineSchedule):
 
     forwards_first = True
 
-    def __init__(self, stage: PipelineStage, n_microbatches: int,
-                 loss_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
-        super().__init__([stage], n_microbatches, loss_fn)
-
     @staticmethod
-    def _orders(p: int, v: int, m: int) -> tuple[Order, Order, list[int]]:
-        order = _in_order(p, m)
-        return order, order, [m] * p
+    def _in_flight_limit(p: int, rank: int, m: int) -> int:
+        return m
 
 
-class Schedule1F1B(_PipelineSchedule):
+class Schedule1F1B(_OneStagePerRank):
     """1F1B: after a warm-up, each rank alternates one forward and one backward.
 
     GPipe's bubble, (p-1)/(m+p-1), but stage s holds at most p - s micro-batches'
     activations instead of m. Used like ``ScheduleGPipe``.
     """
 
-    def __init__(self, stage: PipelineStage, n_microbatches: int,
-                 loss_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
-        super().__init__([stage], n_microbatches, loss_fn)
-
     @staticmethod
-    def _orders(p: int, v: int, m: int) -> tuple[Order, Order, list[int]]:
-        order = _in_order(p, m)
-        return order, order, [p - r for r in range(p)]
+    def _in_flight_limit(p: int, rank: int, m: int) -> int:
+        return p - rank
 
 
 class ScheduleZeroBubble(Schedule1F1B):
@@ -334,8 +337,8 @@ class ScheduleInterleaved1F1B(_PipelineSchedule):
         schedule = ScheduleInterleaved1F1B(mine, n_microbatches=4, loss_fn=loss_fn)
     """
 
-    @staticmethod
-    def _orders(p: int, v: int, m: int) -> tuple[Order, Order, list[int]]:
+    @classmethod
+    def _orders(cls, p: int, v: int, m: int) -> tuple[Order, Order, list[int]]:
         forward, backward, limits = [], [], []
         for r in range(p):
             pairs = [(chunk * p + r, mb) for chunk in range(v) for mb in range(m)]
