@@ -19,6 +19,7 @@ a graph of any depth works without touching Python's recursion limit.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -162,7 +163,8 @@ class Function:
         """Which positional inputs want a gradient, so backward can skip the others' work.
 
         During a split backward the engine narrows this: the input pass asks
-        only for non-parameter gradients, the weight pass only for parameters.
+        for the gradients of non-leaves and of ``inputs``, the weight pass for
+        the other leaves' (the parameters).
         """
         if self._grad_mask is not None:
             return self._grad_mask
@@ -307,20 +309,21 @@ class _Leaves:
     """The leaves one backward pass writes: gradient accumulation and post-accumulate hooks.
 
     A leaf's hooks run once the last gradient this pass will give it has been
-    accumulated; ``pending`` counts the edges still to deliver.
+    accumulated; ``pending`` counts the edges (and root seeds) still to deliver.
     """
 
-    def __init__(self, order: list[Function], wanted: set[int] | None) -> None:
+    def __init__(self, wanted: set[int] | None, handed: set[int]) -> None:
         self.wanted = wanted
         self.pending: dict[int, int] = {}
-        self.handed: set[int] = set()  # gradient arrays already owned by some leaf
-        for fn in order:
-            for t in fn.inputs:
-                if t is not None and t.grad_fn is None and self.receives(t):
-                    self.pending[id(t)] = self.pending.get(id(t), 0) + 1
+        # Gradient arrays some leaf already owns, shared by a split backward's two
+        # passes: two leaves must never end up holding one array.
+        self.handed = handed
 
     def receives(self, t: Tensor) -> bool:
         return self.wanted is None or id(t) in self.wanted
+
+    def expect(self, t: Tensor) -> None:
+        self.pending[id(t)] = self.pending.get(id(t), 0) + 1
 
     def deliver(self, t: Tensor, g: Any | None) -> None:
         """Accumulate ``g`` (None: this edge carried nothing) and fire hooks when ``t`` is done."""
@@ -334,41 +337,59 @@ class _Leaves:
 class WeightGradients:
     """The deferred half of a split backward: the gradients of the leaves ``backward_input`` skipped.
 
-    ``run()`` computes them (each recorded function's backward restricted to its
-    leaf inputs, from the output gradient kept since the input pass), accumulates
-    them into ``.grad``, fires the leaves' hooks and frees the graph. Functions
-    whose backward computed those gradients anyway (an LSTM's BPTT yields the
-    weight gradients with the input's) hand them over instead of computing twice.
+    ``run()`` computes them (each recorded function's backward restricted to
+    those leaves, from the output gradient kept since the input pass),
+    accumulates them into ``.grad``, fires the leaves' hooks and frees the
+    graph. A function whose backward computed them in the input pass anyway
+    (an LSTM's backpropagation through time yields the weight gradients with
+    the input's) hands them over instead, and is not run twice.
     """
 
     def __init__(self, leaves: _Leaves, retain_graph: bool) -> None:
         self._leaves = leaves
         self._retain_graph = retain_graph
-        # (function, its output gradient, what the input pass computed, which inputs are deferred)
+        self._seeds: list[tuple[Tensor, Any]] = []  # leaf roots outside ``inputs``
+        # (function, its output gradient or None when nothing is left to compute,
+        #  the deferred inputs' gradients computed already, which inputs are deferred)
         self._work: list[tuple[Function, Any, list[Any], tuple[bool, ...]]] = []
         self._done = False
 
     def __len__(self) -> int:
-        return len(self._work)
+        return len(self._work) + len(self._seeds)
+
+    def _defer(self, fn: Function, grad_out: Any, computed: Sequence[Any],
+               deferred: tuple[bool, ...]) -> None:
+        kept = [g if d else None for g, d in zip(computed, deferred, strict=True)]
+        missing = grad_out is not None and any(d and g is None for d, g in zip(deferred, kept, strict=True))
+        self._work.append((fn, grad_out if missing else None, kept, deferred))
+        if not missing and not self._retain_graph:
+            fn.release()
 
     def run(self) -> None:
+        """Compute and accumulate the deferred gradients (once)."""
         if self._done:
             raise RuntimeError("WeightGradients.run(): the weight gradients were already computed")
         self._done = True
-        for fn, grad_out, computed, leaf_mask in self._work:
-            missing = any(m and g is None for m, g in zip(leaf_mask, computed, strict=True))
-            if grad_out is not None and missing:
-                computed = _call_backward(fn, grad_out, leaf_mask)
-            for t, m, g in zip(fn.inputs, leaf_mask, computed, strict=True):
-                if m:
-                    self._leaves.deliver(t, g)
+        _check_graph_usable([fn for fn, grad_out, _, _ in self._work if grad_out is not None])
+        for leaf, seed in self._seeds:
+            self._leaves.deliver(leaf, seed)
+        for fn, grad_out, kept, deferred in self._work:
+            computed = kept if grad_out is None else _call_backward(fn, grad_out, deferred)
+            for t, d, g_kept, g in zip(fn.inputs, deferred, kept, computed, strict=True):
+                if d:
+                    self._leaves.deliver(t, g_kept if g_kept is not None else g)
             if not self._retain_graph:
                 fn.release()
         self._work.clear()
+        self._seeds.clear()
 
 
 def _call_backward(fn: Function, grad_out: Any, mask: tuple[bool, ...]) -> Sequence[Any]:
-    """``fn.backward`` asked only for the inputs in ``mask``; other gradients come back as None."""
+    """``fn.backward`` told (``needs_input_grad``) to compute only the inputs in ``mask``.
+
+    Returns what backward returned: a function may compute more than it was
+    asked for, and the caller decides what to use.
+    """
     fn._grad_mask = mask
     try:
         grads = fn.backward(grad_out)
@@ -378,7 +399,19 @@ def _call_backward(fn: Function, grad_out: Any, mask: tuple[bool, ...]) -> Seque
         raise RuntimeError(
             f"{type(fn).__name__}.backward returned {len(grads)} gradients for {len(fn.inputs)} inputs"
         )
-    return [g if m else None for g, m in zip(grads, mask, strict=True)]
+    return grads
+
+
+def _wanted_leaves(inputs: Sequence[Tensor] | None) -> set[int] | None:
+    if inputs is None:
+        return None
+    listed = _as_tensor_list(inputs, "backward: inputs")
+    for i, t in enumerate(listed):
+        if t.grad_fn is not None or not t.requires_grad:
+            raise ValueError(
+                f"backward: inputs[{i}] (shape {t.shape}) must be a leaf that requires grad; "
+                "pyrt accumulates gradients into leaves only")
+    return {id(t) for t in listed}
 
 
 def _run_backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any, retain_graph: bool,
@@ -386,56 +419,56 @@ def _run_backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any, retain_
     """The one backward pass behind ``backward`` and ``backward_input``.
 
     With ``defer_weights`` the gradients of leaves outside ``inputs`` are not
-    computed: each function that has such a leaf input keeps its saved arrays
-    and its output gradient for ``WeightGradients.run()``.
+    computed now: each function that has such a leaf input keeps its saved
+    arrays and its output gradient for ``WeightGradients.run()``.
     """
     roots = _as_tensor_list(tensors, "backward")
     if not roots:
         raise RuntimeError("backward: no tensors to differentiate")
     seeds = _seed_gradients(roots, grad_tensors)
-    wanted = None if inputs is None else {id(t) for t in _as_tensor_list(inputs, "backward: inputs")}
     order = _topological_order([r.grad_fn for r in roots if r.grad_fn is not None])
     _check_graph_usable(order)
-    # Deferred leaves get their gradients in WeightGradients.run(), counted by their own _Leaves.
-    now = _Leaves(order, wanted)
-    later = _Leaves(order, None) if defer_weights else None
-    if later is not None:
-        for key in now.pending:
-            later.pending.pop(key)
+    handed: set[int] = set()
+    now = _Leaves(_wanted_leaves(inputs), handed)
+    later = _Leaves(None, handed) if defer_weights else None
     deferred = WeightGradients(later or now, retain_graph)
+
+    def owner(t: Tensor) -> _Leaves | None:
+        """Which pass gives leaf ``t`` its gradient (None: nobody asked for it)."""
+        return now if now.receives(t) else later
+
+    leaf_roots = [r for r in roots if r.grad_fn is None]
+    for t in leaf_roots + [t for fn in order for t in fn.inputs if t is not None and t.grad_fn is None]:
+        if (leaves := owner(t)) is not None:
+            leaves.expect(t)
 
     grads: dict[int, Any] = {}
     for root, seed in zip(roots, seeds, strict=True):
-        if root.grad_fn is None:
-            if now.receives(root):
-                _accumulate_leaf(root, seed, now.handed)
-                _run_leaf_hooks(root)
-            continue
-        key = id(root.grad_fn)
-        grads[key] = seed if key not in grads else grads[key] + seed
+        if root.grad_fn is not None:
+            key = id(root.grad_fn)
+            grads[key] = seed if key not in grads else grads[key] + seed
+        elif owner(root) is now:
+            now.deliver(root, seed)
+        elif owner(root) is not None:
+            deferred._seeds.append((root, seed))
 
     for fn in order:
         grad_out = grads.pop(id(fn), None)
-        is_leaf = [t is not None and t.grad_fn is None for t in fn.inputs]
-        later_leaf = [leaf and later is not None and not now.receives(t)
-                      for t, leaf in zip(fn.inputs, is_leaf, strict=True)]
-        if grad_out is None:  # no path from the roots carried a gradient here
-            input_grads: Sequence[Any] = (None,) * len(fn.inputs)
-        else:
-            mask = tuple(t is not None and (not leaf or now.receives(t)) and not skip
-                         for t, leaf, skip in zip(fn.inputs, is_leaf, later_leaf, strict=True))
-            input_grads = _call_backward(fn, grad_out, mask)
+        leaf = [t is not None and t.grad_fn is None for t in fn.inputs]
+        later_leaf = tuple(is_leaf and later is not None and owner(t) is later
+                           for t, is_leaf in zip(fn.inputs, leaf, strict=True))
+        now_mask = tuple((t is not None and not is_leaf) or (is_leaf and owner(t) is now)
+                         for t, is_leaf in zip(fn.inputs, leaf, strict=True))
+        computed = (None,) * len(fn.inputs) if grad_out is None else _call_backward(fn, grad_out, now_mask)
         if any(later_leaf):
-            # Whatever this backward computed for the deferred leaves anyway is kept for run().
-            deferred._work.append((fn, grad_out, list(input_grads), tuple(later_leaf)))
+            deferred._defer(fn, grad_out, computed, later_leaf)
         elif not retain_graph:
             fn.release()
-        for t, g, leaf, skip in zip(fn.inputs, input_grads, is_leaf, later_leaf, strict=True):
-            if t is None or skip:
+        for t, g, wanted, is_leaf in zip(fn.inputs, computed, now_mask, leaf, strict=True):
+            if not wanted:
                 continue
-            if leaf:
-                if now.receives(t):
-                    now.deliver(t, g)
+            if is_leaf:
+                now.deliver(t, g)
             elif g is not None:
                 g = sum_to_shape(g, tuple(t.shape))
                 key = id(t.grad_fn)
@@ -453,11 +486,11 @@ def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
     ``grad_tensors`` gives each one's output gradient (omitted for scalars);
     ``inputs``, when given, limits accumulation to those leaves.
 
-    The engine never writes into a gradient array in place while the pass
-    runs: a backward may hand the same array to several inputs (``a + b``
-    passes its gradient to both), so accumulation is always out of place, and a
-    leaf's first gradient is copied when it is a view or already owned by
-    another leaf.
+    A backward may hand one array to several inputs (``a + b`` passes its
+    gradient to both), so a leaf's first gradient is copied when it is a view
+    or already owned by another leaf, and a later gradient is added in place
+    only into an array that nothing but the leaf references (see
+    ``_accumulate_leaf``).
 
     >>> import pyrt
     >>> x = pyrt.tensor([2.0], requires_grad=True)
@@ -502,12 +535,14 @@ def _accumulate_leaf(t: Tensor, g: Any, handed_to_leaves: set[int]) -> None:
         t.grad = Tensor(g)
         return
     current = t.grad.data
-    # A gradient array from an earlier pass belongs to this leaf alone: add in place, as
-    # PyTorch does (micro-batches accumulating into a 1 MB weight gradient spent a sixth
-    # of a pipeline stage's GEMM time allocating fresh sums). One handed over in this pass
-    # may still be some other node's pending gradient, so that sum stays out of place.
+    # Add in place, as PyTorch does, when the array is this leaf's alone (micro-batches
+    # accumulating into a 1 MB weight gradient spent a sixth of a pipeline stage's GEMM
+    # time allocating fresh sums). An array handed over in this pass may still be some
+    # node's pending gradient; one referenced from anywhere else (a function that saved
+    # it, a deferred weight pass, a send in flight, user code) must not change under it.
+    # Three references: t.grad's slot, ``current`` and getrefcount's own argument.
     if (id(current) not in handed_to_leaves and current.flags.owndata and current.flags.writeable
-            and current.shape == g.shape):
+            and current.shape == g.shape and sys.getrefcount(current) <= 3):
         current += g
     else:
         t.grad.data = current + g
