@@ -169,6 +169,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_require_sync", True)
         object.__setattr__(self, "_expect_reduction", False)
         object.__setattr__(self, "_next_bucket", 0)
+        object.__setattr__(self, "_finish_later", False)
         object.__setattr__(self, "comm_stats", CommStats())
         for _, p in named:
             p.register_post_accumulate_grad_hook(self._on_gradient_ready)
@@ -219,7 +220,14 @@ class DistributedDataParallel(Module):
         bucket, i = self._slots[id(p)]
         return bucket.done[i]
 
-    def _prepare_for_backward(self, output: Any) -> None:
+    def _prepare_for_backward(self, output: Any, finish_later: bool = False) -> None:
+        """Arm the buckets for the backward of ``output``.
+
+        ``finish_later``: the last bucket's hook launches it but does not wait;
+        the caller calls ``_finish_reduction`` (a pipeline schedule, so that the
+        stage's input gradient is sent before the reduction is waited for).
+        """
+        object.__setattr__(self, "_finish_later", finish_later)
         self._locally_used[...] = False
         for b in self._buckets:
             b.ready, b.work = 0, None
@@ -269,7 +277,7 @@ class DistributedDataParallel(Module):
             b.work = all_reduce(b.buffer, op=ReduceOp.AVG, group=self.process_group,
                                 async_op=True, algorithm=self.algorithm)
             object.__setattr__(self, "_next_bucket", self._next_bucket + 1)
-        if self._next_bucket == len(self._buckets):
+        if self._next_bucket == len(self._buckets) and not self._finish_later:
             self._finish_reduction()
 
     def _finish_reduction(self) -> None:

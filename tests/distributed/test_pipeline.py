@@ -16,6 +16,7 @@ def test_every_schedule_matches_the_unpartitioned_model(nprocs: int) -> None:
             assert result.stdout.count(f"pipeline matches {name} m={m}") == nprocs, (name, m)
     if nprocs > 1:
         assert result.stdout.count("functional send/recv matches") == nprocs
+        assert result.stdout.count("parameterless first stage matches") == nprocs
 
 
 def test_pipeline_composes_with_ddp_on_a_2x2_grid() -> None:

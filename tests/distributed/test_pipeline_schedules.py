@@ -132,6 +132,14 @@ def test_split_rejects_bad_arguments(kwargs: dict, message: str) -> None:
         split_sequential(_model(), **kwargs)
 
 
+def test_split_refuses_parameters_shared_across_stages() -> None:
+    tied = nn.Linear(4, 4)
+    model = nn.Sequential(tied, nn.ReLU(), tied)
+    with pytest.raises(ValueError, match=r"parameter 0\.weight \(stage 0\) is also 2\.weight \(stage 1\)"):
+        split_sequential(model, 2, balance=[2, 1], stage_index=0)
+    assert len(split_sequential(model, 1, stage_index=0)) == 3  # one stage may share freely
+
+
 def test_split_needs_a_sequential() -> None:
     with pytest.raises(TypeError, match=r"expected an nn\.Sequential"):
         split_sequential(nn.Linear(2, 2), 1, stage_index=0)

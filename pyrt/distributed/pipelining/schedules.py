@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import WeightGradients, backward, backward_input
+from pyrt.autograd import WeightGradients, backward, backward_input, is_grad_enabled
 from pyrt.distributed.pipelining.actions import Action, add_communication, compute_order
 from pyrt.distributed.pipelining.stage import PipelineStage, StageTransfers
 from pyrt.distributed.pipelining.timeline import TimelineEvent
@@ -90,6 +90,7 @@ class _PipelineSchedule(abc.ABC):
         self.timeline: list[TimelineEvent] = []
         #: Per stage of this rank: the most micro-batches alive at once in the last step.
         self.peak_in_flight: dict[int, int] = {}
+        self._reducing: list[Any] = []  # DDP-wrapped stages whose reduction this step waits for
 
     def _check_ranks_agree(self, name: str) -> None:
         """Ranks running different schedules would wait for messages that never come: refuse."""
@@ -101,7 +102,8 @@ class _PipelineSchedule(abc.ABC):
             listing = ", ".join(f"rank {self.group.global_ranks[r]}: {s[0]}(n_microbatches={s[1]}, "
                                 f"{s[2]} stages)" for r, s in enumerate(every))
             raise ValueError(f"{name}: the pipeline's ranks disagree on the schedule: {listing}")
-        largest_tag = (self.n_microbatches * self.num_stages) * 2
+        any_transfers = next(iter(self._transfers.values()))
+        largest_tag = any_transfers.tag(self.n_microbatches - 1, self.num_stages - 1, direction=1)
         if largest_tag > self.group.comm.Get_attr(MPI.TAG_UB):
             raise ValueError(
                 f"{name}: {self.n_microbatches} micro-batches x {self.num_stages} stages need MPI tags "
@@ -134,11 +136,15 @@ class _PipelineSchedule(abc.ABC):
         concatenated, detached); None on the other stages.
         """
         first, last = 0 in self._stages, self.num_stages - 1 in self._stages
-        if first != bool(args) or len(args) > 1:
+        if not is_grad_enabled():
+            raise RuntimeError(f"{type(self).__name__}.step trains, so it needs grad mode; it was "
+                               "called under no_grad()")
+        # Like PyTorch, stages other than the first ignore the batch, so one SPMD line
+        # `schedule.step(x, target=y)` serves every rank.
+        if first and len(args) != 1:
             raise TypeError(
-                f"{type(self).__name__}.step: the first stage passes the batch as one positional "
-                f"argument, the others pass none; rank {self.group.rank()} "
-                f"({'first' if first else 'not first'}) got {len(args)}")
+                f"{type(self).__name__}.step: the first stage takes the batch as one positional "
+                f"argument; got {len(args)} on group rank {self.group.rank()}")
         if last and target is None:
             raise TypeError(f"{type(self).__name__}.step: the last stage needs target= for its loss_fn")
         inputs = self._split(args[0], "input") if first else None
@@ -146,10 +152,13 @@ class _PipelineSchedule(abc.ABC):
         self.timeline = []
         self.peak_in_flight = {}
         state = _StepState()
+        self._reducing = []
         for action in self.actions:
             self._run(action, state, inputs, targets)
         for work in state.sends:
             work.wait()
+        for ddp in self._reducing:
+            ddp._finish_reduction()
         if losses is not None:
             losses.extend(state.losses)
         if not last:
@@ -166,8 +175,7 @@ class _PipelineSchedule(abc.ABC):
 
     def _run(self, a: Action, state: _StepState, inputs: list[Any] | None,
              targets: list[Any] | None) -> None:
-        stage, transfers = self._stages[a.stage], self._transfers[a.stage]
-        key = (a.stage, a.microbatch)
+        transfers, key = self._transfers[a.stage], (a.stage, a.microbatch)
         if a.kind == "RECV_F":
             state.receives[a] = transfers.post_receive_input(a.microbatch)
         elif a.kind == "RECV_B":
@@ -178,69 +186,94 @@ class _PipelineSchedule(abc.ABC):
             state.sends += transfers.send_input_grad(a.microbatch, _input_grad(state.inputs.pop(key)))
         else:
             try:
-                self._compute(a, stage, state, inputs, targets)
+                if a.kind == "F":
+                    begin = self._forward(a, state, inputs, targets)
+                elif a.kind in ("B", "I"):
+                    begin = self._backward(a, state)
+                else:
+                    begin = self._weights(a, state)
             except Exception as exc:
                 raise RuntimeError(
                     f"pipeline stage {a.stage}, micro-batch {a.microbatch} ({a!r} on group rank "
                     f"{self.group.rank()}): {type(exc).__name__}: {exc}") from exc
+            self.timeline.append(TimelineEvent(a.kind, a.stage, a.microbatch, begin, time.perf_counter()))
+            # A completed send no longer needs its buffer: let the activation go now, not at
+            # the end of the step (mpi4py keeps a request's buffer until completion is seen).
+            state.sends = [work for work in state.sends if not work.is_completed()]
 
-    def _compute(self, a: Action, stage: PipelineStage, state: _StepState, inputs: list[Any] | None,
-                 targets: list[Any] | None) -> None:
-        key = (a.stage, a.microbatch)
-        if a.kind == "F":
-            if stage.is_first:
-                array = inputs[a.microbatch]
-            elif Action("RECV_F", *key) in state.receives:
-                array = state.receives.pop(Action("RECV_F", *key)).wait()
-            else:  # the previous stage lives on this rank
-                array = state.outputs[(a.stage - 1, a.microbatch)].data
-            begin = time.perf_counter()
-            x = Tensor(array, requires_grad=not stage.is_first and np.issubdtype(array.dtype, np.floating))
-            ddp = _ddp(stage.submodule)
-            with ddp.no_sync() if ddp is not None else contextlib.nullcontext():
-                out = stage.submodule(x)
-            if not isinstance(out, Tensor):
-                raise TypeError(f"a stage must return one Tensor, got {type(out).__name__}")
-            state.inputs[key], state.outputs[key] = x, out
-            if stage.is_last:
-                loss = self.loss_fn(out, Tensor(targets[a.microbatch]))
-                state.losses.append(loss.detach())
-                state.loss_roots[key] = loss
-                state.merged[a.microbatch] = out.data
-            state.alive[a.stage] = state.alive.get(a.stage, 0) + 1
-            self.peak_in_flight[a.stage] = max(self.peak_in_flight.get(a.stage, 0), state.alive[a.stage])
-        elif a.kind in ("B", "I"):
-            out = state.outputs[key] if a.kind == "I" else state.outputs.pop(key)
-            if stage.is_last:
-                root = state.loss_roots.pop(key)
-                grad = np.full((), 1.0 / self.n_microbatches, dtype=root.dtype)
-            elif Action("RECV_B", *key) in state.receives:
-                root, grad = out, state.receives.pop(Action("RECV_B", *key)).wait()
-            else:  # the next stage lives on this rank
-                root, grad = out, _input_grad(state.inputs.pop((a.stage + 1, a.microbatch)))
-            begin = time.perf_counter()
-            x = state.inputs[key]
+    def _forward(self, a: Action, state: _StepState, inputs: list[Any] | None,
+                 targets: list[Any] | None) -> float:
+        stage, key = self._stages[a.stage], (a.stage, a.microbatch)
+        if stage.is_first:
+            array = inputs[a.microbatch]
+        elif Action("RECV_F", *key) in state.receives:
+            array = state.receives.pop(Action("RECV_F", *key)).wait()
+        else:  # the previous stage lives on this rank
+            array = state.outputs[(a.stage - 1, a.microbatch)].data
+        begin = time.perf_counter()
+        x = Tensor(array, requires_grad=not stage.is_first and np.issubdtype(array.dtype, np.floating))
+        ddp = _ddp(stage.submodule)
+        with ddp.no_sync() if ddp is not None else contextlib.nullcontext():
+            out = stage.submodule(x)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"a stage must return one Tensor, got {type(out).__name__}")
+        state.inputs[key], state.outputs[key] = x, out
+        if stage.is_last:
+            loss = self.loss_fn(out, Tensor(targets[a.microbatch]))
+            state.losses.append(loss.detach())
+            state.loss_roots[key] = loss
+            state.merged[a.microbatch] = out.data
+        state.alive[a.stage] = state.alive.get(a.stage, 0) + 1
+        self.peak_in_flight[a.stage] = max(self.peak_in_flight.get(a.stage, 0), state.alive[a.stage])
+        return begin
+
+    def _backward(self, a: Action, state: _StepState) -> float:
+        """B, or I of a split backward (its W deferred); the gradient of the stage's input stays on it."""
+        stage, key = self._stages[a.stage], (a.stage, a.microbatch)
+        out = state.outputs[key] if a.kind == "I" else state.outputs.pop(key)
+        if stage.is_last:
+            root = state.loss_roots.pop(key)
+            grad = np.full((), 1.0 / self.n_microbatches, dtype=root.dtype)
+        elif Action("RECV_B", *key) in state.receives:
+            root, grad = out, state.receives.pop(Action("RECV_B", *key)).wait()
+        else:  # the next stage lives on this rank
+            root, grad = out, _input_grad(state.inputs.pop((a.stage + 1, a.microbatch)))
+        begin = time.perf_counter()
+        x = state.inputs[key]
+        # A stage without parameters whose output does not depend on its input has
+        # nothing to differentiate; it still sends back a (zero) input gradient.
+        if root.requires_grad:
             self._arm_ddp(a, stage, out)
             if a.kind == "B":
                 backward(root, grad)
-                state.alive[a.stage] -= 1
             else:
                 state.weights[key] = backward_input(root, grad, inputs=[x] if x.requires_grad else [])
-            if stage.is_first:
-                del state.inputs[key]
-        else:  # W
-            begin = time.perf_counter()
-            self._arm_ddp(a, stage, state.outputs.pop(key))
-            state.weights.pop(key).run()
+        if a.kind == "B":
             state.alive[a.stage] -= 1
-        self.timeline.append(TimelineEvent(a.kind, a.stage, a.microbatch, begin, time.perf_counter()))
+        if stage.is_first:
+            del state.inputs[key]
+        return begin
+
+    def _weights(self, a: Action, state: _StepState) -> float:
+        key = (a.stage, a.microbatch)
+        begin = time.perf_counter()
+        out = state.outputs.pop(key)
+        weights = state.weights.pop(key, None)
+        if weights is not None:
+            self._arm_ddp(a, self._stages[a.stage], out)
+            weights.run()
+        state.alive[a.stage] -= 1
+        return begin
 
     def _arm_ddp(self, a: Action, stage: PipelineStage, output: Tensor) -> None:
         ddp = _ddp(stage.submodule)
         if ddp is not None and self._final_backward.get(a.stage) == a:
-            # Only the step's last backward reduces: the gradients of every
-            # micro-batch have accumulated in .grad by the time its hooks fire.
-            ddp._prepare_for_backward(output)
+            # Only the step's last backward reduces: the gradients of every micro-batch
+            # have accumulated in .grad by the time its hooks fire. The buckets go out
+            # as backward produces them; step() waits for them after its last action,
+            # so this stage's input gradient leaves first and upstream stages drain on.
+            ddp._prepare_for_backward(output, finish_later=True)
+            self._reducing.append(ddp)
 
 
 def _input_grad(x: Tensor) -> np.ndarray:

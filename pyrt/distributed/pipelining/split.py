@@ -62,11 +62,11 @@ def partition_sequential(model: Sequential, num_stages: int,
     ([3, 2], [2, 3])
     """
     if not isinstance(model, Sequential):
-        raise TypeError(f"split_sequential: expected an nn.Sequential, got {type(model).__name__}")
+        raise TypeError(f"partition_sequential: expected an nn.Sequential, got {type(model).__name__}")
     layers = len(model)
     if isinstance(num_stages, bool) or not isinstance(num_stages, int) or not 1 <= num_stages <= layers:
         raise ValueError(
-            f"split_sequential: num_stages must be between 1 and the model's {layers} layers, "
+            f"partition_sequential: num_stages must be between 1 and the model's {layers} layers, "
             f"got {num_stages!r}"
         )
     if balance is None:
@@ -76,11 +76,12 @@ def partition_sequential(model: Sequential, num_stages: int,
         weights = [sum(p.numel() for p in layer.parameters()) for layer in model]
         return _balanced_by_weight(weights, num_stages)
     if isinstance(balance, str):
-        raise ValueError(f"split_sequential: balance must be None, 'parameters' or a list, got {balance!r}")
+        raise ValueError(
+            f"partition_sequential: balance must be None, 'parameters' or a list, got {balance!r}")
     counts = [int(n) for n in balance]
     if len(counts) != num_stages or any(n < 1 for n in counts) or sum(counts) != layers:
         raise ValueError(
-            f"split_sequential: balance {list(balance)} must give each of the {num_stages} stages at "
+            f"partition_sequential: balance {list(balance)} must give each of the {num_stages} stages at "
             f"least one layer and add up to the model's {layers} layers"
         )
     return counts
@@ -117,5 +118,23 @@ def split_sequential(model: Sequential, num_stages: int, balance: str | Sequence
         stage_index = world.rank()
     if isinstance(stage_index, bool) or not isinstance(stage_index, int) or not 0 <= stage_index < num_stages:
         raise ValueError(f"split_sequential: stage_index must be in [0, {num_stages}), got {stage_index!r}")
+    _check_no_shared_parameters(model, counts)
     start = sum(counts[:stage_index])
     return model[start:start + counts[stage_index]]
+
+
+def _check_no_shared_parameters(model: Sequential, counts: list[int]) -> None:
+    """A parameter in two stages would train as two diverging copies: refuse the cut."""
+    owner: dict[int, tuple[int, str]] = {}
+    names = list(model._modules)
+    start = 0
+    for stage, count in enumerate(counts):
+        for layer_name in names[start:start + count]:
+            for name, p in model._modules[layer_name].named_parameters(prefix=layer_name):
+                first = owner.setdefault(id(p), (stage, name))
+                if first[0] != stage:
+                    raise ValueError(
+                        f"split_sequential: parameter {first[1]} (stage {first[0]}) is also {name} "
+                        f"(stage {stage}); stages cannot share parameters, so cut elsewhere "
+                        "(balance=...) or untie them")
+        start += count

@@ -111,11 +111,34 @@ def check_functional_send_recv(rank: int, world: int) -> None:
     print(f"rank {rank}: functional send/recv matches", flush=True)
 
 
+def check_parameterless_first_stage(rank: int, world: int) -> None:
+    """A first stage with no parameters (its output needs no gradient) still trains the rest."""
+    def make() -> nn.Sequential:
+        pyrt.manual_seed(0)
+        return nn.Sequential(nn.ReLU(), *make_model(world - 1)).double()
+
+    model, reference = make(), make()
+    balance = [1] + [len(model) - 1 - (world - 2)] + [1] * (world - 2)
+    part = split_sequential(model, world, balance=balance)
+    x = pyrt.tensor(np.random.default_rng(5).standard_normal((BATCH, FEATURES)))
+    y = pyrt.tensor(np.arange(BATCH) % CLASSES)
+    nn.CrossEntropyLoss()(reference(x), y).backward()
+    ref_params = dict(reference.named_parameters())
+    for cls in (Schedule1F1B, ScheduleZeroBubble):
+        model.zero_grad()
+        cls(PipelineStage(part, rank, world), 4, nn.CrossEntropyLoss()).step(x, target=y)
+        for name, p in part.named_parameters():
+            assert_close(f"{cls.__name__} no-parameter first stage, rank {rank}: grad of {name}",
+                         p.grad.data, ref_params[name].grad.data)
+    print(f"rank {rank}: parameterless first stage matches", flush=True)
+
+
 def main() -> None:
     dist.init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
     if world > 1:
         check_functional_send_recv(rank, world)
+        check_parameterless_first_stage(rank, world)
     for cls in (ScheduleGPipe, Schedule1F1B, ScheduleZeroBubble, ScheduleInterleaved1F1B):
         for m in (1, 2, 3, 4, 8):
             check_schedule(cls, m, rank, world)

@@ -62,24 +62,24 @@ def main() -> None:
            lambda: Schedule1F1B(stage, 2 + rank, loss_fn))
     expect(ValueError, "pyrt's pipeline runs on the CPU", lambda: PipelineStage(part, rank, world, "cuda"))
     schedule = Schedule1F1B(stage, 4, loss_fn)
+    with pyrt.no_grad():
+        expect(RuntimeError, "needs grad mode", lambda: schedule.step(pyrt.randn(8, 4)))
     if stage.is_first:
         expect(TypeError, "one positional argument", lambda: schedule.step())
         expect(ValueError, r"cannot be cut into 4 micro-batches", lambda: schedule.step(pyrt.randn(3, 4)))
     else:
-        expect(TypeError, "one positional argument", lambda: schedule.step(pyrt.randn(8, 4)))
-        expect(TypeError, "needs target=", lambda: schedule.step())
+        expect(TypeError, "needs target=", lambda: schedule.step(pyrt.randn(8, 4)))
         expect(ValueError, r"cannot be cut into 4 micro-batches",
                lambda: schedule.step(target=pyrt.zeros(3).long()))
     # After all that, the pipeline still runs, and the stage serves a second schedule with
     # other micro-batch shapes (each schedule learns its own).
+    # The SPMD call of PyTorch scripts, step(x, target=y) on every rank, works too.
     schedules = {4: schedule, 2: Schedule1F1B(stage, 2, loss_fn)}
     for m, batch in ((4, 8), (2, 6), (4, 8)):
         losses: list[pyrt.Tensor] = []
-        if stage.is_first:
-            schedules[m].step(pyrt.randn(batch, 4))
-        else:
-            schedules[m].step(target=pyrt.zeros(batch).long(), losses=losses)
-            assert len(losses) == m and all(np.isfinite(t.item()) for t in losses)
+        schedules[m].step(pyrt.randn(batch, 4), target=pyrt.zeros(batch).long(), losses=losses)
+        assert len(losses) == (m if stage.is_last else 0)
+        assert all(np.isfinite(t.item()) for t in losses)
     print(f"rank {rank}: pipeline errors ok", flush=True)
     dist.destroy_process_group()
 
