@@ -94,28 +94,10 @@ def theory(schedule: str, p: int, m: int) -> tuple[float, list[int]]:
         return (p - 1) / (m + p - 1), [m] * p
     if schedule == "1f1b":
         return (p - 1) / (m + p - 1), [p - s for s in range(p)]
-    order = _pyrt_class(schedule).generate(p, m, v)
+    stats = validate_schedule(_pyrt_class(schedule).generate(p, m, v), v * p, m)
     if schedule == "zero-bubble":
-        return validate_schedule(order, p, m).bubble_fraction, [p - s for s in range(p)]
-    return (p - 1) / (v * m + p - 1), _alive_per_stage(order, v * p)
-
-
-def _alive_per_stage(order: dict[int, list[Any]], num_stages: int) -> list[int]:
-    """Peak micro-batches between forward and (weight) backward, per stage, in the actions' order.
-
-    The count depends on the order alone, not on timing, so this is exactly
-    what a correct run of the order must measure.
-    """
-    alive, peak = [0] * num_stages, [0] * num_stages
-    split = any(a.kind == "W" for actions in order.values() for a in actions)
-    for actions in order.values():
-        for a in actions:
-            if a.kind == "F":
-                alive[a.stage] += 1
-                peak[a.stage] = max(peak[a.stage], alive[a.stage])
-            elif a.kind == ("W" if split else "B"):
-                alive[a.stage] -= 1
-    return peak
+        return stats.bubble_fraction, [p - s for s in range(p)]
+    return (p - 1) / (v * m + p - 1), stats.peak_in_flight
 
 
 def plot_name(schedule: str, p: int, m: int, microbatches: list[int]) -> str | None:

@@ -11,6 +11,10 @@ gradient home. A model split by hand over ranks then trains with ordinary
     h = stage0(x)                             h = recv(src=0)
     send(h, dst=1).backward()                 loss_fn(stage1(h), y).backward()
 
+The contract is the delegate pattern's: every ``recv`` output must be on the
+path of the receiving rank's ``backward`` (and every delegate be
+differentiated), or the sender waits for a gradient that is never sent.
+
 Each message carries a small header (shape and dtype) before the data, so the
 receiver needs to know nothing in advance. The pipeline schedules
 (``pyrt.distributed.pipelining``) move activations with non-blocking requests of

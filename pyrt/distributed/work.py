@@ -19,7 +19,7 @@ __all__ = ["Work"]
 # A wait spins (yielding) this long, then sleeps between polls: a message that
 # is not there after 0.2 ms is a computation away, and sleeping gives the core
 # to the rank doing it when ranks share cores. Measured on 4 pipeline stages on
-# 2 cores (python -m pyrt.bench pipeline): 1F1B went from 0.91x to 1.2x
+# 2 cores (python -m pyrt.bench pipeline): 1F1B went from 0.91x to 1.15-1.2x
 # PyTorch's samples/s; on 2 stages on 2 cores the change was within noise.
 _SPIN_SECONDS = 2e-4
 _SLEEP_SECONDS = 1e-4

@@ -7,7 +7,7 @@ the computation that produces it. It raises ``ScheduleError`` naming the
 actions involved when a schedule would compute a micro-batch twice or never,
 run a backward before its forward or a stage before the one feeding it, send
 without a matching receive (or receive what nobody sends), or deadlock; and
-it returns what the schedule costs: the bubble fraction and each rank's peak
+it returns what the schedule costs: the bubble fraction and each stage's peak
 number of micro-batches whose activations are alive.
 """
 
@@ -32,7 +32,7 @@ class ScheduleStats:
 
     makespan: float
     bubble_fraction: float  # mean over ranks of the share of the makespan spent idle
-    peak_in_flight: list[int]  # per rank: most micro-batches between forward and last backward
+    peak_in_flight: list[int]  # per stage: most micro-batches between forward and last backward
 
 
 def _message(action: Action, num_stages: int) -> tuple[str, int, int]:
@@ -101,8 +101,8 @@ def validate_schedule(pipeline_order: Mapping[int, Sequence[Action]], num_stages
     position = dict.fromkeys(pipeline_order, 0)
     clock = dict.fromkeys(pipeline_order, 0.0)
     busy = dict.fromkeys(pipeline_order, 0.0)
-    in_flight = dict.fromkeys(pipeline_order, 0)
-    peak = dict.fromkeys(pipeline_order, 0)
+    in_flight = [0] * num_stages
+    peak = [0] * num_stages
     finished: dict[tuple[str, int, int], float] = {}  # computation -> time it finished
     sent: dict[tuple[str, int, int], float] = {}  # message -> time it left
     posted: dict[tuple[str, int, int], int] = {}  # message -> rank that posted its receive
@@ -172,10 +172,10 @@ def validate_schedule(pipeline_order: Mapping[int, Sequence[Action]], num_stages
                     busy[rank] += cost
                     finished[(a.kind, a.stage, a.microbatch)] = clock[rank]
                     if a.kind == "F":
-                        in_flight[rank] += 1
-                        peak[rank] = max(peak[rank], in_flight[rank])
+                        in_flight[a.stage] += 1
+                        peak[a.stage] = max(peak[a.stage], in_flight[a.stage])
                     elif a.kind in ("B", "W"):
-                        in_flight[rank] -= 1
+                        in_flight[a.stage] -= 1
                 waiting.pop(rank, None)
                 position[rank] += 1
                 progressed = True
@@ -190,4 +190,4 @@ def validate_schedule(pipeline_order: Mapping[int, Sequence[Action]], num_stages
             f"{'no receive' if unmatched[0] not in posted else 'no matching send or no consumer'}")
     makespan = max(clock.values()) if clock else 0.0
     bubble = sum(1 - busy[r] / makespan for r in pipeline_order) / num_ranks if makespan else 0.0
-    return ScheduleStats(makespan, bubble, [peak[r] for r in sorted(pipeline_order)])
+    return ScheduleStats(makespan, bubble, peak)
