@@ -154,3 +154,13 @@ def test_validator_simulates_measured_stage_costs() -> None:
     stats = validate_schedule(order, 2, 8, slower)
     assert stats.makespan == pytest.approx(1.0 + 8 * 3.3 + 2.0)
     assert stats.bubble_fraction > validate_schedule(order, 2, 8).bubble_fraction
+
+
+@pytest.mark.parametrize("cls, v", [(ScheduleGPipe, 1), (Schedule1F1B, 1), (ScheduleZeroBubble, 1),
+                                    (ScheduleInterleaved1F1B, 2)])
+@pytest.mark.parametrize("p, m", [(1, 3), (2, 1), (2, 4), (4, 3)])
+def test_forward_only_schedules_are_valid(cls, v: int, p: int, m: int) -> None:
+    order = cls.generate(p, m, v, forward_only=True)
+    assert {a.kind for actions in order.values() for a in actions} <= {"F", "RECV_F", "SEND_F"}
+    stats = validate_schedule(order, p * v, m)
+    assert stats.peak_in_flight == [m] * (p * v)

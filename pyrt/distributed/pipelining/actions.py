@@ -110,7 +110,7 @@ def compute_order(num_stages: int, num_ranks: int, n_microbatches: int,
     deferred_w: list[deque[tuple[int, int]]] = [deque() for _ in range(num_ranks)]
     busy_until = [0] * num_ranks
     last_kind = ["F"] * num_ranks
-    total = sum(len(o) for o in forward_order) * (3 if split_backward else 2)
+    total = sum(map(len, forward_order)) + sum(map(len, backward_order)) * (2 if split_backward else 1)
     scheduled, t = 0, 0
     while scheduled < total:
         for r in range(num_ranks):

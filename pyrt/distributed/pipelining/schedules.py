@@ -16,7 +16,9 @@ computes ``loss_fn(output, target)`` per micro-batch, appends it to
 gradients are those of the mean of the micro-batch losses (the mean over the
 batch when the parts are equal and the loss is a mean), averaged exactly once.
 Gradients accumulate into ``.grad`` like ``loss.backward()``; call
-``optimizer.zero_grad()`` between steps.
+``optimizer.zero_grad()`` between steps. Built without ``loss_fn``, a schedule
+evaluates: ``step`` runs only the forwards, without recording a graph, and
+returns the last stage's output.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import WeightGradients, backward, backward_input, is_grad_enabled
+from pyrt.autograd import WeightGradients, backward, backward_input, is_grad_enabled, no_grad
 from pyrt.distributed.pipelining.actions import Action, add_communication, compute_order
 from pyrt.distributed.pipelining.stage import PipelineStage, StageTransfers
 from pyrt.distributed.pipelining.timeline import TimelineEvent
@@ -54,13 +56,13 @@ class _PipelineSchedule(abc.ABC):
     forwards_first = False
 
     def __init__(self, stages: Sequence[PipelineStage], n_microbatches: int,
-                 loss_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
         name = type(self).__name__
         if isinstance(n_microbatches, bool) or not isinstance(n_microbatches, int) or n_microbatches < 1:
             raise ValueError(f"{name}: n_microbatches must be a positive int, got {n_microbatches!r}")
         if not stages or not all(isinstance(s, PipelineStage) for s in stages):
             raise TypeError(f"{name}: expected PipelineStage objects, got {stages!r}")
-        if loss_fn is None or not callable(loss_fn):
+        if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"{name}: loss_fn must be callable (the last stage's loss), got {loss_fn!r}")
         group, num_stages = stages[0].group, stages[0].num_stages
         for s in stages:
@@ -80,7 +82,8 @@ class _PipelineSchedule(abc.ABC):
                 f"holds stages {expected}, but was given {sorted(self._stages)}")
         self._check_ranks_agree(name)
         #: Every rank's actions (computations and transfers), as data; validated once here.
-        self.pipeline_order = self.generate(self.num_ranks, n_microbatches, num_stages // self.num_ranks)
+        self.pipeline_order = self.generate(self.num_ranks, n_microbatches, num_stages // self.num_ranks,
+                                            forward_only=loss_fn is None)
         self.stats = validate_schedule(self.pipeline_order, num_stages, n_microbatches)
         self.actions = self.pipeline_order[group.rank()]
         last = "W" if self.split_backward else "B"
@@ -110,15 +113,22 @@ class _PipelineSchedule(abc.ABC):
                 f"up to {largest_tag}, beyond this MPI's limit {self.group.comm.Get_attr(MPI.TAG_UB)}")
 
     @classmethod
-    def generate(cls, num_ranks: int, n_microbatches: int,
-                 stages_per_rank: int = 1) -> dict[int, list[Action]]:
+    def generate(cls, num_ranks: int, n_microbatches: int, stages_per_rank: int = 1,
+                 forward_only: bool = False) -> dict[int, list[Action]]:
         """Every rank's action list for this schedule, without MPI (what ``validate_schedule`` takes).
+
+        ``forward_only`` is the schedule built without a ``loss_fn`` (evaluation):
+        forwards in order, as many in flight as there are micro-batches.
 
         >>> Schedule1F1B.generate(num_ranks=2, n_microbatches=2)[1]
         [1RECV_F0, 1F0, 1RECV_F1, 1B0, 1SEND_B0, 1F1, 1B1, 1SEND_B1]
+        >>> Schedule1F1B.generate(num_ranks=2, n_microbatches=2, forward_only=True)[1]
+        [1RECV_F0, 1RECV_F1, 1F0, 1F1]
         """
         num_stages = num_ranks * stages_per_rank
         forward, backward, limits = cls._orders(num_ranks, stages_per_rank, n_microbatches)
+        if forward_only:
+            backward, limits = [[] for _ in backward], [len(f) for f in forward]
         compute = compute_order(num_stages, num_ranks, n_microbatches, forward, backward, limits,
                                 cls.split_backward, cls.forwards_first)
         return {r: add_communication(c, num_stages, num_ranks) for r, c in enumerate(compute)}
@@ -133,22 +143,30 @@ class _PipelineSchedule(abc.ABC):
         """Run one pipelined forward and backward over ``n_microbatches`` micro-batches.
 
         Returns the last stage's output (the micro-batches' outputs
-        concatenated, detached); None on the other stages.
+        concatenated, detached); None on the other stages. A schedule built
+        without ``loss_fn`` only runs the forwards (evaluation, no graph kept).
         """
         first, last = 0 in self._stages, self.num_stages - 1 in self._stages
+        if self.loss_fn is None:
+            with no_grad():
+                return self._step(args, first, last, None, None)
         if not is_grad_enabled():
             raise RuntimeError(f"{type(self).__name__}.step trains, so it needs grad mode; it was "
-                               "called under no_grad()")
+                               "called under no_grad() (build the schedule without loss_fn to evaluate)")
         # Like PyTorch, stages other than the first ignore the batch, so one SPMD line
         # `schedule.step(x, target=y)` serves every rank.
+        if last and target is None:
+            raise TypeError(f"{type(self).__name__}.step: the last stage needs target= for its loss_fn")
+        return self._step(args, first, last, target, losses)
+
+    def _step(self, args: tuple[Any, ...], first: bool, last: bool, target: Any,
+              losses: list[Tensor] | None) -> Tensor | None:
         if first and len(args) != 1:
             raise TypeError(
                 f"{type(self).__name__}.step: the first stage takes the batch as one positional "
                 f"argument; got {len(args)} on group rank {self.group.rank()}")
-        if last and target is None:
-            raise TypeError(f"{type(self).__name__}.step: the last stage needs target= for its loss_fn")
         inputs = self._split(args[0], "input") if first else None
-        targets = self._split(target, "target") if last else None
+        targets = self._split(target, "target") if last and self.loss_fn is not None else None
         self.timeline = []
         self.peak_in_flight = {}
         state = _StepState()
@@ -219,10 +237,11 @@ class _PipelineSchedule(abc.ABC):
             raise TypeError(f"a stage must return one Tensor, got {type(out).__name__}")
         state.inputs[key], state.outputs[key] = x, out
         if stage.is_last:
-            loss = self.loss_fn(out, Tensor(targets[a.microbatch]))
-            state.losses.append(loss.detach())
-            state.loss_roots[key] = loss
             state.merged[a.microbatch] = out.data
+            if self.loss_fn is not None:
+                loss = self.loss_fn(out, Tensor(targets[a.microbatch]))
+                state.losses.append(loss.detach())
+                state.loss_roots[key] = loss
         state.alive[a.stage] = state.alive.get(a.stage, 0) + 1
         self.peak_in_flight[a.stage] = max(self.peak_in_flight.get(a.stage, 0), state.alive[a.stage])
         return begin
@@ -300,7 +319,7 @@ class _OneStagePerRank(_PipelineSchedule):
     """Schedules of one stage per rank taking micro-batches in order; they differ in memory only."""
 
     def __init__(self, stage: PipelineStage, n_microbatches: int,
-                 loss_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
         super().__init__([stage], n_microbatches, loss_fn)
 
     @staticmethod

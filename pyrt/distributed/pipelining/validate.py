@@ -46,7 +46,8 @@ def _message(action: Action, num_stages: int) -> tuple[str, int, int]:
 
 def _check_coverage(pipeline_order: Mapping[int, Sequence[Action]], num_stages: int,
                     n_microbatches: int) -> bool:
-    """Every (stage, micro-batch) computed exactly once on its rank; returns whether backward is split."""
+    """Every (stage, micro-batch) computed exactly once on its rank (forward-only schedules have
+    no backward); returns whether backward is split."""
     num_ranks = len(pipeline_order)
     seen: Counter[tuple[str, int, int]] = Counter()
     for rank, actions in pipeline_order.items():
@@ -58,7 +59,8 @@ def _check_coverage(pipeline_order: Mapping[int, Sequence[Action]], num_stages: 
             if a.is_compute:
                 seen[(a.kind, a.stage, a.microbatch)] += 1
     split = any(kind in ("I", "W") for kind, _, _ in seen)
-    kinds = ("F", "I", "W") if split else ("F", "B")
+    forward_only = not any(kind in ("B", "I", "W") for kind, _, _ in seen)
+    kinds = ("F",) if forward_only else ("F", "I", "W") if split else ("F", "B")
     for stage in range(num_stages):
         for mb in range(n_microbatches):
             for kind in kinds:

@@ -84,6 +84,15 @@ def check_schedule(cls: type, m: int, rank: int, world: int) -> None:
         ref_opt.step()
     for name, p in mine:
         assert_close(f"{label}: {name} after 3 steps", p.data, ref_params[name].data)
+    # Without a loss_fn the same stages evaluate: forwards only, no graph, no gradients.
+    evaluate = (cls(stages, m) if per_rank > 1 else cls(stages[0], m))
+    opt.zero_grad()
+    output = evaluate.step(x, target=y)
+    if last:
+        with pyrt.no_grad():
+            assert_close(f"{label}: evaluation output", output.data, reference(x).data)
+    assert all(p.grad is None for _, p in mine), f"{label}: evaluation produced gradients"
+    assert all(a.kind in ("F", "RECV_F", "SEND_F") for a in evaluate.actions)
     # 1F1B's promise: stage s never holds more than (number of stages - s) micro-batches.
     if cls in (Schedule1F1B, ScheduleZeroBubble):
         assert schedule.peak_in_flight[rank] <= min(m, world - rank), (label, schedule.peak_in_flight)

@@ -56,7 +56,7 @@ def main() -> None:
     expect(ValueError, "outside", lambda: PipelineStage(part, -1, world))
     stage = PipelineStage(part, rank, world)
     expect(ValueError, "n_microbatches must be a positive int", lambda: Schedule1F1B(stage, 0, loss_fn))
-    expect(TypeError, "loss_fn must be callable", lambda: Schedule1F1B(stage, 2, None))
+    expect(TypeError, "loss_fn must be callable", lambda: Schedule1F1B(stage, 2, "cross-entropy"))
     expect(ValueError, "the pipeline's ranks disagree on the schedule: rank 0: Schedule1F1B"
            r"\(n_microbatches=2, .* rank 1: Schedule1F1B\(n_microbatches=3",
            lambda: Schedule1F1B(stage, 2 + rank, loss_fn))
