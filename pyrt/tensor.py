@@ -124,11 +124,11 @@ class Tensor:
         self.requires_grad = requires_grad
         return self
 
-    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
-        """Accumulate gradients of this tensor into the ``.grad`` of its leaves."""
+    def backward(self, gradient: Any = None, retain_graph: bool = False, inputs: Any = None) -> None:
+        """Accumulate gradients of this tensor into the ``.grad`` of its leaves (of ``inputs`` if given)."""
         from pyrt.autograd import backward
 
-        backward(self, gradient, retain_graph=retain_graph)
+        backward(self, gradient, retain_graph=retain_graph, inputs=inputs)
 
     def detach(self) -> Tensor:
         """A tensor sharing this one's data, cut out of the graph."""

@@ -236,3 +236,10 @@ def test_inputs_must_be_leaves() -> None:
     h = x * 2.0
     with pytest.raises(ValueError, match=r"inputs\[0\] \(shape \(2,\)\) must be a leaf"):
         backward((h * h).sum(), inputs=[h])
+
+
+def test_tensor_backward_takes_inputs() -> None:
+    x, w = _leaf(2), _leaf(2, seed=1)
+    (x * w).sum().backward(inputs=[w])
+    assert x.grad is None
+    np.testing.assert_array_equal(w.grad.data, x.data)
