@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -99,23 +101,29 @@ def test_split_backward_equals_full_backward(name: str, model: nn.Module, shape:
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
-def test_input_pass_skips_the_weight_gemm() -> None:
-    """Linear honours the mask: the input pass computes grad_x only, the weight pass the rest."""
+@contextlib.contextmanager
+def _recording_masks(function: type) -> Iterator[list[tuple[bool, ...]]]:
+    """Record ``needs_input_grad`` at every call of ``function.backward``."""
     calls: list[tuple[bool, ...]] = []
-    original = pyrt.ops.linalg.Linear.backward
+    original = function.backward
 
     def spy(self, grad):
         calls.append(self.needs_input_grad)
         return original(self, grad)
 
+    function.backward = spy
+    try:
+        yield calls
+    finally:
+        function.backward = original
+
+
+def test_input_pass_skips_the_weight_gemm() -> None:
+    """Linear honours the mask: the input pass computes grad_x only, the weight pass the rest."""
     layer = nn.Linear(3, 2).double()
     x = _leaf(4, 3)
-    pyrt.ops.linalg.Linear.backward = spy
-    try:
-        weights = backward_input(layer(x).sum(), inputs=[x])
-        weights.run()
-    finally:
-        pyrt.ops.linalg.Linear.backward = original
+    with _recording_masks(pyrt.ops.linalg.Linear) as calls:
+        backward_input(layer(x).sum(), inputs=[x]).run()
     assert calls == [(True, False, False), (False, True, True)]
 
 
@@ -197,20 +205,10 @@ def test_weight_pass_refuses_a_graph_changed_in_place() -> None:
 
 
 def test_lstm_weight_gradients_computed_in_the_input_pass_are_handed_over() -> None:
-    calls: list[tuple[bool, ...]] = []
-    original = pyrt.ops.rnn.LSTMLayer.backward
-
-    def spy(self, grad):
-        calls.append(self.needs_input_grad)
-        return original(self, grad)
-
     model = _LSTMHead().double()
     x = _leaf(5, 2, 3)
-    pyrt.ops.rnn.LSTMLayer.backward = spy
-    try:
+    with _recording_masks(pyrt.ops.rnn.LSTMLayer) as calls:
         backward_input(model(x).sum(), inputs=[x]).run()
-    finally:
-        pyrt.ops.rnn.LSTMLayer.backward = original
     assert len(calls) == 1, f"the LSTM's backward ran {len(calls)} times"
     assert all(p.grad is not None for p in model.parameters())
 
