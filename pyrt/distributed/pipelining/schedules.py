@@ -99,11 +99,12 @@ class _PipelineSchedule(abc.ABC):
         """Ranks running different schedules would wait for messages that never come: refuse."""
         from mpi4py import MPI
 
-        mine = (name, self.n_microbatches, self.num_stages)
+        mode = "training" if self.loss_fn is not None else "evaluation"
+        mine = (name, self.n_microbatches, self.num_stages, mode)
         every = self.group.comm.allgather(mine)
         if any(theirs != mine for theirs in every):
             listing = ", ".join(f"rank {self.group.global_ranks[r]}: {s[0]}(n_microbatches={s[1]}, "
-                                f"{s[2]} stages)" for r, s in enumerate(every))
+                                f"{s[2]} stages, {s[3]})" for r, s in enumerate(every))
             raise ValueError(f"{name}: the pipeline's ranks disagree on the schedule: {listing}")
         any_transfers = next(iter(self._transfers.values()))
         largest_tag = any_transfers.tag(self.n_microbatches - 1, self.num_stages - 1, direction=1)
