@@ -13,7 +13,7 @@ and asynchronous parallelism. The public API follows PyTorch's names, so
 
 import numpy as _np
 
-from pyrt import autograd, kernels, nn, ops, optim, utils
+from pyrt import autograd, kernels, nn, ops, optim, quantization, utils
 from pyrt.autograd import enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
 from pyrt.creation import (
     arange,
@@ -77,6 +77,9 @@ bool = _np.dtype("bool")
 float = float32
 double = float64
 long = int64
+# Quantized dtype, as torch.qint8: a marker (not a numpy dtype) naming int8 codes with a scale;
+# see pyrt.quantization.QuantizedDType.
+qint8 = quantization.qint8
 
 __version__ = "0.1.0"
 
@@ -85,7 +88,7 @@ __all__ = [
     "enable_grad", "exp", "flatten", "from_numpy", "full", "get_num_threads", "gradcheck",
     "is_grad_enabled", "kernels", "load", "log", "log_softmax", "logsumexp", "manual_seed",
     "matmul", "max", "maximum", "mean", "min", "minimum", "nn", "no_grad", "ones", "ones_like",
-    "ops", "optim", "permute", "rand", "randint", "randn", "relu", "reshape", "save",
+    "ops", "optim", "permute", "qint8", "quantization", "rand", "randint", "randn", "relu", "reshape", "save",
     "set_grad_enabled", "set_num_threads", "sigmoid", "softmax", "sqrt", "squeeze", "stack",
     "sum", "tanh", "tensor", "transpose", "unsqueeze", "utils", "var", "where", "zeros",
     "zeros_like",
