@@ -7,7 +7,7 @@
 (2, 10)
 """
 
-from pyrt.nn import functional, init
+from pyrt.nn import functional, init, utils
 from pyrt.nn.activation import Dropout, Flatten, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from pyrt.nn.container import ModuleList, Sequential
 from pyrt.nn.conv import Conv2d
@@ -24,5 +24,5 @@ __all__ = [
     "GRU", "LSTM", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Conv2d",
     "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "Identity", "LayerNorm",
     "Linear", "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleList", "NLLLoss", "Parameter", "ReLU",
-    "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "init",
+    "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "init", "utils",
 ]

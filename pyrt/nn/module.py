@@ -18,6 +18,7 @@ import numpy as np
 from pyrt.backend import get_array_module
 from pyrt.nn.parameter import Parameter
 from pyrt.tensor import Tensor
+from pyrt.utils.hooks import RemovableHandle
 
 __all__ = ["IncompatibleKeys", "Module"]
 
@@ -73,12 +74,71 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        # Hook id -> callable, in registration order; keyed by id so a handle can
+        # remove its own hook (pruning also finds its hooks here, as in PyTorch).
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing "forward"')
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # A training step calls this for every layer: without hooks it costs two
+        # dict truth tests over a plain forward call.
+        if self._forward_pre_hooks or self._forward_hooks:
+            return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
+
+    def _call_with_hooks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # Iterate over snapshots: a hook may remove itself (or another) while running,
+        # and, as in PyTorch, that takes effect from the next call on.
+        for hook in tuple(self._forward_pre_hooks.values()):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook in tuple(self._forward_hooks.values()):
+            result = hook(self, args, output)
+            if result is not None:
+                output = result
+        return output
+
+    def register_forward_pre_hook(self, hook: Callable[[Module, tuple[Any, ...]], Any]) -> RemovableHandle:
+        """Call ``hook(module, args)`` before every ``forward``; it may return new args.
+
+        A returned non-tuple becomes the single positional argument; ``None``
+        keeps the args. Hooks run in registration order and are not state.
+
+        >>> import pyrt
+        >>> from pyrt import nn
+        >>> relu = nn.ReLU()
+        >>> handle = relu.register_forward_pre_hook(lambda module, args: args[0] * -1)
+        >>> relu(pyrt.tensor([1.0, -2.0])).tolist()
+        [0.0, 2.0]
+        >>> handle.remove()
+        >>> relu(pyrt.tensor([1.0, -2.0])).tolist()
+        [1.0, 0.0]
+        """
+        handle = RemovableHandle(self._forward_pre_hooks)
+        self._forward_pre_hooks[handle.id] = hook
+        return handle
+
+    def register_forward_hook(self, hook: Callable[[Module, tuple[Any, ...], Any], Any]) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every ``forward``; it may return a new output.
+
+        >>> import pyrt
+        >>> from pyrt import nn
+        >>> seen = []
+        >>> relu = nn.ReLU()
+        >>> with relu.register_forward_hook(lambda m, args, out: seen.append(out.shape)):
+        ...     _ = relu(pyrt.zeros(2, 3))
+        >>> _ = relu(pyrt.zeros(4))   # the handle's context removed the hook
+        >>> seen
+        [(2, 3)]
+        """
+        handle = RemovableHandle(self._forward_hooks)
+        self._forward_hooks[handle.id] = hook
+        return handle
 
     # --- registration -------------------------------------------------------------
     def _registries(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
