@@ -13,7 +13,7 @@ and asynchronous parallelism. The public API follows PyTorch's names, so
 
 import numpy as _np
 
-from pyrt import autograd, kernels, nn, ops, optim, quantization, utils
+from pyrt import autograd, kernels, nn, ops, optim, quantization, sparse, utils
 from pyrt.autograd import enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
 from pyrt.creation import (
     arange,
@@ -89,7 +89,7 @@ __all__ = [
     "is_grad_enabled", "kernels", "load", "log", "log_softmax", "logsumexp", "manual_seed",
     "matmul", "max", "maximum", "mean", "min", "minimum", "nn", "no_grad", "ones", "ones_like",
     "ops", "optim", "permute", "qint8", "quantization", "rand", "randint", "randn", "relu", "reshape", "save",
-    "set_grad_enabled", "set_num_threads", "sigmoid", "softmax", "sqrt", "squeeze", "stack",
+    "set_grad_enabled", "set_num_threads", "sigmoid", "softmax", "sparse", "sqrt", "squeeze", "stack",
     "sum", "tanh", "tensor", "transpose", "unsqueeze", "utils", "var", "where", "zeros",
     "zeros_like",
 ]
