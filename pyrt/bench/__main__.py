@@ -1,7 +1,8 @@
 """``python -m pyrt.bench [suite ...] [--json PATH] [--threads N] [--quick] [--plot-dir DIR]``
 
 Suites: matmul, int8, spmm (the default: the kernel suites), train (whole training
-steps vs PyTorch), allreduce, ddp and pipeline (launch mpiexec). Each prints a table
+steps vs PyTorch), compress (pruned, sparse and int8 inference vs PyTorch),
+allreduce, ddp and pipeline (launch mpiexec). Each prints a table
 with our time, the reference's time and the ratio ref/ours (above 1: pyrt is faster),
 measured side by side in one process. ``--plot-dir DIR`` makes the pipeline suite
 draw its measured 1F1B and zero-bubble timelines (p = 2, m = 8) into DIR.
@@ -25,7 +26,7 @@ import sys
 
 # The kernel suites run by default; the others (whole training steps, MPI jobs) when named.
 SUITES = ["matmul", "int8", "spmm"]
-ALL_SUITES = [*SUITES, "train", "allreduce", "ddp", "pipeline"]
+ALL_SUITES = [*SUITES, "train", "compress", "allreduce", "ddp", "pipeline"]
 
 
 def _reexec_with_clean_env(threads: int) -> None:

@@ -55,3 +55,26 @@ def test_pipeline_suite_measures_bubbles_against_pytorch(run_python, tmp_path) -
         assert r["peak_in_flight"] == r["peak_in_flight_theory"]
     assert sorted(p.name for p in plots.iterdir()) == ["pipeline_1f1b_p2_m4.png",
                                                        "pipeline_zero_bubble_p2_m4.png"]
+
+
+def test_compress_suite_compares_pruned_sparse_and_int8_with_pytorch(run_python, tmp_path) -> None:
+    """--quick: 90% only, the digits MLP trained 2 epochs, one short timing round (about 10 s)."""
+    pytest.importorskip("torch")
+    records = run_bench(run_python, tmp_path, "compress")
+    assert {r["bench"] for r in records} == {"compress"}
+    assert {r["model"] for r in records} == {"digits 64-256-128-10", "mlp 784-1024-512-10"}
+    variants = {r["variant"] for r in records}
+    assert {"fp32", "pruned 90% masked", "int8"} <= variants
+    for r in records:
+        assert REQUIRED | {"variant", "sparsity", "batch", "accuracy", "bytes", "ref_bytes"} <= set(r)
+        assert r["batch"] in (1, 64) and r["ratio"] == pytest.approx(r["ref_s"] / r["ours_s"])
+        if r["model"].startswith("digits"):
+            # Same weights, same masks (checked by the suite): same predictions as PyTorch.
+            assert r["accuracy"] is not None
+            if r["variant"] != "int8":
+                assert r["accuracy"] == pytest.approx(r["ref_accuracy"], abs=0.01)
+        if r["variant"] == "int8":
+            assert r["bytes"] < 0.3 * next(f["bytes"] for f in records
+                                           if f["model"] == r["model"] and f["variant"] == "fp32")
+        if r["variant"].endswith("sparse"):
+            assert r["speedup_vs_masked"] == pytest.approx(r["masked_s"] / r["ours_s"])
