@@ -306,13 +306,8 @@ class Identity(BasePruningMethod):
         return super().apply(module, name)
 
 
-class RandomUnstructured(BasePruningMethod):
-    """Zero ``amount`` entries chosen uniformly at random (pyrt's seeded generator).
-
-    >>> import pyrt
-    >>> int((RandomUnstructured(amount=3).compute_mask(pyrt.ones(10), pyrt.ones(10)).data == 0).sum())
-    3
-    """
+class _UnstructuredByScore(BasePruningMethod):
+    """Zero the ``amount`` entries a score ranks first: the smallest magnitudes, or random draws."""
 
     PRUNING_TYPE = "unstructured"
 
@@ -320,16 +315,32 @@ class RandomUnstructured(BasePruningMethod):
         _validate_pruning_amount_init(amount)
         self.amount = amount
 
+    @abstractmethod
+    def _scores(self, t: Tensor) -> tuple[Any, bool]:
+        """One score per entry of ``t`` (flat) and whether the largest are pruned."""
+
     def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
         tensor_size = t.data.size
         nparams_toprune = _compute_nparams_toprune(self.amount, tensor_size)
         _validate_pruning_amount(nparams_toprune, tensor_size)
         mask = default_mask.data.copy()
         if nparams_toprune != 0:
-            # As torch: a uniform score per entry, the largest scores are pruned.
-            scores = random.uniform(t.shape, get_array_module(t.data), dtype=np.float64).reshape(-1)
-            mask.reshape(-1)[_topk_indices(scores, nparams_toprune, largest=True)] = 0
+            scores, largest = self._scores(t)
+            mask.reshape(-1)[_topk_indices(scores, nparams_toprune, largest=largest)] = 0
         return Tensor(mask)
+
+
+class RandomUnstructured(_UnstructuredByScore):
+    """Zero ``amount`` entries chosen uniformly at random (pyrt's seeded generator).
+
+    >>> import pyrt
+    >>> int((RandomUnstructured(amount=3).compute_mask(pyrt.ones(10), pyrt.ones(10)).data == 0).sum())
+    3
+    """
+
+    def _scores(self, t: Tensor) -> tuple[Any, bool]:
+        # As torch: a uniform score per entry, the largest scores are pruned.
+        return random.uniform(t.shape, get_array_module(t.data), dtype=np.float64).reshape(-1), True
 
     @classmethod
     def apply(cls, module: Module, name: str, amount: int | float) -> BasePruningMethod:  # type: ignore[override]
@@ -344,7 +355,7 @@ class RandomUnstructured(BasePruningMethod):
         return super().apply(module, name, amount=amount)
 
 
-class L1Unstructured(BasePruningMethod):
+class L1Unstructured(_UnstructuredByScore):
     """Zero the ``amount`` entries of smallest magnitude.
 
     >>> import pyrt
@@ -352,21 +363,8 @@ class L1Unstructured(BasePruningMethod):
     [1.0, 0.0, 1.0, 0.0]
     """
 
-    PRUNING_TYPE = "unstructured"
-
-    def __init__(self, amount: int | float) -> None:
-        _validate_pruning_amount_init(amount)
-        self.amount = amount
-
-    def compute_mask(self, t: Tensor, default_mask: Tensor) -> Tensor:
-        tensor_size = t.data.size
-        nparams_toprune = _compute_nparams_toprune(self.amount, tensor_size)
-        _validate_pruning_amount(nparams_toprune, tensor_size)
-        mask = default_mask.data.copy()
-        if nparams_toprune != 0:
-            xp = get_array_module(t.data)
-            mask.reshape(-1)[_topk_indices(xp.abs(t.data).reshape(-1), nparams_toprune, largest=False)] = 0
-        return Tensor(mask)
+    def _scores(self, t: Tensor) -> tuple[Any, bool]:
+        return get_array_module(t.data).abs(t.data).reshape(-1), False
 
     @classmethod
     def apply(cls, module: Module, name: str, amount: int | float,  # type: ignore[override]
