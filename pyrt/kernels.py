@@ -27,6 +27,7 @@ except ImportError as exc:  # the usual cause: importing the source tree instead
 from pyrt.backend import describe, get_array_module, is_cuda_array
 
 __all__ = [
+    "CSRPattern",
     "PackedInt8Weight",
     "adam_step",
     "cuda_available",
@@ -332,40 +333,69 @@ def int8_gemm_kernel_name() -> str:
 
 # --- CSR SpMM ------------------------------------------------------------------------
 
-def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
-         out: Any | None = None) -> np.ndarray:
-    """``A @ b`` for a sparse CSR matrix A (m, k) and a dense float32 b (k, n).
+class CSRPattern:
+    """The validated structure of an (m, k) CSR matrix, for many products with changing values.
 
-    A is given as SciPy stores it: ``indptr`` (m + 1,), ``indices`` (nnz,) and
-    ``values`` (nnz,), row by row with sorted, duplicate-free column indices.
-    The structure is validated on every call (in C++, one pass over the
-    indices) with an error that says what is wrong. Pass int64 indices and
-    float32 values to avoid a conversion copy; b may be any float32 view whose
-    rows are contiguous, otherwise it is copied.
+    ``spmm`` checks ``indptr``/``indices`` on every call, one pass over the
+    indices: for a pruned 1024 x 784 layer at batch 1 that was a third of the
+    product (104 of 346 us). A layer whose pattern is fixed while its values
+    train checks it once here; the pattern keeps read-only copies, so nothing
+    can change it after the check.
 
-    >>> indptr, indices = np.array([0, 1, 3]), np.array([2, 0, 1])
-    >>> values = np.array([1.0, 2.0, 3.0], np.float32)
-    >>> spmm(indptr, indices, values, (2, 3), np.eye(3, dtype=np.float32))
+    >>> pattern = CSRPattern(np.array([0, 1, 3]), np.array([2, 0, 1]), (2, 3))
+    >>> pattern.matmul(np.array([1.0, 2.0, 3.0], np.float32), np.eye(3, dtype=np.float32))
     array([[0., 0., 1.],
            [2., 3., 0.]], dtype=float32)
+    >>> pattern.nnz, pattern.indices.flags.writeable
+    (3, False)
     """
-    _require_numpy("spmm", indptr=indptr, indices=indices, values=values, b=b)
-    m, k = (int(d) for d in shape)
+
+    def __init__(self, indptr: Any, indices: Any, shape: tuple[int, int]) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.indptr, self.indices = _checked_csr_structure("spmm", indptr, indices, self.shape)
+        if self.indptr is indptr or self.indices is indices:  # private copies, whatever the caller keeps
+            self.indptr, self.indices = self.indptr.copy(), self.indices.copy()
+        self.indptr.flags.writeable = False
+        self.indices.flags.writeable = False
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.shape[0])
+
+    def matmul(self, values: Any, b: Any, out: Any | None = None) -> np.ndarray:
+        """``A @ b`` with A's nonzeros ``values`` (nnz,) float32 and b (k, n) float32, as ``spmm``."""
+        return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out)
+
+
+def _checked_csr_structure(fn: str, indptr: Any, indices: Any,
+                           shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    _require_numpy(fn, indptr=indptr, indices=indices)
+    m, k = shape
     for name, x in (("indptr", indptr), ("indices", indices)):
         if not np.issubdtype(np.asarray(x).dtype, np.integer):
-            raise TypeError(f"spmm: {name} must hold integers, got {describe(np.asarray(x))}")
+            raise TypeError(f"{fn}: {name} must hold integers, got {describe(np.asarray(x))}")
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     indices = np.ascontiguousarray(indices, dtype=np.int64)
+    if indptr.shape != (m + 1,):
+        raise ValueError(f"{fn}: indptr is {describe(indptr)} but a ({m}, {k}) matrix needs ({m + 1},)")
+    if indices.ndim != 1:
+        raise ValueError(f"{fn}: indices must be 1-D, got {describe(indices)}")
+    problem = _C.validate_csr(indptr, indices, k)
+    if problem:
+        raise ValueError(f"{fn}: invalid CSR matrix of shape ({m}, {k}): {problem}")
+    return indptr, indices
+
+
+def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: tuple[int, int], b: Any,
+                  out: Any | None) -> np.ndarray:
+    """spmm on a structure already checked: checks values, b and out (O(1) each), then runs."""
+    _require_numpy("spmm", values=values, b=b)
+    m, k = shape
     if getattr(values, "dtype", None) != np.float32:
         raise TypeError(f"spmm: values must be float32, got {describe(values)}")
     values = np.ascontiguousarray(values)
-    if indptr.shape != (m + 1,):
-        raise ValueError(f"spmm: indptr is {describe(indptr)} but a ({m}, {k}) matrix needs ({m + 1},)")
-    if indices.ndim != 1 or values.shape != indices.shape:
+    if values.shape != indices.shape:
         raise ValueError(f"spmm: indices is {describe(indices)} but values is {describe(values)}")
-    problem = _C.validate_csr(indptr, indices, k)
-    if problem:
-        raise ValueError(f"spmm: invalid CSR matrix of shape ({m}, {k}): {problem}")
     if getattr(b, "ndim", None) != 2 or b.dtype != np.float32:
         raise TypeError(f"spmm: b must be a 2-D float32 array, got {describe(b)}")
     if b.shape[0] != k:
@@ -383,6 +413,29 @@ def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
         raise ValueError("spmm: out overlaps an input; pass a separate output array")
     _C.spmm(indptr, indices, values, b, out, 1.0, 0.0)
     return out
+
+
+def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
+         out: Any | None = None) -> np.ndarray:
+    """``A @ b`` for a sparse CSR matrix A (m, k) and a dense float32 b (k, n).
+
+    A is given as SciPy stores it: ``indptr`` (m + 1,), ``indices`` (nnz,) and
+    ``values`` (nnz,), row by row with sorted, duplicate-free column indices.
+    The structure is validated on every call (in C++, one pass over the
+    indices) with an error that says what is wrong; ``CSRPattern`` validates a
+    fixed structure once for many products. Pass int64 indices and float32
+    values to avoid a conversion copy; b may be any float32 view whose rows
+    are contiguous, otherwise it is copied.
+
+    >>> indptr, indices = np.array([0, 1, 3]), np.array([2, 0, 1])
+    >>> values = np.array([1.0, 2.0, 3.0], np.float32)
+    >>> spmm(indptr, indices, values, (2, 3), np.eye(3, dtype=np.float32))
+    array([[0., 0., 1.],
+           [2., 3., 0.]], dtype=float32)
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    indptr, indices = _checked_csr_structure("spmm", indptr, indices, shape)
+    return _spmm_checked(indptr, indices, values, shape, b, out)
 
 
 def spmm_kernel_name() -> str:

@@ -101,16 +101,16 @@ class SparseLinearFunction(Function):
 
     >>> import numpy as np, pyrt
     >>> x, values = pyrt.ones(2, 3, requires_grad=True), pyrt.tensor([1.0, 2.0], requires_grad=True)
-    >>> y = SparseLinearFunction.apply(x, values, None, indptr=np.array([0, 1, 2]), indices=np.array([0, 2]),
-    ...                                shape=(2, 3), cache=_PatternCache())
+    >>> csr = kernels.CSRPattern(np.array([0, 1, 2]), np.array([0, 2]), (2, 3))
+    >>> y = SparseLinearFunction.apply(x, values, None, csr=csr, cache=_PatternCache())
     >>> y.sum().backward()
     >>> x.grad.tolist(), values.grad.tolist()
     ([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]], [2.0, 2.0])
     """
 
-    def forward(self, x: Any, values: Any, bias: Any | None, *, indptr: np.ndarray, indices: np.ndarray,
-                shape: tuple[int, int], cache: _PatternCache) -> Any:
-        out_features, in_features = shape
+    def forward(self, x: Any, values: Any, bias: Any | None, *, csr: kernels.CSRPattern,
+                cache: _PatternCache) -> Any:
+        out_features, in_features = shape = csr.shape
         rows = x.reshape(math.prod(x.shape[:-1]), in_features)  # -1 fails when x is empty
         # spmm needs b = x.T with contiguous rows and copies anything else. Copying once
         # explicitly costs O(batch * in), below the O(nnz * batch) product, and backward
@@ -121,11 +121,11 @@ class SparseLinearFunction(Function):
         # The result is returned as the transposed view of spmm's (out, batch) array:
         # a copy back to row-major would cost as much again, and every consumer (numpy
         # ufuncs, our strided SGEMM, the next SparseLinear) reads any layout.
-        out = kernels.spmm(indptr, indices, values, shape, x_t).T
+        out = csr.matmul(values, x_t).T
         if bias is not None:
             out += bias
         self.save_for_backward(x_t, values)
-        self.indptr, self.indices, self.shape, self.cache = indptr, indices, shape, cache
+        self.indptr, self.indices, self.shape, self.cache = csr.indptr, csr.indices, shape, cache
         self.x_shape = x.shape
         return out.reshape(*x.shape[:-1], out_features)
 
@@ -202,6 +202,8 @@ class SparseLinear(Module):
         self.register_buffer("indptr", Tensor(indptr))
         self.register_buffer("indices", Tensor(indices))
         self._pattern = _PatternCache()
+        self._csr: kernels.CSRPattern | None = None
+        self._csr_source: tuple[Any, ...] = ()
 
     @property
     def nnz(self) -> int:
@@ -221,9 +223,24 @@ class SparseLinear(Module):
             raise TypeError(f"SparseLinear: input is {describe(input.data)}; the SpMM kernel computes "
                             "in float32 (cast the input with .float())")
         return SparseLinearFunction.apply(
-            input, self.values, self.bias, indptr=self.indptr.data, indices=self.indices.data,
-            shape=(self.out_features, self.in_features), cache=self._pattern,
+            input, self.values, self.bias, csr=self._validated_pattern(), cache=self._pattern,
         )
+
+    def _validated_pattern(self) -> kernels.CSRPattern:
+        """The CSR structure, checked once per pattern instead of on every product.
+
+        Rebuilt when a buffer is replaced or changed in place through the
+        tensor (``load_state_dict`` bumps its version); writing into ``.data``
+        directly bypasses that, as it bypasses PyTorch's version counters.
+        """
+        indptr, indices = self.indptr, self.indices
+        objects = (indptr, indptr.data, indices, indices.data)
+        versions = (indptr._version, indices._version)
+        if self._csr is None or versions != self._csr_source[1] or any(
+                a is not b for a, b in zip(objects, self._csr_source[0], strict=True)):
+            self._csr = kernels.CSRPattern(indptr.data, indices.data, (self.out_features, self.in_features))
+            self._csr_source = (objects, versions)
+        return self._csr
 
     def to_dense(self) -> Linear:
         """The equivalent ``nn.Linear`` (zeros off the pattern); ``to_sparse`` of it gives this layer back.

@@ -574,9 +574,12 @@ class Module:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
                                + "\n\t".join(errors))
         for target, array in sources:
-            # In place: optimizers and DDP hold these very arrays.
+            # In place: optimizers and DDP hold these very arrays. The version bump tells
+            # whoever derived something from the old values (a saved graph, a layer's
+            # validated sparsity pattern) that they changed.
             xp = get_array_module(target.data)
             target.data[...] = xp.asarray(array).astype(target.dtype, copy=False)
+            target._version += 1
         return IncompatibleKeys(missing, unexpected)
 
     # --- printing -------------------------------------------------------------------------

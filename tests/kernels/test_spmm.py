@@ -145,3 +145,20 @@ def test_float_indices_and_overlapping_reductions_are_rejected() -> None:
     with pytest.raises(ValueError, match="partly overlap"):
         kernels.reduce_inplace(x[1:], x[:-1])
     np.testing.assert_array_equal(kernels.reduce_inplace(x, x), np.full(10, 2.0))  # x + x is fine
+
+
+def test_csr_pattern_checks_once_and_keeps_its_own_read_only_copy(rng) -> None:
+    dense = (rng.random((7, 5)) < 0.4) * rng.standard_normal((7, 5))
+    indptr = np.concatenate([[0], np.cumsum((dense != 0).sum(axis=1))])
+    indices = np.nonzero(dense)[1].astype(np.int64)
+    values = dense[dense != 0].astype(np.float32)
+    b = rng.standard_normal((5, 3)).astype(np.float32)
+    pattern = kernels.CSRPattern(indptr, indices, (7, 5))
+    expected = kernels.spmm(indptr, indices, values, (7, 5), b)
+    indices[:] = 0  # the caller's arrays may change: the pattern holds its own copy
+    np.testing.assert_array_equal(pattern.matmul(values, b), expected)
+    assert not pattern.indices.flags.writeable and not pattern.indptr.flags.writeable
+    with pytest.raises(ValueError, match="invalid CSR matrix of shape"):
+        kernels.CSRPattern(indptr, np.zeros_like(indices), (7, 5))
+    with pytest.raises(ValueError, match=r"values is \(1,\) float32"):
+        pattern.matmul(values[:1], b)

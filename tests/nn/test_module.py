@@ -286,3 +286,10 @@ def test_repr_nested_like_pytorch() -> None:
     )
     assert repr(nn.Linear(2, 3, bias=False)) == "Linear(in_features=2, out_features=3, bias=False)"
     assert repr(nn.Module()) == "Module()"
+
+
+def test_load_state_dict_bumps_the_versions_it_writes() -> None:
+    layer = nn.Linear(2, 2)
+    before = layer.weight._version
+    layer.load_state_dict(nn.Linear(2, 2).state_dict())
+    assert layer.weight._version == before + 1
