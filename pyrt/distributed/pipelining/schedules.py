@@ -93,7 +93,6 @@ class _PipelineSchedule(abc.ABC):
         self.timeline: list[TimelineEvent] = []
         #: Per stage of this rank: the most micro-batches alive at once in the last step.
         self.peak_in_flight: dict[int, int] = {}
-        self._reducing: list[Any] = []  # DDP-wrapped stages whose reduction this step waits for
 
     def _check_ranks_agree(self, name: str) -> None:
         """Ranks running different schedules would wait for messages that never come: refuse."""
@@ -171,12 +170,11 @@ class _PipelineSchedule(abc.ABC):
         self.timeline = []
         self.peak_in_flight = {}
         state = _StepState()
-        self._reducing = []
         for action in self.actions:
             self._run(action, state, inputs, targets)
         for work in state.sends:
             work.wait()
-        for ddp in self._reducing:
+        for ddp in state.reducing:
             ddp._finish_reduction()
         if losses is not None:
             losses.extend(state.losses)
@@ -263,7 +261,7 @@ class _PipelineSchedule(abc.ABC):
         # A stage without parameters whose output does not depend on its input has
         # nothing to differentiate; it still sends back a (zero) input gradient.
         if root.requires_grad:
-            self._arm_ddp(a, stage, out)
+            self._arm_ddp(a, stage, out, state)
             if a.kind == "B":
                 backward(root, grad)
             else:
@@ -280,12 +278,12 @@ class _PipelineSchedule(abc.ABC):
         out = state.outputs.pop(key)
         weights = state.weights.pop(key, None)
         if weights is not None:
-            self._arm_ddp(a, self._stages[a.stage], out)
+            self._arm_ddp(a, self._stages[a.stage], out, state)
             weights.run()
         state.alive[a.stage] -= 1
         return begin
 
-    def _arm_ddp(self, a: Action, stage: PipelineStage, output: Tensor) -> None:
+    def _arm_ddp(self, a: Action, stage: PipelineStage, output: Tensor, state: _StepState) -> None:
         ddp = _ddp(stage.submodule)
         if ddp is not None and self._final_backward.get(a.stage) == a:
             # Only the step's last backward reduces: the gradients of every micro-batch
@@ -293,7 +291,7 @@ class _PipelineSchedule(abc.ABC):
             # as backward produces them; step() waits for them after its last action,
             # so this stage's input gradient leaves first and upstream stages drain on.
             ddp._prepare_for_backward(output, finish_later=True)
-            self._reducing.append(ddp)
+            state.reducing.append(ddp)
 
 
 def _input_grad(x: Tensor) -> np.ndarray:
@@ -314,6 +312,7 @@ class _StepState:
         self.losses: list[Tensor] = []
         self.merged: dict[int, Any] = {}
         self.alive: dict[int, int] = {}
+        self.reducing: list[Any] = []  # DDP-wrapped stages whose reduction the step waits for
 
 
 class _OneStagePerRank(_PipelineSchedule):
