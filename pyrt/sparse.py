@@ -45,27 +45,28 @@ class _PatternCache:
 
     The pattern is fixed while fine-tuning (only ``values`` change), so the
     row of each nonzero and the CSR of W.T (W's CSC: a row pointer and a
-    permutation of the values) are built on the first backward and reused;
-    an O(nnz) comparison with the pattern they were built from catches a
-    ``load_state_dict`` that rewrote ``indptr``/``indices`` in place.
+    permutation of the values, validated once as a ``CSRPattern``) are built
+    on the first backward and reused. The layer's ``CSRPattern`` is immutable
+    and is rebuilt whenever ``indptr``/``indices`` change, so its identity
+    says whether the pattern is still the one these were derived from.
     """
 
     def __init__(self) -> None:
-        self.indptr: np.ndarray | None = None
-        self.indices: np.ndarray | None = None
+        self.source: kernels.CSRPattern | None = None
 
-    def get(self, indptr: np.ndarray, indices: np.ndarray, in_features: int) -> _PatternCache:
-        if (self.indptr is None or self.indices is None or not np.array_equal(self.indptr, indptr)
-                or not np.array_equal(self.indices, indices)):
-            self.indptr, self.indices = indptr.copy(), indices.copy()
-            self.rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+    def get(self, csr: kernels.CSRPattern) -> _PatternCache:
+        if self.source is not csr:
+            self.source = csr
+            out_features, in_features = csr.shape
+            indptr, indices = csr.indptr, csr.indices
+            self.rows = np.repeat(np.arange(out_features, dtype=np.int64), np.diff(indptr))
             # A stable sort by column keeps each column's nonzeros in row order, so the rows
             # of W.T come out with sorted column indices, as CSR requires.
             self.perm = np.argsort(indices, kind="stable")
-            self.t_indices = self.rows[self.perm]
             self.flat = self.rows * in_features + indices  # each nonzero's offset in the dense (out, in)
-            self.t_indptr = np.zeros(in_features + 1, dtype=np.int64)
-            np.cumsum(np.bincount(indices, minlength=in_features), out=self.t_indptr[1:])
+            t_indptr = np.zeros(in_features + 1, dtype=np.int64)
+            np.cumsum(np.bincount(indices, minlength=in_features), out=t_indptr[1:])
+            self.transposed = kernels.CSRPattern(t_indptr, self.rows[self.perm], (in_features, out_features))
         return self
 
 
@@ -110,7 +111,7 @@ class SparseLinearFunction(Function):
 
     def forward(self, x: Any, values: Any, bias: Any | None, *, csr: kernels.CSRPattern,
                 cache: _PatternCache) -> Any:
-        out_features, in_features = shape = csr.shape
+        out_features, in_features = csr.shape
         rows = x.reshape(math.prod(x.shape[:-1]), in_features)  # -1 fails when x is empty
         # spmm needs b = x.T with contiguous rows and copies anything else. Copying once
         # explicitly costs O(batch * in), below the O(nnz * batch) product, and backward
@@ -125,25 +126,24 @@ class SparseLinearFunction(Function):
         if bias is not None:
             out += bias
         self.save_for_backward(x_t, values)
-        self.indptr, self.indices, self.shape, self.cache = csr.indptr, csr.indices, shape, cache
+        self.csr, self.cache = csr, cache
         self.x_shape = x.shape
         return out.reshape(*x.shape[:-1], out_features)
 
     def backward(self, grad: Any) -> tuple[Any | None, Any | None, Any | None]:
         x_t, values = self.saved_tensors
-        out_features, in_features = self.shape
+        out_features = self.csr.shape[0]
         need_x, need_values, need_bias = self.needs_input_grad
         grad_rows = grad.reshape(math.prod(grad.shape[:-1]), out_features)
         g_t = np.ascontiguousarray(grad_rows.T, dtype=np.float32)  # (out, batch), rows contiguous for both
-        pattern = self.cache.get(self.indptr, self.indices, in_features)
+        pattern = self.cache.get(self.csr)
         grad_x = grad_values = grad_bias = None
         if need_x:
             # grad_x.T = W.T @ grad.T; W.T's CSR holds W's values in column order.
-            grad_x_t = kernels.spmm(pattern.t_indptr, pattern.t_indices, values[pattern.perm],
-                                    (in_features, out_features), g_t)
+            grad_x_t = pattern.transposed.matmul(values[pattern.perm], g_t)
             grad_x = grad_x_t.T.reshape(self.x_shape)
         if need_values:
-            grad_values = _grad_at_pattern(g_t, x_t, pattern, self.indices)
+            grad_values = _grad_at_pattern(g_t, x_t, pattern, self.csr.indices)
         if need_bias:
             grad_bias = grad_rows.sum(axis=0)
         return grad_x, grad_values, grad_bias
