@@ -1,10 +1,11 @@
-# Run: python examples/compress_mlp.py [--epochs 40] [--schedule 0.5,0.75,0.9] [--finetune-epochs 10]
+# Run: python examples/compress_mlp.py [--epochs 40] [--schedule 0.5,0.7,0.8,0.85,0.9] [--finetune-epochs 10]
 """Compress the digits MLP: magnitude pruning with fine-tuning, sparse execution, int8.
 
 1. Train the 64-256-128-10 MLP of ``train_mlp.py`` (the shared loop in
    ``digits_training.py``).
-2. Prune it on an iterative schedule (50% -> 75% -> 90% of all Linear weights by
-   default): each step removes the smallest-magnitude weights over the whole
+2. Prune it on a gradual schedule (50% -> 70% -> 80% -> 85% -> 90% of all Linear
+   weights by default, steps shrinking as the network thins, as in Zhu & Gupta's
+   gradual pruning): each step removes the smallest-magnitude weights over the whole
    network at once (``prune.global_unstructured``), then fine-tunes a few
    epochs with the masks in place, so the surviving weights take over the work
    of the removed ones. ``prune.remove`` then makes the zeros permanent.
@@ -37,7 +38,9 @@ from pyrt.utils.data import DataLoader
 def flags() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40, help="epochs of dense training")
-    parser.add_argument("--schedule", default="0.5,0.75,0.9",
+    # Measured over seeds 0-5 at the defaults: 50/75/90 ended 0.56-1.11 points below dense,
+    # this schedule -0.28..+0.84 (the last steps each remove few of the surviving weights).
+    parser.add_argument("--schedule", default="0.5,0.7,0.8,0.85,0.9",
                         help="cumulative fractions of Linear weights pruned, one step each")
     parser.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs per step")
     parser.add_argument("--finetune-lr", type=float, default=2e-3)

@@ -18,7 +18,7 @@ def test_starts_with_its_run_line() -> None:
 
 
 def test_compress_mlp_keeps_accuracy_and_shrinks_the_model() -> None:
-    # 15 dense epochs and 4 per pruning step instead of 40 and 10 (about 5 s).
+    # 15 dense epochs and 4 per pruning step instead of 40 and 10 (about 6 s).
     # One OpenMP thread: this checks results, not speed, and shares its cores.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(EXAMPLE), "--epochs", "15", "--finetune-epochs", "4"],
@@ -31,7 +31,8 @@ def test_compress_mlp_keeps_accuracy_and_shrinks_the_model() -> None:
     dense, masked, quantized = rows["dense fp32"], rows["pruned 90% (masked dense)"], rows["int8 (dynamic)"]
     assert dense[0] >= 0.95, out
     # The targets: within 1 point of dense after 90% pruning, int8 within 0.5.
-    # The reduced run meets both (seeds 0-2 measured -0.56..+0.28 and -0.28..0 points).
+    # The reduced run meets both at seed 0 (-0.28 and 0 points); it is noisier than the
+    # default run (seeds 0-2 measured -1.39..+1.11 points pruned), whose seeds 0-5 all meet them.
     assert masked[0] >= dense[0] - 0.01, out
     assert quantized[0] >= dense[0] - 0.005, out
     assert masked[1] == dense[1], out  # zeros stored densely take the same bytes
