@@ -241,3 +241,136 @@ def test_archive_is_a_real_zip_with_npy_members(tmp_path: Path) -> None:
     pyrt.save({"w": pyrt.ones(2), "b": pyrt.zeros(1)}, path)
     with zipfile.ZipFile(path) as archive:
         assert sorted(archive.namelist()) == ["__pyrt__.npy", "a0.npy", "a1.npy"]
+
+
+# --- hostile and damaged files: one clear ValueError, nothing large allocated -------
+
+def test_compressed_and_fortran_order_members_load(tmp_path: Path) -> None:
+    fortran = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    np.savez_compressed(tmp_path / "f.npz", w=fortran, z=np.zeros(1 << 20, np.float32))
+    out = pyrt.load(tmp_path / "f.npz")
+    np.testing.assert_array_equal(out["w"].data, fortran)
+    assert out["z"].shape == (1 << 20,) and not out["z"].data.any()
+
+
+def test_member_named_twice_refused(tmp_path: Path) -> None:
+    # The attack: a small file whose manifest names one large member many times.
+    path = tmp_path / "f.npz"
+    pyrt.save({"w": pyrt.zeros(1000)}, path)
+    _rewrite_manifest(path, lambda m: {**m, "tree": {"list": [{"array": "a0", "tensor": True}] * 300}})
+    with pytest.raises(ValueError, match="names array 'a0' more than once"):
+        pyrt.load(path)
+
+
+@pytest.mark.parametrize("depth", [150, 100_000])
+def test_deep_manifest_refused(tmp_path: Path, depth: int) -> None:
+    path = tmp_path / "f.npz"
+    pyrt.save({"w": 1}, path)
+    nested = '{"list": [' * depth + '{"value": 1}' + "]}" * depth
+    _rewrite_manifest(path, lambda m: json.dumps({**m, "tree": "X"}).replace('"X"', nested).encode())
+    with pytest.raises(ValueError, match="nested"):
+        pyrt.load(path)
+
+
+def _zip_bytes(path: Path) -> bytearray:
+    return bytearray(path.read_bytes())
+
+
+def _patch_declared_size(data: bytearray, member: bytes, size: int) -> None:
+    """Set ``member``'s uncompressed size in the zip's central directory (where zipfile reads it)."""
+    entry = data.index(b"PK\x01\x02")
+    while True:
+        name_length = int.from_bytes(data[entry + 28:entry + 30], "little")
+        if data[entry + 46:entry + 46 + name_length] == member:
+            data[entry + 24:entry + 28] = size.to_bytes(4, "little")
+            return
+        entry = data.index(b"PK\x01\x02", entry + 4)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_declared_size_larger_than_the_file_refused(tmp_path: Path, compressed: bool) -> None:
+    path = tmp_path / "f.npz"
+    (np.savez_compressed if compressed else np.savez)(path, w=np.ones(100, np.float32))
+    data = _zip_bytes(path)
+    _patch_declared_size(data, b"w.npy", 0x7FFF_FFFF)  # 2 GB
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"member 'w' declares 2147483647 bytes"):
+        pyrt.load(path)
+
+
+def test_truncated_array_reported_as_truncated_not_as_pickle(tmp_path: Path) -> None:
+    path = tmp_path / "f.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (1000,)})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("w.npy", header.getvalue() + b"\0" * 40)  # 10 of 1000 floats
+    with pytest.raises(ValueError, match=r"member 'w' declares float32 \(1000,\), 4000 bytes, but holds 40"):
+        pyrt.load(path)
+
+
+def test_corrupted_bytes_anywhere_give_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "f.npz"
+    pyrt.save({"w": pyrt.ones(64), "b": pyrt.zeros(8)}, path)
+    clean = path.read_bytes()
+    rng = np.random.default_rng(0)
+    for offset in rng.integers(0, len(clean), size=60):
+        damaged = bytearray(clean)
+        damaged[offset] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        try:
+            pyrt.load(path)  # array data is CRC-checked; a few header fields (dates) are not read
+        except ValueError:
+            continue
+        except Exception as exc:
+            raise AssertionError(f"byte {offset}: {type(exc).__name__}: {exc}") from exc
+    for length in range(0, len(clean), max(1, len(clean) // 40)):
+        path.write_bytes(clean[:length])
+        with pytest.raises(ValueError, match=r"not a pyrt checkpoint|corrupt"):
+            pyrt.load(path)
+
+
+# --- how save writes ----------------------------------------------------------------
+
+def test_saved_file_mode_follows_umask_or_the_replaced_file(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        pyrt.save({"w": 1}, tmp_path / "new.pt")
+        assert (tmp_path / "new.pt").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "private.pt").write_bytes(b"")
+        os.chmod(tmp_path / "private.pt", 0o600)
+        pyrt.save({"w": 1}, tmp_path / "private.pt")
+        assert (tmp_path / "private.pt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_save_through_a_symlink_replaces_its_target(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "model.pt"
+    pyrt.save({"w": 1}, target)
+    link = tmp_path / "latest.pt"
+    link.symlink_to(target)
+    pyrt.save({"w": 2}, link)
+    assert link.is_symlink() and pyrt.load(target)["w"] == 2
+    assert sorted(os.listdir(tmp_path / "real")) == ["model.pt"]
+
+
+def test_next_save_removes_a_killed_saves_temporary_file(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = socket.gethostname()
+    dead = tmp_path / f".model.pt.pyrt-save.{host}.{child.pid}.abc123.tmp"
+    alive = tmp_path / f".model.pt.pyrt-save.{host}.{os.getpid()}.def456.tmp"
+    other_host = tmp_path / f".model.pt.pyrt-save.other-{host}.{child.pid}.ghi789.tmp"
+    for leftover in (dead, alive, other_host):
+        leftover.write_bytes(b"half a checkpoint")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    pyrt.save({"w": 1}, tmp_path / "model.pt")
+    assert not dead.exists()  # its writer is gone
+    assert alive.exists() and other_host.exists()  # a live writer's, or one we cannot check
