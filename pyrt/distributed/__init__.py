@@ -19,6 +19,7 @@ from pyrt.distributed.collectives import (
     reduce_scatter_tensor,
     send,
 )
+from pyrt.distributed.device_mesh import DeviceMesh, init_device_mesh
 from pyrt.distributed.process_group import (
     ProcessGroup,
     destroy_process_group,
@@ -36,3 +37,4 @@ __all__ = [
     "init_process_group", "irecv", "is_initialized", "isend", "new_group", "recv",
     "reduce_scatter", "reduce_scatter_tensor", "send",
 ]
+__all__ += ["DeviceMesh", "init_device_mesh"]

@@ -20,6 +20,11 @@ receiver needs to know nothing in advance. The pipeline schedules
 (``pyrt.distributed.pipelining``) move activations with non-blocking requests of
 their own; they use the header from here to learn shapes on their first step.
 
+Tensor parallelism (Megatron-LM's intra-layer split) needs four more
+functions in conjugate pairs, defined below: ``copy_to_parallel`` /
+``reduce_from_parallel`` and ``scatter_to_parallel`` / ``gather_from_parallel``.
+``CommCounter`` counts the collectives they issue.
+
 The ops in ``pyrt.ops`` never import MPI; these functions live here, beside
 the rest of the distributed package.
 """
@@ -31,13 +36,17 @@ from typing import Any
 import numpy as np
 
 from pyrt.autograd import Function, is_grad_enabled
-from pyrt.distributed.collectives import _DTYPE_CODES
+from pyrt.backend import describe
+from pyrt.distributed.collectives import _DTYPE_CODES, ReduceOp, all_gather_into_tensor, all_reduce
 from pyrt.distributed.collectives import recv as recv_array
 from pyrt.distributed.collectives import send as send_array
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.tensor import Tensor
 
-__all__ = ["TensorMeta", "recv", "send"]
+__all__ = [
+    "CommCounter", "TensorMeta", "copy_to_parallel", "gather_from_parallel", "recv",
+    "reduce_from_parallel", "scatter_to_parallel", "send",
+]
 
 _MAX_DIMS = 8
 _DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
@@ -169,3 +178,204 @@ def recv(src: int, group: ProcessGroup | None = None, tag: int = 0) -> Tensor:
         fn.release()
         return Tensor(array)
     return Tensor._from_function(array, fn)
+
+
+# --- tensor parallelism: the conjugate functions ----------------------------------
+# Megatron-LM's intra-layer split needs four autograd functions, in conjugate
+# pairs: what one does forward, its partner does backward.
+#
+#   copy_to_parallel      forward: identity          backward: all-reduce (sum)
+#   reduce_from_parallel  forward: all-reduce (sum)  backward: identity
+#   scatter_to_parallel   forward: keep my slice     backward: all-gather
+#   gather_from_parallel  forward: all-gather        backward: keep my slice
+#
+# (slices and gathers along the last dimension). A column-parallel layer
+# starts with copy_to_parallel (its input's gradient is the sum of every
+# rank's partial gradient); a row-parallel layer ends with reduce_from_parallel
+# (its output is the sum of every rank's partial product). On a group of one
+# rank all four are the identity and move nothing.
+
+class CommCounter:
+    """Calls and payload bytes of the collectives the tensor-parallel code issues, per kind.
+
+    While a counter is active (``with``), every collective issued by the
+    conjugate functions, the vocab-parallel layers and ``ZeroRedundancyOptimizer``
+    adds one call and the bytes of its message (what one rank contributes: the
+    reduced array for an all-reduce, the full input for a reduce-scatter, the
+    full output for an all-gather) under its kind. Nothing is counted on a
+    group of one rank, since nothing moves.
+
+    Example (under ``mpiexec -n 2``)::
+
+        with CommCounter() as counter:
+            reduce_from_parallel(x).sum().backward()
+        counter.calls["all_reduce"], counter.bytes["all_reduce"]   # 1, x.data.nbytes
+    """
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.bytes: dict[str, int] = {}
+
+    def record(self, kind: str, nbytes: int) -> None:
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+        self.bytes[kind] = self.bytes.get(kind, 0) + int(nbytes)
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.bytes.clear()
+
+    def __enter__(self) -> CommCounter:
+        _active_counters.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _active_counters.remove(self)
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{k}: {self.calls[k]} calls, {self.bytes[k]} bytes" for k in sorted(self.calls))
+        return f"CommCounter({kinds})"
+
+
+# Counters entered with ``with``; empty unless someone measures. A list rather
+# than one slot so nested measurements (a step inside an epoch) both count.
+_active_counters: list[CommCounter] = []
+
+
+def record_communication(kind: str, nbytes: int) -> None:
+    """Add one collective of ``kind`` moving ``nbytes`` to every active ``CommCounter``."""
+    for counter in _active_counters:
+        counter.record(kind, nbytes)
+
+
+def parallel_all_reduce(array: Any, pg: ProcessGroup, op: ReduceOp = ReduceOp.SUM) -> Any:
+    """A reduced copy of ``array`` over ``pg`` (the caller's array may be shared), counted."""
+    out = np.array(array, copy=True, order="C")
+    if pg.size() > 1:
+        all_reduce(out, op=op, group=pg)
+        record_communication("all_reduce", out.nbytes)
+    return out
+
+
+def _shard_width(array: Any, pg: ProcessGroup, what: str) -> int:
+    size = array.shape[-1] if array.ndim else 0
+    if array.ndim == 0 or size % pg.size():
+        raise ValueError(
+            f"{what}: the last dimension of a {describe(array)} tensor does not split evenly over "
+            f"the {pg.size()} ranks of {pg.name} (global ranks {pg.global_ranks})")
+    return size // pg.size()
+
+
+def _my_slice_of_last_dim(array: Any, pg: ProcessGroup, what: str) -> Any:
+    width = _shard_width(array, pg, what)
+    start = pg.rank() * width
+    return np.ascontiguousarray(array[..., start:start + width])
+
+
+def _gather_last_dim(array: Any, pg: ProcessGroup) -> Any:
+    if array.ndim == 0:
+        raise ValueError("gather_from_parallel: cannot gather a 0-d tensor along its last dimension")
+    parts = np.empty((pg.size(), *array.shape), dtype=array.dtype)
+    # all_gather checks that every rank contributes as many elements, so ranks
+    # with different shard widths get an error instead of a garbled gather.
+    all_gather_into_tensor(parts, np.ascontiguousarray(array), group=pg)
+    record_communication("all_gather", parts.nbytes)
+    return np.concatenate(list(parts), axis=-1)
+
+
+class _CopyToParallel(Function):
+    def forward(self, x: Any, pg: ProcessGroup) -> Any:
+        self.pg = pg
+        return x
+
+    def backward(self, grad: Any) -> tuple[Any, None]:
+        # Every rank's branch used the same x, so x's gradient is their sum.
+        return parallel_all_reduce(grad, self.pg), None
+
+
+class _ReduceFromParallel(Function):
+    def forward(self, x: Any, pg: ProcessGroup) -> Any:
+        return parallel_all_reduce(x, pg)
+
+    def backward(self, grad: Any) -> tuple[Any, None]:
+        # d(sum_r x_r)/d x_r is the identity: each rank's partial gets the full gradient.
+        return grad, None
+
+
+class _ScatterToParallel(Function):
+    def forward(self, x: Any, pg: ProcessGroup) -> Any:
+        self.pg = pg
+        return _my_slice_of_last_dim(x, pg, "scatter_to_parallel")
+
+    def backward(self, grad: Any) -> tuple[Any, None]:
+        return _gather_last_dim(grad, self.pg), None
+
+
+class _GatherFromParallel(Function):
+    def forward(self, x: Any, pg: ProcessGroup) -> Any:
+        self.pg = pg
+        return _gather_last_dim(x, pg)
+
+    def backward(self, grad: Any) -> tuple[Any, None]:
+        return _my_slice_of_last_dim(grad, self.pg, "gather_from_parallel (backward)"), None
+
+
+def _conjugate(cls: type[Function], x: Tensor, group: ProcessGroup | None, what: str) -> Tensor:
+    pg = resolve_group(group, what)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what}: expected a Tensor, got {type(x).__name__}")
+    if pg.size() == 1:
+        return x
+    return cls.apply(x, pg)
+
+
+def copy_to_parallel(x: Tensor, group: ProcessGroup | None = None) -> Tensor:
+    """Identity forward; backward all-reduces (sums) the gradient over ``group``.
+
+    The entry of a column-parallel region: every rank computes its own branch
+    from the same ``x``, so ``x``'s gradient is the sum of the branches'.
+
+    Example (under ``mpiexec -n 2``)::
+
+        h = copy_to_parallel(x, tp_group)        # x as is; its gradient summed over tp ranks
+        y = F.linear(h, w_shard)                 # this rank's output columns
+    """
+    return _conjugate(_CopyToParallel, x, group, "copy_to_parallel")
+
+
+def reduce_from_parallel(x: Tensor, group: ProcessGroup | None = None) -> Tensor:
+    """All-reduce (sum) forward over ``group``; identity backward.
+
+    The exit of a row-parallel region: each rank holds a partial product and
+    the output is their sum; each partial's gradient is the output's.
+
+    Example (under ``mpiexec -n 2``)::
+
+        partial = F.linear(x_shard, w_shard)     # this rank's input columns only
+        y = reduce_from_parallel(partial, tp_group)
+    """
+    return _conjugate(_ReduceFromParallel, x, group, "reduce_from_parallel")
+
+
+def scatter_to_parallel(x: Tensor, group: ProcessGroup | None = None) -> Tensor:
+    """Keep this rank's slice of the last dimension; backward all-gathers the gradient.
+
+    The last dimension must divide evenly over the group; rank r keeps the
+    r-th block.
+
+    Example (under ``mpiexec -n 2``)::
+
+        x = pyrt.ones(4, 6)
+        scatter_to_parallel(x, tp_group).shape   # (4, 3): columns 0-2 on rank 0, 3-5 on rank 1
+    """
+    return _conjugate(_ScatterToParallel, x, group, "scatter_to_parallel")
+
+
+def gather_from_parallel(x: Tensor, group: ProcessGroup | None = None) -> Tensor:
+    """Concatenate every rank's ``x`` along the last dimension; backward keeps this rank's slice.
+
+    Example (under ``mpiexec -n 2``)::
+
+        y_shard = pyrt.ones(4, 3)
+        gather_from_parallel(y_shard, tp_group).shape   # (4, 6), rank 0's columns first
+    """
+    return _conjugate(_GatherFromParallel, x, group, "gather_from_parallel")
