@@ -61,7 +61,7 @@ from pyrt.ops import (
     var,
     where,
 )
-from pyrt.random import manual_seed
+from pyrt.random import get_rng_state, manual_seed, set_rng_state
 from pyrt.serialization import load, save
 from pyrt.tensor import Tensor, tensor
 
@@ -85,11 +85,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "abs", "arange", "argmax", "argmin", "autograd", "cat", "clamp", "empty",
-    "enable_grad", "exp", "flatten", "from_numpy", "full", "get_num_threads", "gradcheck",
+    "enable_grad", "exp", "flatten", "from_numpy", "full", "get_num_threads", "get_rng_state", "gradcheck",
     "is_grad_enabled", "kernels", "load", "log", "log_softmax", "logsumexp", "manual_seed",
     "matmul", "max", "maximum", "mean", "min", "minimum", "nn", "no_grad", "ones", "ones_like",
     "ops", "optim", "permute", "qint8", "quantization", "rand", "randint", "randn", "relu", "reshape", "save",
-    "set_grad_enabled", "set_num_threads", "sigmoid", "softmax", "sparse", "sqrt", "squeeze", "stack",
-    "sum", "tanh", "tensor", "transpose", "unsqueeze", "utils", "var", "where", "zeros",
+    "set_grad_enabled", "set_num_threads", "set_rng_state", "sigmoid", "softmax", "sparse", "sqrt", "squeeze",
+    "stack", "sum", "tanh", "tensor", "transpose", "unsqueeze", "utils", "var", "where", "zeros",
     "zeros_like",
 ]

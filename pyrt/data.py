@@ -12,6 +12,7 @@ Shuffling draws from pyrt's generator at the start of each epoch (or from the
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any, Generic, TypeVar
@@ -114,7 +115,49 @@ class Sampler(Generic[T]):
         raise NotImplementedError(f"{type(self).__name__} must implement __iter__")
 
 
-class SequentialSampler(Sampler[int]):
+class _EpochSampler(Sampler[int]):
+    """A sampler whose epoch is one index array, and which knows how far into it the job got.
+
+    ``state_dict()`` records the epoch's position (and what is needed to draw
+    the same order again); after ``load_state_dict`` the next epoch started
+    is the saved one, from the first index not yet handed out, which is how a
+    job killed mid-epoch resumes exactly (``pyrt.utils.checkpoint``).
+    """
+
+    _consumed = 0  # indices of the current epoch handed out so far
+    _resume_at: int | None = None
+
+    def _draw(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def indices(self) -> np.ndarray:
+        """This epoch's indices as one array (what ``BatchSampler`` slices)."""
+        order = self._draw()
+        self._consumed, self._resume_at = self._resume_at or 0, None
+        return order[self._consumed:]
+
+    def __iter__(self) -> Iterator[int]:
+        for index in self.indices().tolist():
+            self._consumed += 1
+            yield index
+
+    def _mark_consumed(self, count: int) -> None:
+        self._consumed += count
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the current epoch: ``{"consumed": n, ...}``."""
+        return {"consumed": self._consumed}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Make the next epoch continue the saved one after its first ``consumed`` indices."""
+        consumed = state_dict["consumed"]
+        if isinstance(consumed, bool) or not isinstance(consumed, int) or consumed < 0:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: consumed must be a "
+                             f"non-negative int, got {consumed!r}")
+        self._resume_at = consumed
+
+
+class SequentialSampler(_EpochSampler):
     """``0, 1, ..., len(data_source) - 1``.
 
     >>> list(SequentialSampler(range(3)))
@@ -124,18 +167,14 @@ class SequentialSampler(Sampler[int]):
     def __init__(self, data_source: Sized) -> None:
         self.data_source = data_source
 
-    def indices(self) -> np.ndarray:
-        """This epoch's indices as one array (what ``BatchSampler`` slices)."""
+    def _draw(self) -> np.ndarray:
         return np.arange(len(self.data_source))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
 
     def __len__(self) -> int:
         return len(self.data_source)
 
 
-class RandomSampler(Sampler[int]):
+class RandomSampler(_EpochSampler):
     """A fresh random permutation every epoch (or draws with replacement).
 
     Draws from ``generator`` if given, else from pyrt's generator at the start
@@ -156,6 +195,7 @@ class RandomSampler(Sampler[int]):
         self.replacement = replacement
         self._num_samples = num_samples
         self.generator = generator
+        self._drawn_from: dict[str, Any] | None = None  # bit-generator state before this epoch's draw
         if not isinstance(self.num_samples, int) or self.num_samples < 0:
             raise ValueError(f"num_samples should be a non-negative integer, got {num_samples!r}")
 
@@ -163,9 +203,15 @@ class RandomSampler(Sampler[int]):
     def num_samples(self) -> int:
         return len(self.data_source) if self._num_samples is None else self._num_samples
 
-    def indices(self) -> np.ndarray:
-        """This epoch's indices as one array, freshly drawn."""
+    def _draw(self) -> np.ndarray:
         rng = self.generator if self.generator is not None else random.default_generator()
+        if self._resume_at is not None and self._drawn_from is not None:
+            # Draw the interrupted epoch's order again from a copy of the generator as it
+            # was then; the generator itself is where the checkpoint left it.
+            replay = np.random.Generator(type(rng.bit_generator)())
+            replay.bit_generator.state = self._drawn_from
+            rng = replay
+        self._drawn_from = rng.bit_generator.state
         n = len(self.data_source)
         if self.replacement:
             return rng.integers(0, n, size=self.num_samples, dtype=np.int64)
@@ -174,14 +220,24 @@ class RandomSampler(Sampler[int]):
         order = np.concatenate([rng.permutation(n) for _ in range(rounds)])
         return order[:self.num_samples]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the epoch and the generator's state before the epoch's draw."""
+        drawn_from = None if self._drawn_from is None else json.dumps(self._drawn_from)
+        return {**super().state_dict(), "drawn_from": drawn_from}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        drawn_from = state_dict["drawn_from"]
+        if drawn_from is None and state_dict["consumed"]:
+            raise ValueError("RandomSampler.load_state_dict: the state has indices consumed but no "
+                             "generator state to draw their epoch again")
+        super().load_state_dict(state_dict)
+        self._drawn_from = None if drawn_from is None else json.loads(drawn_from)
 
     def __len__(self) -> int:
         return self.num_samples
 
 
-class DistributedSampler(Sampler[int]):
+class DistributedSampler(_EpochSampler):
     """Rank ``rank``'s share of the dataset: every ``num_replicas``-th index of one order.
 
     All ranks shuffle with the same seed (``seed + epoch``, so call
@@ -222,9 +278,25 @@ class DistributedSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Choose this epoch's shuffle (the same on every rank)."""
+        if epoch != self.epoch:
+            self._resume_at = None  # a loaded position belongs to the epoch it was saved in
         self.epoch = epoch
 
-    def indices(self) -> np.ndarray:
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch and the position in it (the order itself follows from seed and epoch)."""
+        return {**super().state_dict(), "epoch": self.epoch, "seed": self.seed,
+                "num_replicas": self.num_replicas}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        saved = (state_dict["seed"], state_dict["num_replicas"])
+        if saved != (self.seed, self.num_replicas):
+            raise ValueError(f"DistributedSampler.load_state_dict: the state is for seed {saved[0]} "
+                             f"over {saved[1]} replicas; this sampler has seed {self.seed} over "
+                             f"{self.num_replicas} (the order would differ)")
+        self.epoch = state_dict["epoch"]
+        super().load_state_dict(state_dict)
+
+    def _draw(self) -> np.ndarray:
         n = len(self.dataset)
         if self.shuffle:
             order = np.random.default_rng(self.seed + self.epoch).permutation(n)
@@ -235,9 +307,6 @@ class DistributedSampler(Sampler[int]):
         elif self.total_size > n and n > 0:
             order = np.resize(order, self.total_size)  # repeats the start as padding
         return order[self.rank:self.total_size:self.num_replicas]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
 
     def __len__(self) -> int:
         return self.num_samples
@@ -264,13 +333,15 @@ class BatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         size = self.batch_size
-        if isinstance(self.sampler, (SequentialSampler, RandomSampler)):
+        if isinstance(self.sampler, _EpochSampler):
             # These hand over the whole epoch as one array: slice it rather
             # than building each batch an int at a time.
             order = self.sampler.indices()
             stop = len(order) - len(order) % size if self.drop_last else len(order)
             for start in range(0, stop, size):
-                yield order[start:start + size].tolist()
+                batch = order[start:start + size]
+                self.sampler._mark_consumed(len(batch))
+                yield batch.tolist()
             return
         batch: list[int] = []
         for index in self.sampler:

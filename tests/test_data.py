@@ -14,6 +14,7 @@ from pyrt.utils.data import (
     BatchSampler,
     DataLoader,
     Dataset,
+    DistributedSampler,
     RandomSampler,
     SequentialSampler,
     Subset,
@@ -374,3 +375,77 @@ def test_distributed_sampler_rejects_bad_ranks() -> None:
 
     with pytest.raises(ValueError, match=r"invalid rank 2 for num_replicas 2"):
         DistributedSampler(range(4), num_replicas=2, rank=2)
+
+
+# --- sampler state: resuming an epoch where it stopped --------------------------------
+
+def _resume_after(sampler_factory: Any, consumed_batches: int, batch_size: int = 3) -> tuple[list, list]:
+    """The epoch's batches uninterrupted, and: first part + the rest after a state round trip."""
+    pyrt.manual_seed(5)
+    whole = list(BatchSampler(sampler_factory(), batch_size, drop_last=False))
+    pyrt.manual_seed(5)
+    sampler = sampler_factory()
+    batches = iter(BatchSampler(sampler, batch_size, drop_last=False))
+    first = [next(batches) for _ in range(consumed_batches)]
+    state, rng = sampler.state_dict(), pyrt.get_rng_state()
+    pyrt.manual_seed(99)  # a new process...
+    fresh = sampler_factory()
+    fresh.load_state_dict(state)
+    pyrt.set_rng_state(rng)  # ...restores both, as load_checkpoint does
+    return whole, first + list(BatchSampler(fresh, batch_size, drop_last=False))
+
+
+@pytest.mark.parametrize("factory", [
+    lambda: SequentialSampler(range(11)),
+    lambda: RandomSampler(range(11)),
+    lambda: RandomSampler(range(11), generator=np.random.default_rng(3)),
+    lambda: RandomSampler(range(5), replacement=True, num_samples=11),
+    lambda: DistributedSampler(range(11), num_replicas=2, rank=1, seed=4),
+    lambda: DistributedSampler(range(11), num_replicas=3, rank=0, shuffle=False),
+])
+@pytest.mark.parametrize("consumed_batches", [0, 1, 2])
+def test_sampler_state_resumes_the_epoch_where_it_stopped(factory: Any, consumed_batches: int) -> None:
+    whole, resumed = _resume_after(factory, consumed_batches)
+    assert resumed == whole
+
+
+def test_sampler_state_counts_only_what_was_handed_out() -> None:
+    sampler = DistributedSampler(range(10), num_replicas=2, rank=0, seed=1)
+    iterator = iter(sampler)
+    next(iterator), next(iterator)
+    assert sampler.state_dict()["consumed"] == 2
+    loader = DataLoader(TensorDataset(pyrt.arange(10)), batch_size=4, shuffle=True)
+    next(iter(loader))
+    assert loader.sampler.state_dict()["consumed"] == 4
+
+
+def test_distributed_sampler_state_belongs_to_its_epoch() -> None:
+    sampler = DistributedSampler(range(12), num_replicas=2, rank=0, seed=1)
+    sampler.set_epoch(3)
+    first = list(sampler)
+    sampler.load_state_dict({**sampler.state_dict(), "consumed": 2})
+    sampler.set_epoch(3)  # the loop's usual call keeps the position...
+    assert list(sampler) == first[2:]
+    sampler.load_state_dict({**sampler.state_dict(), "consumed": 2})
+    sampler.set_epoch(4)  # ...a different epoch starts from its beginning
+    assert len(list(sampler)) == 6
+    with pytest.raises(ValueError, match="seed 1 over 2 replicas; this sampler has seed 1 over 3"):
+        DistributedSampler(range(12), num_replicas=3, rank=0, seed=1).load_state_dict(sampler.state_dict())
+    with pytest.raises(ValueError, match="consumed must be a non-negative int"):
+        SequentialSampler(range(3)).load_state_dict({"consumed": -1})
+
+
+def test_rng_state_round_trip_and_errors() -> None:
+    pyrt.manual_seed(0)
+    state = pyrt.get_rng_state()
+    assert state.dtype == np.uint8 and state.ndim == 1
+    drawn = pyrt.randn(5).tolist()
+    pyrt.manual_seed(123)
+    pyrt.set_rng_state(state)
+    assert pyrt.randn(5).tolist() == drawn
+    with pytest.raises(TypeError, match="uint8"):
+        pyrt.set_rng_state(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="not a state from get_rng_state"):
+        pyrt.set_rng_state(np.frombuffer(b"\xff\xfe", np.uint8))
+    with pytest.raises(ValueError, match="not a PCG64 generator's"):
+        pyrt.set_rng_state(np.frombuffer(b'{"bit_generator": "MT19937"}', np.uint8))
