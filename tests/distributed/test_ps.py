@@ -1,0 +1,75 @@
+"""Parameter servers (SSP, async SGD) and local SGD under real mpiexec at 3 and 4 ranks."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+
+import pytest
+from mpirun import run_workers
+
+from pyrt.distributed.ps.protocol import shard_bounds
+
+LINE = re.compile(r"^(worker|server) rank (\d+) staleness=(\w+) (.*)$", re.M)
+
+
+def _parse(out: str) -> dict[str, dict[str, list[dict[str, int]]]]:
+    """{staleness: {"worker": [fields...], "server": [fields...]}} from the worker script's lines."""
+    runs: dict[str, dict[str, list[dict[str, int]]]] = {}
+    for role, _rank, staleness, rest in LINE.findall(out):
+        fields = {k: float(v) for k, v in (kv.split("=") for kv in rest.split())}
+        runs.setdefault(staleness, {"worker": [], "server": []})[role].append(fields)
+    return runs
+
+
+@pytest.mark.parametrize(("nprocs", "num_servers"), [(4, 1), (3, 1), (4, 2)])
+def test_ssp_bound_no_lost_update_and_synchronous_equivalence(nprocs: int, num_servers: int) -> None:
+    out = run_workers(nprocs, "ps_checks.py", str(num_servers), timeout=120).stdout
+    runs = _parse(out)
+    assert sorted(runs) == ["0", "1", "3", "None"], out
+    for staleness, roles in runs.items():
+        workers, servers = roles["worker"], roles["server"]
+        assert len(workers) == nprocs - num_servers and len(servers) == num_servers, out
+        pushed = sum(w["pushes"] for w in workers)
+        for server in servers:  # every push applied once, counted by workers and servers apart
+            assert server["applied"] == server["reported"] == pushed, (staleness, out)
+        fast_leads = [w["max_lead"] for w in workers if not w["slow"]]
+        if staleness == "None":
+            assert max(fast_leads) > 3, out  # nothing held the fast workers back
+            assert max(s["max_staleness"] for s in servers) > 3, out
+        else:
+            # The fast workers ran ahead of the slow one exactly as far as the bound allows.
+            assert max(fast_leads) == int(staleness), (staleness, out)
+            assert all(s["max_staleness"] <= int(staleness) for s in servers), out
+        if staleness == "0":
+            assert all(s["steps"] == pushed / len(workers) for s in servers), out  # one step per clock
+        else:
+            assert all(s["steps"] == pushed for s in servers), out  # one step per push
+    assert out.count("equivalence sgd ok") == out.count("equivalence adam ok") == nprocs, out
+    assert out.count("local sgd ok syncs=2") == nprocs, out
+    assert out.count("misuse ok") == nprocs, out
+
+
+@pytest.mark.parametrize(("frozen", "blamed"), [
+    ("worker", r"ParameterServer \(rank 3\): worker rank 1 has sent nothing for"),
+    ("server", r"Worker \(rank \d\): waited [\d.]+ s for parameters from the parameter servers "
+               r"\(ranks \[3\]\)"),
+])
+def test_a_frozen_rank_ends_the_job_naming_it(frozen: str, blamed: str) -> None:
+    start = time.monotonic()
+    result = run_workers(4, "ps_failures.py", frozen, timeout=60, check=False)
+    assert result.returncode != 0, result.stdout
+    assert re.search(blamed, result.stderr), result.stderr
+    assert "unreachable" not in result.stdout
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("numel", [0, 1, 7, 50_890])
+@pytest.mark.parametrize("servers", [1, 2, 3])
+def test_shards_cover_the_parameters_and_balance_to_one_element(numel: int, servers: int) -> None:
+    bounds = shard_bounds(numel, servers)
+    assert bounds[0][0] == 0 and bounds[-1][1] == numel
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    sizes = [hi - lo for lo, hi in bounds]
+    assert max(sizes) - min(sizes) <= 1
