@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +89,25 @@ def test_dp_x_tp_and_pp_x_tp_meshes_from_one_script() -> None:
     assert out.count("dp x tp matches serial (DDP+SGD, ZeRO+Adam)") == 4, out
     for schedule in ("ScheduleGPipe", "Schedule1F1B", "ScheduleZeroBubble"):
         assert out.count(f"pp x tp matches serial under {schedule}") == 4, out
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tensor_parallel_mlp.py"
+
+
+def test_example_starts_with_its_mpiexec_line() -> None:
+    assert EXAMPLE.read_text().startswith("# Run: mpiexec -n 4 python examples/tensor_parallel_mlp.py")
+
+
+@pytest.mark.parametrize("flags", [[], ["--zero"]])
+def test_example_dp2_x_tp2_follows_the_single_process_loss_curve(flags: list[str]) -> None:
+    out = run_workers(4, str(EXAMPLE), "--epochs", "2", *flags, timeout=180).stdout
+    curves = [(float(a), float(b)) for a, b in re.findall(r"loss dp x tp ([\d.]+)  serial ([\d.]+)", out)]
+    assert len(curves) == 2, out
+    for parallel, serial in curves:
+        assert abs(parallel - serial) <= 1e-4 * serial, out
+    assert curves[1][0] < 0.5 * curves[0][0], out
+    traffic = re.findall(r"counted (\d+) calls, (\d+) bytes; analytic (\d+) calls, (\d+) bytes", out)
+    assert len(traffic) == 3 and all(c == a and cb == ab for c, cb, a, ab in traffic), out
+    assert int(traffic[0][0]) == (6 if flags else 5), out   # the all-reduces
+    accuracy = re.search(r"^test accuracy: ([\d.]+)$", out, re.M)
+    assert accuracy is not None and float(accuracy.group(1)) >= 0.9, out
