@@ -242,13 +242,25 @@ _active_counters: list[CommCounter] = []
 
 
 def record_communication(kind: str, nbytes: int) -> None:
-    """Add one collective of ``kind`` moving ``nbytes`` to every active ``CommCounter``."""
+    """Add one collective of ``kind`` moving ``nbytes`` to every active ``CommCounter``.
+
+    >>> with CommCounter() as counter:
+    ...     record_communication("all_reduce", 64)
+    >>> counter.bytes
+    {'all_reduce': 64}
+    """
     for counter in _active_counters:
         counter.record(kind, nbytes)
 
 
 def parallel_all_reduce(array: Any, pg: ProcessGroup, op: ReduceOp = ReduceOp.SUM) -> Any:
-    """A reduced copy of ``array`` over ``pg`` (the caller's array may be shared), counted."""
+    """A reduced copy of ``array`` over ``pg``, counted; the caller's array is left alone.
+
+    The copy matters: an array handed to a ``Function`` may be saved by
+    another node for its backward, or be one gradient passed to two inputs.
+
+    Example (under ``mpiexec -n 2``): ``parallel_all_reduce(np.ones(3), pg)`` is ``[2, 2, 2]``.
+    """
     out = np.array(array, copy=True, order="C")
     if pg.size() > 1:
         all_reduce(out, op=op, group=pg)

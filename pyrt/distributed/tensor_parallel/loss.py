@@ -64,8 +64,10 @@ class _VocabParallelCrossEntropy(Function):
         if reduction == "none":
             return losses
         total = losses.sum()
-        # A mean over zero counted targets is 0/0 = NaN, as in PyTorch's cross_entropy.
-        return total / self.count if reduction == "mean" else total
+        if reduction == "sum":
+            return total
+        with np.errstate(invalid="ignore"):  # a mean over zero counted targets is 0/0 = NaN, as in PyTorch
+            return total / self.count
 
     def backward(self, grad: Any) -> tuple[Any, None, None, None, None, None]:
         probs, local_target, here, valid = self.saved_tensors

@@ -164,6 +164,11 @@ def check_mlp_and_comm_volume(tp, rank: int, size: int) -> None:
         (yp * projection).sum().backward()
     close(yp, serial(pyrt.tensor(x_full)), "mlp output")
     close(xp.grad, xs.grad, "mlp input grad")
+    # An empty batch and a non-contiguous (strided) input go through too.
+    y_empty = block_(pyrt.tensor(np.zeros((0, s, h)), requires_grad=True))
+    assert y_empty.shape == (0, s, h)
+    strided = np.random.default_rng(6).standard_normal((b, s, 2 * h))[..., ::2]
+    close(block_(pyrt.tensor(strided)), serial(pyrt.tensor(strided)), "mlp output (strided input)")
     rows, cols = block(ffn, rank, size), block(ffn, rank, size)
     close(block_.fc1.weight.grad, serial[0].weight.grad.data[rows], "mlp fc1 weight grad")
     close(block_.fc1.bias.grad, serial[0].bias.grad.data[rows], "mlp fc1 bias grad")
@@ -203,13 +208,16 @@ def check_embedding_and_vocab_loss(tp, rank: int, size: int) -> None:
         close(emb.weight.grad, full_grad[rows], "embedding weight grad (padding rows zero)")
 
     # Vocab-parallel cross-entropy vs cross_entropy of the gathered, unpadded logits.
-    # The padding columns hold huge values: they must be left out of max and sum.
+    # The padding columns hold huge values: they must be left out of max and sum. With
+    # 5 classes on 4 ranks (padded to 8) the last rank holds padding only.
     rng = np.random.default_rng(5)
-    logits_full = np.full((6, padded), 1e3)
-    logits_full[:, :vocab] = rng.standard_normal((6, vocab)) * 3
-    target = np.array([0, 9, 3, -100, 5, 9])
-    cols = block(padded, rank, size)
-    for reduction in ("mean", "sum", "none"):
+    for vocab, reduction in [(10, "mean"), (10, "sum"), (10, "none"), (5, "mean")]:
+        padded = pad_vocab_size(vocab, size)
+        logits_full = np.full((6, padded), 1e3)
+        logits_full[:, :vocab] = rng.standard_normal((6, vocab)) * 3
+        target = np.array([0, 9, 3, -100, 5, 9]) % vocab
+        target[3] = -100
+        cols = block(padded, rank, size)
         ls = pyrt.tensor(logits_full[:, :vocab].copy(), requires_grad=True)
         lp = pyrt.tensor(logits_full[:, cols].copy(), requires_grad=True)
         serial_loss = F.cross_entropy(ls, pyrt.tensor(target), reduction=reduction)
@@ -227,7 +235,18 @@ def check_embedding_and_vocab_loss(tp, rank: int, size: int) -> None:
         assert counter.calls == ({"all_reduce": 3} if size > 1 else {}), counter
         assert counter.bytes.get("all_reduce", 0) == (3 * 6 * 8 if size > 1 else 0), counter
 
+    # An empty batch: nothing to average (NaN, as cross_entropy gives), nothing to differentiate.
+    empty = pyrt.tensor(np.zeros((0, pad_vocab_size(10, size) // size)), requires_grad=True)
+    loss = vocab_parallel_cross_entropy(empty, pyrt.tensor(np.zeros(0, dtype=np.int64)), vocab_size=10,
+                                        group=tp)
+    assert np.isnan(loss.item())
+    loss = vocab_parallel_cross_entropy(empty, pyrt.tensor(np.zeros(0, dtype=np.int64)), vocab_size=10,
+                                        group=tp, reduction="sum")
+    loss.backward()
+    assert loss.item() == 0 and empty.grad.shape == empty.shape
+
     # End to end, tied weights: embedding -> tanh -> logits through the same table -> loss.
+    vocab, padded = 10, pad_vocab_size(10, size)
     pyrt.manual_seed(41)
     serial = nn.Embedding(vocab, dim, dtype=np.float64)
     pyrt.manual_seed(41)
