@@ -30,7 +30,7 @@ import pyrt
 import pyrt.distributed as dist
 from pyrt import nn, optim
 from pyrt.distributed.functional import CommCounter, gather_from_parallel
-from pyrt.distributed.optim import ZeroRedundancyOptimizer
+from pyrt.distributed.optim import ZeroRedundancyOptimizer, optimizer_state_bytes
 from pyrt.distributed.tensor_parallel import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -163,6 +163,10 @@ def main() -> None:
                   f"{counted.bytes.get(kind, 0)} bytes; analytic {calls} calls, {nbytes} bytes")
         if not args.zero:
             print("(DDP's gradient all-reduce is not in the count; DDP keeps its own comm_stats)")
+        numel = sum(p.numel() for p in parallel.parameters())
+        print(f"optimizer state on rank 0: {optimizer_state_bytes(optimizer)} bytes for the {numel} "
+              f"parameter elements of its tp shard ({'sharded over' if args.zero else 'replicated on'} "
+              f"{dp} dp ranks)")
         print(f"test accuracy: {test_accuracy:.4f}")
     dist.destroy_process_group()
 

@@ -109,5 +109,10 @@ def test_example_dp2_x_tp2_follows_the_single_process_loss_curve(flags: list[str
     traffic = re.findall(r"counted (\d+) calls, (\d+) bytes; analytic (\d+) calls, (\d+) bytes", out)
     assert len(traffic) == 3 and all(c == a and cb == ab for c, cb, a, ab in traffic), out
     assert int(traffic[0][0]) == (6 if flags else 5), out   # the all-reduces
+    state = re.search(r"optimizer state on rank 0: (\d+) bytes for the (\d+) parameter elements", out)
+    assert state is not None, out
+    nbytes, numel = int(state.group(1)), int(state.group(2))
+    # Adam's two float32 moments: of every element under DDP, of rank 0's half under ZeRO (dp=2).
+    assert nbytes == 8 * (-(-numel // 2) if flags else numel), out
     accuracy = re.search(r"^test accuracy: ([\d.]+)$", out, re.M)
     assert accuracy is not None and float(accuracy.group(1)) >= 0.9, out
