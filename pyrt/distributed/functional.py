@@ -31,6 +31,7 @@ the rest of the distributed package.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -225,20 +226,28 @@ class CommCounter:
         self.bytes.clear()
 
     def __enter__(self) -> CommCounter:
-        _active_counters.append(self)
+        _active.counters.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _active_counters.remove(self)
+        _active.counters.remove(self)
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{k}: {self.calls[k]} calls, {self.bytes[k]} bytes" for k in sorted(self.calls))
         return f"CommCounter({kinds})"
 
 
-# Counters entered with ``with``; empty unless someone measures. A list rather
-# than one slot so nested measurements (a step inside an epoch) both count.
-_active_counters: list[CommCounter] = []
+class _ActiveCounters(threading.local):
+    # Per thread, like grad mode: a counter sees the collectives of the thread
+    # that entered it. A list rather than one slot so nested measurements (a
+    # step inside an epoch) both count. Empty unless someone measures.
+    counters: list[CommCounter]
+
+    def __init__(self) -> None:
+        self.counters = []
+
+
+_active = _ActiveCounters()
 
 
 def record_communication(kind: str, nbytes: int) -> None:
@@ -249,7 +258,7 @@ def record_communication(kind: str, nbytes: int) -> None:
     >>> counter.bytes
     {'all_reduce': 64}
     """
-    for counter in _active_counters:
+    for counter in _active.counters:
         counter.record(kind, nbytes)
 
 

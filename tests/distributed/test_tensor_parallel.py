@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,12 @@ def test_comm_counter_counts_only_while_active_and_nests() -> None:
     assert inner.calls == {"all_gather": 1} and inner.bytes == {"all_gather": 16}
     outer.reset()
     assert outer.calls == {} and outer.bytes == {}
+    # A counter sees its own thread's collectives only (DDP's communication thread is not ours).
+    with outer:
+        worker = threading.Thread(target=record_communication, args=("all_reduce", 4))
+        worker.start()
+        worker.join()
+    assert outer.calls == {}
 
 
 @pytest.mark.parametrize("nprocs", [1, 2, 4])
