@@ -2,10 +2,11 @@
 
 Suites: matmul, int8, spmm (the default: the kernel suites), train (whole training
 steps vs PyTorch), compress (pruned, sparse and int8 inference vs PyTorch),
-allreduce, ddp and pipeline (launch mpiexec). Each prints a table
+allreduce, ddp, pipeline and async (launch mpiexec). Each prints a table
 with our time, the reference's time and the ratio ref/ours (above 1: pyrt is faster),
 measured side by side in one process. ``--plot-dir DIR`` makes the pipeline suite
-draw its measured 1F1B and zero-bubble timelines (p = 2, m = 8) into DIR.
+draw its measured 1F1B and zero-bubble timelines (p = 2, m = 8) into DIR, and the async
+suite its accuracy-against-time and staleness figure (async_training.png).
 
 The command re-executes itself once with a clean environment: the same thread
 count for pyrt and the references (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS);
@@ -26,7 +27,8 @@ import sys
 
 # The kernel suites run by default; the others (whole training steps, MPI jobs) when named.
 SUITES = ["matmul", "int8", "spmm"]
-ALL_SUITES = [*SUITES, "train", "compress", "allreduce", "ddp", "pipeline"]
+ALL_SUITES = [*SUITES, "train", "compress", "allreduce", "ddp", "pipeline", "async"]
+MODULES = {"async": "async_"}  # suite names that are Python keywords
 
 
 def _reexec_with_clean_env(threads: int) -> None:
@@ -62,9 +64,9 @@ def main() -> None:
     pyrt.set_num_threads(args.threads)
     records = []
     for suite in args.suites or SUITES:
-        module = __import__(f"pyrt.bench.{suite}", fromlist=["run"])
-        # Only the pipeline suite draws figures; the others keep run(quick) alone.
-        options = {"plot_dir": args.plot_dir} if suite == "pipeline" else {}
+        module = __import__(f"pyrt.bench.{MODULES.get(suite, suite)}", fromlist=["run"])
+        # Only the pipeline and async suites draw figures; the others keep run(quick) alone.
+        options = {"plot_dir": args.plot_dir} if suite in ("pipeline", "async") else {}
         records += module.run(quick=args.quick, **options)
     if args.json:
         harness.write_json(args.json, records)

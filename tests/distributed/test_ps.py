@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
+import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 from mpirun import run_workers
@@ -73,3 +76,30 @@ def test_shards_cover_the_parameters_and_balance_to_one_element(numel: int, serv
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     sizes = [hi - lo for lo, hi in bounds]
     assert max(sizes) - min(sizes) <= 1
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "async_ps.py"
+
+
+def test_example_trains_the_digits_mlp_and_reports_staleness() -> None:
+    assert EXAMPLE.read_text().startswith("# Run: mpiexec -n 4 python examples/async_ps.py")
+    out = run_workers(4, str(EXAMPLE), "--staleness", "2", "--epochs", "4", timeout=120).stdout
+    accuracy = re.search(r"^test accuracy: ([\d.]+)$", out, re.M)
+    assert accuracy is not None and float(accuracy.group(1)) >= 0.93, out
+    histogram = re.search(r"staleness \(clocks\) -> pushes: (\{.*\})", out)
+    assert histogram is not None, out
+    counts = ast.literal_eval(histogram.group(1))
+    assert max(counts) <= 2 and sum(counts.values()) == 3 * 4 * 30, out  # 3 workers, 30 steps an epoch
+
+
+def test_async_bench_quick_writes_records_and_figure(run_python, tmp_path) -> None:
+    """--quick: SSP s=1 and local SGD, 2 epochs each, one launch each (about 10 s)."""
+    out, plots = tmp_path / "bench.json", tmp_path / "plots"
+    run_python("-m", "pyrt.bench", "async", "--quick", "--json", str(out), "--plot-dir", str(plots),
+               timeout=300)
+    records = {r["case"]: r for r in json.loads(out.read_text())}
+    assert sorted(records) == ["local sgd", "ps s=1"]
+    assert records["ps s=1"]["staleness_max"] <= 1 and records["ps s=1"]["trainers"] == 3
+    assert records["local sgd"]["staleness_max"] == 7 and records["local sgd"]["trainers"] == 4
+    assert all(r["final_accuracy"] > 0.8 for r in records.values())
+    assert [p.name for p in plots.iterdir()] == ["async_training.png"]
