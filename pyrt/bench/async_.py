@@ -223,7 +223,10 @@ def plot(records: list[Record], path: Path) -> None:
     curves.legend(fontsize=8)
     for r in records:
         hist = np.array(r.extra["staleness_hist"], dtype=float)
-        hists.step(np.arange(len(hist)), np.cumsum(hist) / hist.sum(), where="post", label=r.case)
+        # One more point so a mode whose updates are all fresh (a single bin) still draws a line.
+        label = r.case + (" (all 0)" if len(hist) == 1 else "")
+        hists.step(np.arange(len(hist) + 1), np.append(np.cumsum(hist) / hist.sum(), 1.0), where="post",
+                   label=label)
     hists.set(xlabel="staleness of an update (clocks; local SGD: steps since the last average)",
               ylabel="fraction of updates at most this stale", xscale="symlog",
               title="staleness distribution (cumulative)")
