@@ -20,6 +20,11 @@ whole tensor's norm (LAMB, say) would see only its part here.
 
 ZeRO reduces the gradients itself: use it on the unwrapped model (a model
 wrapped in DDP works too, at the cost of a second reduction).
+
+Checkpoints follow PyTorch: ``consolidate_state_dict(to=0)`` on every rank
+gathers the pieces, ``state_dict()`` on rank 0 returns them in the wrapped
+optimizer's own per-parameter format, and ``load_state_dict`` on every rank
+takes such a state (or a plain optimizer's) and keeps its block.
 """
 
 from __future__ import annotations
@@ -196,15 +201,106 @@ class ZeroRedundancyOptimizer(Optimizer):
                 p.data[...] = flat[offset:offset + p.numel()].reshape(p.shape)
                 p._version += 1  # graphs recorded with the old values must not backward
 
+    # --- checkpoints: PyTorch's consolidate-then-save protocol -----------------------
+    def _param_indices(self) -> dict[int, int]:
+        """Position of every parameter across the groups: the key of a plain optimizer's state_dict."""
+        return {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+
+    def consolidate_state_dict(self, to: int = 0) -> None:
+        """Gather every rank's state pieces on global rank ``to``; call it on every rank of the group.
+
+        Afterwards ``state_dict()`` on rank ``to`` returns the full state in the
+        wrapped optimizer's own format (per parameter, as a plain optimizer over
+        the same parameters would save it), which a plain optimizer or another
+        ``ZeroRedundancyOptimizer`` of any group size can load.
+
+        Example (under ``mpiexec -n 2``)::
+
+            zero.consolidate_state_dict(to=0)
+            if dist.get_rank() == 0:
+                pyrt.save(zero.state_dict(), "optimizer.npz")
+        """
+        pg = self.process_group
+        root = pg.group_rank(to, "consolidate_state_dict: to")
+        index = self._param_indices()
+        mine: list[tuple[int, int, int, dict[str, Any]]] = []
+        for buffer in self._buffers:
+            for piece in buffer.pieces:
+                state = self.optim.state.get(piece.tensor)
+                if state:
+                    arrays = {k: (v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
+                    mine.append((index[id(piece.param)], piece.begin, piece.end, arrays))
+        every = pg.comm.gather(mine, root=root)
+        self._consolidated = None
+        if pg.rank() != root:
+            return
+        params = [p for g in self.param_groups for p in g["params"]]
+        state: dict[int, dict[str, Any]] = {}
+        for i, begin, end, arrays in (entry for rank_pieces in every for entry in rank_pieces):
+            p = params[i]
+            full = state.setdefault(i, {})
+            for key, value in arrays.items():
+                if isinstance(value, np.ndarray) and value.shape == (end - begin,):
+                    flat = full.setdefault(key, Tensor(np.zeros(p.numel(), dtype=value.dtype)))
+                    flat.data[begin:end] = value
+                else:
+                    full[key] = value  # per-tensor scalars (Adam's step) agree across the pieces
+        for i, full in state.items():
+            for value in full.values():
+                if isinstance(value, Tensor):
+                    value.data = value.data.reshape(params[i].shape)
+        groups = [{**g, "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
+        self._consolidated = {"state": state, "param_groups": groups}
+
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError(
-            "ZeroRedundancyOptimizer.state_dict: the state is sharded over the ranks and pyrt cannot "
-            "consolidate it yet; save each rank's zero.optim.state_dict() instead")
+        """The state gathered by ``consolidate_state_dict``, on the rank it was gathered to.
+
+        Example: ``zero.consolidate_state_dict(to=0)`` on every rank, then
+        ``zero.state_dict()`` on rank 0.
+        """
+        consolidated = getattr(self, "_consolidated", None)
+        if consolidated is None:
+            raise RuntimeError(
+                "ZeroRedundancyOptimizer.state_dict: the state is sharded over the ranks; call "
+                "consolidate_state_dict(to=rank) on every rank first, then state_dict() on that rank")
+        return consolidated
 
     def load_state_dict(self, state_dict: Any) -> None:
-        raise NotImplementedError(
-            "ZeroRedundancyOptimizer.load_state_dict: the state is sharded over the ranks; load each "
-            "rank's zero.optim.load_state_dict(...) instead")
+        """Load a full state (a plain optimizer's, or a consolidated one); every rank passes all of it.
+
+        Each rank keeps the parts of the state that fall in its block.
+
+        Example: ``zero.load_state_dict(pyrt.load("optimizer.npz"))`` on every rank.
+        """
+        if "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("ZeroRedundancyOptimizer.load_state_dict: expected 'state' and 'param_groups', "
+                             f"got keys {sorted(state_dict)}")
+        saved_groups = list(state_dict["param_groups"])
+        sizes = [len(g["params"]) for g in self.param_groups]
+        if [len(g["params"]) for g in saved_groups] != sizes:
+            raise ValueError(f"ZeroRedundancyOptimizer.load_state_dict: the saved groups hold "
+                             f"{[len(g['params']) for g in saved_groups]} parameters, these hold {sizes}")
+        for group, local, saved in zip(self.param_groups, self.optim.param_groups, saved_groups, strict=True):
+            hyper = {k: v for k, v in saved.items() if k != "params"}
+            group.update(hyper)
+            local.update(hyper)
+        index = self._param_indices()
+        saved_state = {int(k): v for k, v in state_dict["state"].items()}
+        self.optim.state = {}
+        for buffer in self._buffers:
+            for piece in buffer.pieces:
+                full = saved_state.get(index[id(piece.param)])
+                if not full:
+                    continue
+                local_state = {}
+                for key, value in full.items():
+                    array = value.data if isinstance(value, Tensor) else value
+                    if isinstance(array, np.ndarray) and array.shape == piece.param.shape:
+                        local_state[key] = Tensor(np.array(array.reshape(-1)[piece.begin:piece.end],
+                                                           dtype=piece.tensor.dtype))
+                    else:
+                        local_state[key] = array
+                self.optim.state[piece.tensor] = local_state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if hasattr(self, "optim"):

@@ -65,6 +65,9 @@ def run(optimizer_class, kwargs: dict, width: int, unused: bool, dtype, rank: in
                    if piece.param is not model.unused.weight}
         assert model.unused.weight.grad is None and zero.optim.state.keys() <= stepped
 
+    check_checkpoint(plain, zero, ddp, model, optimizer_class, kwargs, width, unused, dtype, rank, world,
+                     tol, label)
+
     # Memory: this rank keeps state for the elements of its block only.
     numel = sum(p.numel() for p in model.parameters())
     padded = -(-numel // world) * world
@@ -95,6 +98,48 @@ def run(optimizer_class, kwargs: dict, width: int, unused: bool, dtype, rank: in
         print(f"world={world} {label}: {numel} elements (padded {padded}); optimizer state per rank "
               f"{every} bytes vs DDP's {optimizer_state_bytes(plain)} per rank; step traffic "
               f"{counter.bytes}", flush=True)
+
+
+def check_checkpoint(plain, zero, ddp, model, optimizer_class, kwargs, width, unused, dtype, rank, world,
+                     tol, label) -> None:
+    """The consolidated state is the plain optimizer's; loading it into a fresh ZeRO continues the run."""
+    zero.consolidate_state_dict(to=0)
+    full = zero.state_dict() if rank == 0 else None
+    expected = plain.state_dict()
+    if rank == 0:
+        assert full["state"].keys() == expected["state"].keys(), (label, full["state"].keys())
+        for i, state in expected["state"].items():
+            for key, value in state.items():
+                mine = full["state"][i][key]
+                if isinstance(value, pyrt.Tensor):
+                    np.testing.assert_allclose(mine.data, value.data, **tol,
+                                               err_msg=f"{label}: state {i} {key}")
+                else:
+                    assert mine == value, (label, i, key, mine, value)
+        assert [{k: v for k, v in g.items() if k != "params"} for g in full["param_groups"]] == \
+            [{k: v for k, v in g.items() if k != "params"} for g in expected["param_groups"]]
+    else:
+        try:
+            zero.state_dict()
+        except RuntimeError as exc:
+            assert "consolidate_state_dict" in str(exc)
+        else:
+            raise AssertionError("state_dict() off the consolidating rank must raise")
+    # Resume: a fresh model and ZeRO from the plain optimizer's state, one more step each.
+    resumed_model = Net(width, dtype, unused)
+    for p, q in zip(resumed_model.parameters(), model.parameters(), strict=True):
+        p.data[...] = q.data
+    resumed = ZeroRedundancyOptimizer(resumed_model.parameters(), optimizer_class, **kwargs)
+    resumed.load_state_dict(expected)
+    x = np.random.default_rng(9).standard_normal((4 * world, 5)).astype(dtype)
+    y = np.random.default_rng(10).integers(0, 3, 4 * world)
+    shard = slice(4 * rank, 4 * rank + 4)
+    for net, opt in ((ddp, plain), (resumed_model, resumed)):
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(net(pyrt.tensor(x[shard])), pyrt.tensor(y[shard])).backward()
+        opt.step()
+    for p, q in zip(resumed_model.parameters(), ddp.module.parameters(), strict=True):
+        np.testing.assert_allclose(p.data, q.data, **tol, err_msg=f"rank {rank}: {label} after resuming")
 
 
 def main() -> None:
