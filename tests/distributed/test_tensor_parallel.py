@@ -98,6 +98,13 @@ def test_dp_x_tp_and_pp_x_tp_meshes_from_one_script() -> None:
         assert out.count(f"pp x tp matches serial under {schedule}") == 4, out
 
 
+def test_dp_x_pp_x_tp_mesh_of_eight_ranks() -> None:
+    out = run_workers(8, "tp_mesh3d.py", timeout=180).stdout
+    assert out.count("dp x pp x tp matches serial") == 8, out
+    for coordinate in ([0, 0, 0], [0, 1, 1], [1, 0, 1], [1, 1, 1]):
+        assert f"at mesh coordinate {coordinate}" in out, out
+
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tensor_parallel_mlp.py"
 
 
