@@ -130,6 +130,7 @@ class ZeroRedundancyOptimizer(Optimizer):
     def _check_same_parameters(self, params: list[Tensor]) -> None:
         pg = self.process_group
         mine = [(tuple(p.shape), str(p.dtype)) for p in params]
+        pg.drain()  # MPI matches collectives by order: let queued asynchronous ones go first
         every = pg.comm.allgather(mine)
         for r, theirs in enumerate(every):
             if theirs != every[0]:
@@ -230,6 +231,7 @@ class ZeroRedundancyOptimizer(Optimizer):
                 if state:
                     arrays = {k: (v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
                     mine.append((index[id(piece.param)], piece.begin, piece.end, arrays))
+        pg.drain()
         every = pg.comm.gather(mine, root=root)
         self._consolidated = None
         if pg.rank() != root:

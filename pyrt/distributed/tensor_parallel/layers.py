@@ -84,6 +84,7 @@ def _check_same_weights(pg: ProcessGroup, arrays: list[np.ndarray], what: str) -
     if pg.size() == 1:
         return
     digest = hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+    pg.drain()  # MPI matches collectives by order: let queued asynchronous ones go first
     every = pg.comm.allgather(digest)
     differ = [pg.global_ranks[r] for r, d in enumerate(every) if d != every[0]]
     if differ:
