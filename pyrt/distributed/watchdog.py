@@ -51,7 +51,7 @@ EXIT_GRACE_SECONDS = 10.0
 # Row layout of the progress table (int64).
 _STATE, _GROUP, _SEQ, _KIND, _SINCE_NS, _GLOBAL_RANK = range(6)
 _ROW = 8
-IDLE, WAITING, EXITED = 0, 1, 2
+IDLE, WAITING, EXITED, DESTROYED = 0, 1, 2, 3
 
 
 class Progress:
@@ -110,6 +110,9 @@ class Progress:
             return f"rank {global_rank}: waiting in {call} for {seconds:.1f} s"
         if state == EXITED:
             return f"rank {global_rank}: left the job {seconds:.1f} s ago (after {call})"
+        if state == DESTROYED:
+            return (f"rank {global_rank}: called destroy_process_group {seconds:.1f} s ago "
+                    f"(after {call})")
         if row[_KIND] == 0 and row[_SEQ] == 0:
             return f"rank {global_rank}: has not reached any collective yet ({seconds:.1f} s since start)"
         return (f"rank {global_rank}: finished {call} {seconds:.1f} s ago and has not reached the next "
@@ -120,16 +123,12 @@ class Progress:
         name = self.group_names[group] if group < len(self.group_names) else f"group {group}"
         return f"{self.kinds[int(row[_KIND])]} #{int(row[_SEQ])} on {name}"
 
-    def exited(self, global_ranks: list[int]) -> list[int]:
-        return [r for r in global_ranks if r in self.rows and self.rows[r][_STATE] == EXITED]
+    def gone(self, global_ranks: list[int]) -> list[int]:
+        """The ranks that left the job or destroyed their process groups."""
+        return [r for r in global_ranks if r in self.rows and self.rows[r][_STATE] in (EXITED, DESTROYED)]
 
     def report(self, global_ranks: list[int]) -> str:
         return "\n".join(f"  {self.describe(r)}" for r in global_ranks)
-
-    def free(self) -> None:
-        self.lifecycle.Free()
-        self.window.Free()
-        self.node.Free()
 
 
 _progress: Progress | None = None
@@ -144,12 +143,23 @@ def start(world: Any, timeout: timedelta, kinds: tuple[str, ...]) -> Progress:
 
 
 def stop() -> None:
-    """The process group is being destroyed on purpose: leaving is no longer an error."""
+    """``destroy_process_group``: leave together with every other rank, then leaving is no error.
+
+    The handshake is the one a rank leaving without ``destroy_process_group``
+    makes at exit (``_leave_job``), so the two match. The shared window and the
+    handshake's communicator are left to ``MPI_Finalize``: freeing them is
+    collective, which a rank that exits without destroying never joins.
+    """
     global _progress
-    if _progress is not None:
-        atexit.unregister(_leave_job)
-        _progress.free()
-        _progress = None
+    progress = _progress
+    if progress is None:
+        return
+    progress.mine[_SINCE_NS] = time.time_ns()
+    progress.mine[_STATE] = DESTROYED
+    request = progress.lifecycle.Ibarrier()
+    _wait_for_everyone(progress, request, progress.timeout, "destroy_process_group")
+    atexit.unregister(_leave_job)
+    _progress = None
 
 
 def abort(message: str) -> None:
@@ -188,10 +198,10 @@ def wait_for(request: Any, status: Any, *, group: str, global_ranks: list[int], 
                 _expire(progress, group, global_ranks, seq, kind, waited)
             if progress is not None and now >= next_check:
                 next_check = now + CHECK_PEERS_SECONDS
-                gone = progress.exited([r for r in global_ranks if r != progress.rank])
+                gone = progress.gone([r for r in global_ranks if r != progress.rank])
                 if gone:
                     abort(f"pyrt: rank {progress.rank} waits in {kind} #{seq} on {group}, but "
-                          f"{_ranks(gone)} left the job (the script ended or called sys.exit without "
+                          f"{_ranks(gone)} left (the script ended, called sys.exit or "
                           "destroy_process_group); ending the job. Where each rank is:\n"
                           + progress.report(global_ranks))
             if waited < SPIN_SECONDS:
@@ -223,13 +233,18 @@ def _leave_job() -> None:
     progress.mine[_SINCE_NS] = time.time_ns()
     progress.mine[_STATE] = EXITED
     request = progress.lifecycle.Ibarrier()
-    deadline = time.monotonic() + min(EXIT_GRACE_SECONDS, progress.timeout)
+    _wait_for_everyone(progress, request, min(EXIT_GRACE_SECONDS, progress.timeout), "exit")
+    # Everyone left together: the normal end of a script that skipped destroy_process_group.
+
+
+def _wait_for_everyone(progress: Progress, request: Any, limit: float, where: str) -> None:
+    deadline = time.monotonic() + limit
     while not request.Test():
         if time.monotonic() > deadline:
-            everyone = list(range(progress.world.Get_size()))
-            abort(f"pyrt: rank {progress.rank} is leaving the job (its script ended or called "
-                  "sys.exit) while its process group is active and other ranks have not left; ending "
-                  "the job (call destroy_process_group() where every rank stops). Where each rank is:\n"
-                  + progress.report([r for r in everyone if r != progress.rank]))
+            others = [r for r in range(progress.world.Get_size()) if r != progress.rank]
+            action = ("is leaving the job (its script ended or called sys.exit)" if where == "exit"
+                      else "called destroy_process_group")
+            abort(f"pyrt: rank {progress.rank} {action} while other ranks did not follow within "
+                  f"{limit:.0f} s; ending the job (every rank must call destroy_process_group, or none). "
+                  "Where each rank is:\n" + progress.report(others))
         time.sleep(1e-3)
-    # Everyone left together: the normal end of a script that skipped destroy_process_group.
