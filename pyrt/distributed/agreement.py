@@ -162,7 +162,10 @@ def check_call(pg: Any, call: Call, seq: int) -> None:
 
 
 def agree(pg: Any, name: str, settings: Any) -> None:
-    """Raise on every rank unless every rank of ``pg`` passes equal ``settings`` (any repr-able value).
+    """Raise on every rank unless every rank of ``pg`` passes equal ``settings``.
+
+    ``settings`` is compared by ``repr``; for a dict, the error lists the keys
+    that differ and each rank's value.
 
     One record exchange when they agree; only when every rank is in this same
     check and the settings differ are the settings themselves gathered, to say
@@ -180,6 +183,13 @@ def agree(pg: Any, name: str, settings: Any) -> None:
     same_check = (every[:, :7] == every[0, :7]).all()  # seq, kind and the name's checksum
     if not same_check:
         raise _mismatch(pg, call, seq, every)
-    texts = pg.comm.allgather(text)
-    listing = "; ".join(f"rank {pg.global_ranks[r]}: {t}" for r, t in enumerate(texts))
+    every_settings = pg.comm.allgather(settings)
+    ranks = pg.global_ranks
+    if all(isinstance(s, dict) and s.keys() == settings.keys() for s in every_settings):
+        differing = [key for key in settings if any(s[key] != every_settings[0][key] for s in every_settings)]
+        listing = "; ".join(
+            f"{key}: " + ", ".join(f"rank {ranks[r]} has {s[key]!r}" for r, s in enumerate(every_settings))
+            for key in differing)
+    else:
+        listing = "; ".join(f"rank {ranks[r]}: {s!r}" for r, s in enumerate(every_settings))
     raise CollectiveMismatchError(f"{name}: ranks disagree: {listing}")
