@@ -69,7 +69,7 @@ def _writable_array(x: Tensor | np.ndarray, what: str) -> np.ndarray:
 def _checked(pg: ProcessGroup, call: Call) -> Callable[[], None]:
     """The agreement check for ``call``, numbered now (in call order), run where the data moves."""
     if (context := agreement.current()) is not None:
-        call = Call(**{**call.__dict__, "context": context})
+        call = call._replace(context=context)
     seq = pg.next_sequence()
     return lambda: agreement.check_call(pg, call, seq)
 
