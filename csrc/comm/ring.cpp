@@ -294,30 +294,9 @@ void ring_allreduce_typed(RingComm& ring, T* buf, int64_t count, Op op, int64_t 
   check_ring(waitall_yielding(sends), "MPI_Waitall", comm, steps, 0);
 }
 
-std::string format_ranks(const std::vector<int>& ranks) {
-  // "rank 3" or "ranks 0-2, 5": consecutive runs collapse so a 64-rank job
-  // with one bad rank still fits on a line.
-  std::string out = ranks.size() == 1 ? "rank " : "ranks ";
-  for (size_t i = 0; i < ranks.size();) {
-    size_t k = i;
-    while (k + 1 < ranks.size() && ranks[k + 1] == ranks[k] + 1) ++k;
-    if (i > 0) out += ", ";
-    out += std::to_string(ranks[i]);
-    if (k > i) out += "-" + std::to_string(ranks[k]);
-    i = k + 1;
-  }
-  return out;
-}
 
 }  // namespace
 
-const char* dtype_name(Dtype dtype) {
-  switch (dtype) {
-    case Dtype::Float32: return "float32";
-    case Dtype::Float64: return "float64";
-  }
-  return "unknown";
-}
 
 int64_t dtype_size(Dtype dtype) { return dtype == Dtype::Float64 ? 8 : 4; }
 
@@ -339,36 +318,5 @@ void ring_allreduce(MPI_Comm comm, void* buffer, int64_t count, Dtype dtype, Op 
   }
 }
 
-std::optional<std::string> validate_same_size(MPI_Comm comm, int64_t count, Dtype dtype) {
-  RingComm& ring = ring_comm_of(comm);
-  int p = 1;
-  MPI_Comm_size(ring.comm, &p);
-  const int64_t mine[2] = {count, static_cast<int64_t>(dtype)};
-  std::vector<int64_t> all(2 * static_cast<size_t>(p));
-  // A collective: a failure here would leave peers inside it, so it aborts.
-  check_ring(MPI_Allgather(mine, 2, MPI_INT64_T, all.data(), 2, MPI_INT64_T, ring.comm), "MPI_Allgather",
-             ring.comm, -1, -1);
-
-  // Group ranks by what they passed, in order of first appearance.
-  std::vector<std::pair<std::pair<int64_t, int64_t>, std::vector<int>>> groups;
-  for (int i = 0; i < p; ++i) {
-    const std::pair<int64_t, int64_t> key{all[2 * i], all[2 * i + 1]};
-    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == key; });
-    if (it == groups.end()) {
-      groups.push_back({key, {i}});
-    } else {
-      it->second.push_back(i);
-    }
-  }
-  if (groups.size() == 1) return std::nullopt;
-  std::string message = "all_reduce: ranks disagree on the buffer: ";
-  for (size_t g = 0; g < groups.size(); ++g) {
-    const auto& [key, ranks] = groups[g];
-    if (g > 0) message += ", ";
-    message += format_ranks(ranks) + (ranks.size() == 1 ? " has " : " have ") + std::to_string(key.first) +
-               " " + dtype_name(static_cast<Dtype>(key.second));
-  }
-  return message;
-}
 
 }  // namespace pyrt::comm

@@ -5,7 +5,6 @@
 #include <mpi.h>
 
 #include <cstdint>
-#include <optional>
 #include <string>
 
 namespace pyrt::comm {
@@ -22,12 +21,12 @@ enum class Op : int { Sum = 0, Max = 1, Min = 2, Avg = 3 };
 // few segments per chunk for the add of one to overlap the copy of the next.
 constexpr int64_t kDefaultSegmentBytes = 512 * 1024;
 
-const char* dtype_name(Dtype dtype);
 int64_t dtype_size(Dtype dtype);
 
 // In-place all-reduce of `count` elements of `dtype` at `buffer` across the
 // ranks of `comm`. Collective: every rank must call it with the same count,
-// dtype and op (validate_same_size checks the first two). `segment_bytes` is
+// dtype and op (pyrt.distributed checks that before calling, with every other
+// collective's arguments: agreement.py). `segment_bytes` is
 // the pipelining unit (> 0, at most 1 GiB); it need not agree across ranks'
 // chunk sizes but must be the same on every rank.
 //
@@ -41,12 +40,5 @@ int64_t dtype_size(Dtype dtype);
 // match, so returning an error would leave them hanging.
 void ring_allreduce(MPI_Comm comm, void* buffer, int64_t count, Dtype dtype, Op op,
                     int64_t segment_bytes = kDefaultSegmentBytes);
-
-// Collective check that every rank of `comm` passes the same count and dtype.
-// Returns std::nullopt when they agree, otherwise a message naming each
-// rank's count and dtype, identical on every rank (so all raise together):
-//   "all_reduce: ranks disagree on the buffer: rank 0 has 1000 float32,
-//    rank 1 has 999 float32"
-std::optional<std::string> validate_same_size(MPI_Comm comm, int64_t count, Dtype dtype);
 
 }  // namespace pyrt::comm

@@ -6,6 +6,11 @@ size check) and mpi4py's raw ``comm.Allreduce`` (the reference) on float32
 buffers from 1 KB to 64 MB, alternating the two, and reports the slowest
 rank's best time. Bandwidths follow nccl-tests: algbw = bytes / time, busbw =
 algbw * 2 (p - 1) / p, the per-link traffic a bandwidth-optimal all-reduce needs.
+
+A second table prices the agreement check every collective makes first
+(``pyrt.distributed.agreement``: one small Iallgather of each rank's call):
+its own time per call, and that time as a share of an ``all_reduce`` at
+4 KB, 1 MB and 16 MB.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pyrt.bench.harness import Record, print_table
 
 SIZES = [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24, 1 << 26]
 QUICK_SIZES = [1 << 10, 1 << 20]
+AGREEMENT_SIZES = [1 << 12, 1 << 20, 1 << 24]
 RANKS = [2, 4]
 
 
@@ -77,9 +83,29 @@ def worker(sizes: list[int], out_path: str) -> None:
         if not algorithms:
             records.append(Record("allreduce_mpi", f"{nbytes} B x {world} ranks", ref_s,
                                   "MPI_Allreduce", ref_s, _bandwidths(nbytes, world, ref_s, ref_s)))
+    records += _agreement_overhead(comm)
     if comm.Get_rank() == 0:
         Path(out_path).write_text(json.dumps([r.to_json() for r in records]))
     dist.destroy_process_group()
+
+
+def _agreement_overhead(comm) -> list[Record]:
+    """The agreement check's time per call against a whole all_reduce (``algorithm="auto"``)."""
+    import pyrt.distributed as dist
+    from pyrt.distributed import agreement, process_group
+
+    pg, world = process_group.default_group(), comm.Get_size()
+    records = []
+    for nbytes in AGREEMENT_SIZES:
+        buffer = np.ones(nbytes // 4, np.float32)
+        call = agreement.Call("all_reduce", buffer.dtype, buffer.shape, "sum", transport="mpi")
+        check_s = _time_collective(comm, lambda c=call: agreement.check_call(pg, c, pg.next_sequence()),
+                                   nbytes)
+        total_s = _time_collective(comm, lambda b=buffer: dist.all_reduce(b), nbytes)
+        records.append(Record("agreement_check", f"{nbytes} B x {world} ranks", check_s, "all_reduce",
+                              total_s, {"bytes": nbytes, "ranks": world,
+                                        "overhead_percent": 100 * check_s / total_s}))
+    return records
 
 
 def _bandwidths(nbytes: int, world: int, ours_s: float, ref_s: float) -> dict[str, float]:
@@ -104,7 +130,9 @@ def run(quick: bool = False) -> list[Record]:
                 fields = {k: raw[k] for k in ("bench", "case", "ours_s", "ref", "ref_s")}
                 extra = {k: v for k, v in raw.items() if k not in fields and k != "ratio"}
                 records.append(Record(**fields, extra=extra))
-    print_table("All-reduce, float32 sum (GB/s; ratio = MPI time / ours)", records, [
+    bandwidth = [r for r in records if r.bench != "agreement_check"]
+    agreement = [r for r in records if r.bench == "agreement_check"]
+    print_table("All-reduce, float32 sum (GB/s; ratio = MPI time / ours)", bandwidth, [
         ("algorithm", lambda r: r.bench.removeprefix("allreduce_")),
         ("ranks", lambda r: r.extra["ranks"]), ("bytes", lambda r: r.extra["bytes"]),
         ("ours us", lambda r: r.ours_s * 1e6), ("MPI us", lambda r: r.ref_s * 1e6),
@@ -112,6 +140,12 @@ def run(quick: bool = False) -> list[Record]:
         ("busbw", lambda r: r.extra["busbw"]), ("MPI algbw", lambda r: r.extra["ref_algbw"]),
         ("MPI busbw", lambda r: r.extra["ref_busbw"]),
     ])
+    print_table("Agreement check before every collective (target: under 5% of all_reduce from 1 MB)",
+                agreement, [
+                    ("ranks", lambda r: r.extra["ranks"]), ("bytes", lambda r: r.extra["bytes"]),
+                    ("check us", lambda r: r.ours_s * 1e6), ("all_reduce us", lambda r: r.ref_s * 1e6),
+                    ("overhead %", lambda r: r.extra["overhead_percent"]),
+                ])
     return records
 
 

@@ -6,8 +6,10 @@ tensor's array, like PyTorch's. Source and destination ranks are global ranks.
 communication thread; synchronous calls first let that thread finish what was
 queued, so every rank issues collectives to MPI in the same order.
 
-Sizes are checked across ranks before data moves: MPI itself would either
-truncate, fail with a message naming no shapes, or hang.
+Before data moves, every rank checks that the group's ranks made the same
+call (kind, op, root, shape, dtype, transport; ``agreement.py``): MPI itself
+would truncate, hang, or return a silently wrong result. Point-to-point
+transfers send a header the receiver checks against its buffer.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from pyrt.backend import describe
+from pyrt.distributed import agreement, watchdog
+from pyrt.distributed.agreement import Call
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.distributed.work import Work
 from pyrt.tensor import Tensor
@@ -62,18 +66,12 @@ def _writable_array(x: Tensor | np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-def check_same_buffer(pg: ProcessGroup, array: np.ndarray, what: str) -> None:
-    """Raise on every rank (never hang) when ranks disagree on element count or dtype."""
-    mine = np.array([array.size, _DTYPE_CODES[array.dtype]], dtype=np.int64)
-    every = np.empty((pg.size(), 2), dtype=np.int64)
-    pg.comm.Allgather(mine, every)
-    if (every == every[0]).all():
-        return
-    names = {code: dtype.name for dtype, code in _DTYPE_CODES.items()}
-    listing = ", ".join(
-        f"rank {pg.global_ranks[r]} has {count} {names[code]}" for r, (count, code) in enumerate(every)
-    )
-    raise ValueError(f"{what}: ranks disagree on the buffer: {listing}")
+def _checked(pg: ProcessGroup, call: Call) -> Callable[[], None]:
+    """The agreement check for ``call``, numbered now (in call order), run where the data moves."""
+    if (context := agreement.current()) is not None:
+        call = call._replace(context=context)
+    seq = pg.next_sequence()
+    return lambda: agreement.check_call(pg, call, seq)
 
 
 def _mpi_op(op: ReduceOp) -> Any:
@@ -161,15 +159,15 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
             raise TypeError(f"all_reduce: the ring reduces float32/float64, got {describe(array)}")
         ring = _ring_module()
 
+    check = _checked(pg, Call("all_reduce", array.dtype, array.shape, reduce_op.value, transport=chosen))
+
     def run() -> None:
+        check()
         contiguous = np.ascontiguousarray(array)
         if chosen == "ring":
-            # One call without the GIL: the size check (an MPI_Allgather, as in
-            # check_same_buffer), then the ring, which averages in C++: each
-            # chunk's owner scales it once, before the all-gather.
+            # The ring averages in C++: each chunk's owner scales it once, before the all-gather.
             ring.ring_allreduce(pg.comm.py2f(), contiguous, reduce_op.value)
         else:
-            check_same_buffer(pg, array, "all_reduce")
             if pg.size() == 1 or array.size == 0:
                 return
             from mpi4py import MPI
@@ -195,9 +193,10 @@ def broadcast(tensor: Tensor | np.ndarray, src: int, group: ProcessGroup | None 
     pg = resolve_group(group, "broadcast")
     array = _writable_array(tensor, "broadcast")
     root = pg.group_rank(src, "broadcast: src")
+    check = _checked(pg, Call("broadcast", array.dtype, array.shape, root=src))
 
     def run() -> None:
-        check_same_buffer(pg, array, "broadcast")
+        check()
         contiguous = np.ascontiguousarray(array)
         pg.comm.Bcast(contiguous, root=root)
         if contiguous is not array:
@@ -220,8 +219,10 @@ def all_gather_into_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarr
             f"{describe(source)} need {source.size * pg.size()} {source.dtype}"
         )
 
+    check = _checked(pg, Call("all_gather", source.dtype, source.shape))
+
     def run() -> None:
-        check_same_buffer(pg, source, "all_gather")
+        check()
         gathered = np.empty((pg.size(), source.size), dtype=source.dtype)
         pg.comm.Allgather(np.ascontiguousarray(source).reshape(-1), gathered)
         target[...] = gathered.reshape(target.shape)
@@ -247,9 +248,10 @@ def all_gather(tensor_list: Sequence[Tensor | np.ndarray], tensor: Tensor | np.n
         if t.shape != source.shape or t.dtype != source.dtype:
             raise ValueError(f"all_gather: tensor_list[{i}] is {describe(t)}, input is {describe(source)}")
     gathered = np.empty((pg.size(), *source.shape), dtype=source.dtype)
+    check = _checked(pg, Call("all_gather", source.dtype, source.shape))
 
     def run() -> None:
-        check_same_buffer(pg, source, "all_gather")
+        check()
         pg.comm.Allgather(np.ascontiguousarray(source), gathered)
         for t, part in zip(targets, gathered, strict=True):
             t[...] = part
@@ -274,8 +276,10 @@ def reduce_scatter_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarra
             f"{describe(target)} need {target.size * pg.size()} {target.dtype}"
         )
 
+    check = _checked(pg, Call("reduce_scatter", source.dtype, source.shape, reduce_op.value))
+
     def run() -> None:
-        check_same_buffer(pg, source, "reduce_scatter")
+        check()
         block = np.empty(target.size, dtype=target.dtype)
         pg.comm.Reduce_scatter_block(np.ascontiguousarray(source).reshape(-1), block,
                                      op=_mpi_op(reduce_op))
@@ -317,7 +321,8 @@ def barrier(group: ProcessGroup | None = None, async_op: bool = False) -> Work |
     Example: ``dist.barrier()`` before rank 0 reads files the others wrote.
     """
     pg = resolve_group(group, "barrier")
-    return _run(pg, pg.comm.Barrier, async_op)
+    # The agreement exchange is itself a barrier: every rank's record arrives before any returns.
+    return _run(pg, _checked(pg, Call("barrier")), async_op)
 
 
 # --- point to point -------------------------------------------------------------
@@ -341,14 +346,84 @@ def _contiguous(array: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
+def _header(array: np.ndarray) -> np.ndarray:
+    return Call("send", array.dtype, array.shape).encode(0)
+
+
+def _header_matches(header: np.ndarray, array: np.ndarray) -> bool:
+    return np.array_equal(header[4:], _header(array)[4:])  # dtype, shape (seq, kind, op, root unused)
+
+
+def _mismatch(header: np.ndarray, array: np.ndarray, sender: int, receiver: int, what: str) -> Exception:
+    sent = Call.describe(header).removeprefix("send(").rsplit(")", 1)[0]
+    return agreement.CollectiveMismatchError(
+        f"{what}: rank {sender} sent {sent} but rank {receiver} receives into "
+        f"{array.dtype.name} {tuple(array.shape)}")
+
+
+class _Receive:
+    """An MPI receive in two steps: the header, checked against the buffer, then the data.
+
+    Quacks like an MPI request (``Test(status)``), so ``Work`` and
+    ``watchdog.wait_for`` wait on it like on any other. With a known source
+    the data receive is posted at once (a large message need not wait for the
+    header's round trip); from any source it is posted once the header names
+    the sender.
+    """
+
+    def __init__(self, pg: ProcessGroup, array: np.ndarray, source: int, tag: int, what: str) -> None:
+        from mpi4py import MPI
+
+        self.pg, self.array, self.tag, self.what = pg, array, tag, what
+        self.header = np.empty(agreement.RECORD, dtype=np.int64)
+        self.header_status = MPI.Status()
+        self.header_request = pg.header_comm.Irecv(self.header, source=source, tag=tag)
+        self.data = None if source == MPI.ANY_SOURCE else pg.comm.Irecv(array, source=source, tag=tag)
+        self.checked = False
+
+    def Test(self, status: Any) -> bool:
+        if not self.checked:
+            if not self.header_request.Test(self.header_status):
+                return False
+            sender = self.header_status.Get_source()
+            if not _header_matches(self.header, self.array):
+                self._discard_data(sender)
+                raise _mismatch(self.header, self.array, self.pg.global_ranks[sender],
+                                self.pg.global_ranks[self.pg.rank()], self.what)
+            self.checked = True
+            if self.data is None:
+                self.data = self.pg.comm.Irecv(self.array, source=sender, tag=self.tag)
+        return self.data.Test(status)
+
+    def _discard_data(self, sender: int) -> None:
+        """Take the refused message off the wire, so the next receive gets the next header's data."""
+        from mpi4py import MPI
+
+        status = MPI.Status()
+        if self.data is not None:
+            self.data.Cancel()
+            try:
+                self.data.Wait(status)
+            except MPI.Exception:  # matched and truncated: consumed
+                return
+            if not status.Is_cancelled():
+                return  # matched: consumed (into the buffer, which the error then disowns)
+        self.pg.comm.Probe(source=sender, tag=self.tag, status=status)
+        self.pg.comm.Recv(bytearray(status.Get_count(MPI.BYTE)), source=sender, tag=self.tag)
+
+
+def _wait(pg: ProcessGroup, request: Any, status: Any, kind: str, timeout: float | None) -> None:
+    watchdog.wait_for(request, status, group=pg.name, global_ranks=pg.global_ranks, seq=0, kind=kind,
+                      timeout=timeout)
+
+
 def send(tensor: Tensor | np.ndarray, dst: int, group: ProcessGroup | None = None,
          tag: int = 0) -> None:
     """Send ``tensor`` to global rank ``dst`` (blocks until the buffer may be reused).
 
     Example: rank 0 calls ``dist.send(x, dst=1)`` while rank 1 calls ``dist.recv(x, src=0)``.
     """
-    pg = resolve_group(group, "send")
-    pg.comm.Send(_contiguous(_array(tensor, "send"), "send"), dest=_peer(pg, dst, "send: dst"), tag=tag)
+    isend(tensor, dst, group=group, tag=tag).wait()
 
 
 def recv(tensor: Tensor | np.ndarray, src: int | None = None, group: ProcessGroup | None = None,
@@ -357,22 +432,7 @@ def recv(tensor: Tensor | np.ndarray, src: int | None = None, group: ProcessGrou
 
     Example: ``sender = dist.recv(x)`` accepts a message from whichever rank sends first.
     """
-    from mpi4py import MPI
-
-    pg = resolve_group(group, "recv")
-    array = _contiguous(_writable_array(tensor, "recv"), "recv")
-    status = MPI.Status()
-    pg.comm.Recv(array, source=_peer(pg, src, "recv: src"), tag=tag, status=status)
-    _check_received(status, array, "recv")
-    return pg.global_ranks[status.Get_source()]
-
-
-def _check_received(status: Any, array: np.ndarray, what: str) -> None:
-    from mpi4py import MPI
-
-    count = status.Get_count(MPI.BYTE)
-    if count != array.nbytes:
-        raise ValueError(f"{what}: received {count} bytes into {describe(array)} ({array.nbytes} bytes)")
+    return irecv(tensor, src, group=group, tag=tag).result()
 
 
 def isend(tensor: Tensor | np.ndarray, dst: int, group: ProcessGroup | None = None,
@@ -383,7 +443,11 @@ def isend(tensor: Tensor | np.ndarray, dst: int, group: ProcessGroup | None = No
     """
     pg = resolve_group(group, "isend")
     array = _contiguous(_array(tensor, "isend"), "isend")
-    return Work(request=pg.comm.Isend(array, dest=_peer(pg, dst, "isend: dst"), tag=tag))
+    peer = _peer(pg, dst, "isend: dst")
+    # A few dozen bytes: MPI sends them eagerly, so this returns without waiting for the receiver.
+    pg.header_comm.Send(_header(array), dest=peer, tag=tag)
+    return Work(request=pg.comm.Isend(array, dest=peer, tag=tag),
+                wait=lambda request, status, timeout: _wait(pg, request, status, "send", timeout))
 
 
 def irecv(tensor: Tensor | np.ndarray, src: int | None = None, group: ProcessGroup | None = None,
@@ -394,12 +458,6 @@ def irecv(tensor: Tensor | np.ndarray, src: int | None = None, group: ProcessGro
     """
     pg = resolve_group(group, "irecv")
     array = _contiguous(_writable_array(tensor, "irecv"), "irecv")
-    request = pg.comm.Irecv(array, source=_peer(pg, src, "irecv: src"), tag=tag)
-
-    def finish(status: Any) -> int:
-        _check_received(status, array, "irecv")
-        return pg.global_ranks[status.Get_source()]
-
-    return Work(request=request, on_complete=finish)
-
-
+    request = _Receive(pg, array, _peer(pg, src, "irecv: src"), tag, "recv")
+    return Work(request=request, on_complete=lambda status: pg.global_ranks[status.Get_source()],
+                wait=lambda request, status, timeout: _wait(pg, request, status, "recv", timeout))

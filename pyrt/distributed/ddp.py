@@ -14,6 +14,12 @@ What happens in one step, on every rank:
 
 Every rank therefore holds identical gradients before ``optimizer.step()``,
 and identical parameters after it.
+
+Every bucket all-reduce carries the iteration it belongs to (an
+``agreement.context``), so a rank that skipped a backward, or ran one more
+step than the others, gets an error naming the iterations instead of
+averaging its step n+1 with another rank's step n. Ranks with uneven amounts
+of data train inside ``join()``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from pyrt.autograd import is_grad_enabled
+from pyrt.distributed import agreement
 from pyrt.distributed.collectives import ReduceOp, all_reduce, broadcast
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.distributed.work import Work
@@ -156,6 +163,11 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "broadcast_buffers", broadcast_buffers)
         object.__setattr__(self, "algorithm", algorithm)
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        # Ranks that disagree on these would build different buckets (and then
+        # fail with messages about buffer sizes): say so in DDP's words first.
+        agreement.agree(self.process_group, "DistributedDataParallel", {
+            "bucket_cap_mb": float(bucket_cap_mb), "find_unused_parameters": find_unused_parameters,
+            "broadcast_buffers": broadcast_buffers, "algorithm": algorithm})
         self._check_same_parameters(named)
         self._broadcast_state()
         buckets = _build_buckets(named, int(bucket_cap_mb * 1024 * 1024))
@@ -170,6 +182,8 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_expect_reduction", False)
         object.__setattr__(self, "_next_bucket", 0)
         object.__setattr__(self, "_finish_later", False)
+        object.__setattr__(self, "_iteration", 0)  # armed forwards so far: equal on every rank
+        object.__setattr__(self, "_joining", False)
         object.__setattr__(self, "comm_stats", CommStats())
         for _, p in named:
             p.register_post_accumulate_grad_hook(self._on_gradient_ready)
@@ -206,15 +220,20 @@ class DistributedDataParallel(Module):
                 f"parameters {missing}; if the model leaves parameters unused, pass "
                 "find_unused_parameters=True"
             )
-        if self.broadcast_buffers:
-            root = self.process_group.global_ranks[0]
-            for b in self.module.buffers():
-                broadcast(b, src=root, group=self.process_group)
+        if self._joining:
+            self._join_round(alive=True)
+        self._sync_buffers()
         output = self.module(*args, **kwargs)
         if self._require_sync and is_grad_enabled() and any(
                 t.requires_grad for t in _tensors_in(output)):
             self._prepare_for_backward(output)
         return output
+
+    def _sync_buffers(self) -> None:
+        if self.broadcast_buffers:
+            root = self.process_group.global_ranks[0]
+            for b in self.module.buffers():
+                broadcast(b, src=root, group=self.process_group)
 
     def _is_done(self, p: Parameter) -> bool:
         bucket, i = self._slots[id(p)]
@@ -234,6 +253,7 @@ class DistributedDataParallel(Module):
             b.done = [False] * len(b.params)
         object.__setattr__(self, "_next_bucket", 0)
         object.__setattr__(self, "_expect_reduction", True)
+        object.__setattr__(self, "_iteration", self._iteration + 1)
         reachable = _reachable_leaves(output)
         unused = [self._slots[id(p)] for _, p in self._named if id(p) not in reachable]
         if unused and not self.find_unused_parameters:
@@ -274,8 +294,9 @@ class DistributedDataParallel(Module):
         while (self._next_bucket < len(self._buckets)
                and self._buckets[self._next_bucket].ready == len(self._buckets[self._next_bucket].params)):
             b = self._buckets[self._next_bucket]
-            b.work = all_reduce(b.buffer, op=ReduceOp.AVG, group=self.process_group,
-                                async_op=True, algorithm=self.algorithm)
+            with agreement.context("DDP iteration", self._iteration):
+                b.work = all_reduce(b.buffer, op=ReduceOp.AVG, group=self.process_group,
+                                    async_op=True, algorithm=self.algorithm)
             object.__setattr__(self, "_next_bucket", self._next_bucket + 1)
         if self._next_bucket == len(self._buckets) and not self._finish_later:
             self._finish_reduction()
@@ -292,7 +313,8 @@ class DistributedDataParallel(Module):
         if self.find_unused_parameters:
             # A parameter no rank used keeps grad None, as in PyTorch, so the
             # optimizer leaves it (and its moments and weight decay) alone.
-            all_reduce(used, op=ReduceOp.MAX, group=self.process_group, algorithm="mpi")
+            with agreement.context("DDP iteration", self._iteration):
+                all_reduce(used, op=ReduceOp.MAX, group=self.process_group, algorithm="mpi")
         for b in self._buckets:
             for i, (_, p) in enumerate(b.params):
                 if not used[self._index[id(p)]]:
@@ -304,6 +326,78 @@ class DistributedDataParallel(Module):
                     p.grad = Tensor(view)
                 else:
                     p.grad.data = view
+
+    @contextlib.contextmanager
+    def join(self, divide_by_initial_world_size: bool = True, enable: bool = True,
+             throw_on_early_termination: bool = False) -> Iterator[None]:
+        """Train on uneven amounts of data per rank (PyTorch's ``model.join()``).
+
+        Inside the block every forward first counts the ranks still training
+        (one small all-reduce). A rank whose loop ends waits at the end of the
+        block, shadowing the others' collectives (zero gradients, the buffer
+        broadcasts) until every rank is done; gradients are averaged over the
+        whole group, so a joined rank counts as a zero gradient, as PyTorch's
+        default ``divide_by_initial_world_size=True``. Then the parameters and
+        buffers of the last rank to finish are broadcast, so every rank ends
+        with the same model. With ``throw_on_early_termination`` every rank
+        raises as soon as one runs out of data instead.
+
+        Example (rank r has 3 + r batches)::
+
+            with ddp.join():
+                for x, y in loader:
+                    opt.zero_grad(); loss_fn(ddp(x), y).backward(); opt.step()
+        """
+        if not divide_by_initial_world_size:
+            raise NotImplementedError("DistributedDataParallel.join: divide_by_initial_world_size=False "
+                                      "(averaging over the ranks still training) is not supported")
+        if not enable:
+            yield
+            return
+        object.__setattr__(self, "_joining", True)
+        object.__setattr__(self, "_throw_on_early_termination", throw_on_early_termination)
+        object.__setattr__(self, "_last_alive", None)
+        try:
+            yield
+        except BaseException:
+            object.__setattr__(self, "_joining", False)
+            raise
+        while self._join_round(alive=False):
+            self._shadow_iteration()
+        object.__setattr__(self, "_joining", False)
+        if self._last_alive is not None:
+            # Ranks that joined early missed the last steps' updates: take the last joiner's model.
+            last = self.process_group.global_ranks[int(np.flatnonzero(self._last_alive)[-1])]
+            for t in self.module.state_dict(keep_vars=True).values():
+                broadcast(t, src=last, group=self.process_group)
+
+    def _join_round(self, alive: bool) -> bool:
+        """Count the ranks still training this iteration; True while there are any."""
+        pg = self.process_group
+        flags = np.zeros(pg.size(), dtype=np.int64)
+        flags[pg.rank()] = alive
+        with agreement.context("DDP join round", self._iteration):
+            all_reduce(flags, group=pg, algorithm="mpi")
+        training = int(flags.sum())
+        if training and training < pg.size() and self._throw_on_early_termination:
+            joined = [pg.global_ranks[r] for r in np.flatnonzero(flags == 0)]
+            raise RuntimeError(f"DistributedDataParallel.join: ranks {joined} ran out of data at "
+                               f"iteration {self._iteration} (throw_on_early_termination=True)")
+        if training:
+            object.__setattr__(self, "_last_alive", flags)
+        return training > 0
+
+    def _shadow_iteration(self) -> None:
+        """A joined rank's part in one iteration of the others: the same collectives, zero gradients."""
+        self._sync_buffers()
+        object.__setattr__(self, "_iteration", self._iteration + 1)
+        with agreement.context("DDP iteration", self._iteration):
+            for b in self._buckets:
+                b.buffer[...] = 0
+                all_reduce(b.buffer, op=ReduceOp.AVG, group=self.process_group, algorithm=self.algorithm)
+            if self.find_unused_parameters:
+                all_reduce(np.zeros(len(self._named), np.uint8), op=ReduceOp.MAX,
+                           group=self.process_group, algorithm="mpi")
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:

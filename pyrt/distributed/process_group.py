@@ -14,14 +14,16 @@ says so instead of risking undefined behaviour.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
+from pyrt.distributed import watchdog
 from pyrt.distributed.executor import CollectiveExecutor
 
 __all__ = [
@@ -45,10 +47,18 @@ class ProcessGroup:
 
     def __init__(self, comm: Any, global_ranks: Sequence[int], name: str) -> None:
         self.comm = comm
+        # Point-to-point transfers send a header (dtype, shape) here before the data,
+        # so headers never match a user's receive on ``comm``, whatever its tag.
+        self.header_comm = comm.Dup() if comm is not None else None
         self.global_ranks = list(global_ranks)
         self.name = name
         self._executor: CollectiveExecutor | None = None
         self._executor_lock = threading.Lock()
+        self._sequence = itertools.count(1)
+
+    def next_sequence(self) -> int:
+        """The number of this group's next collective: equal on every rank for the same call."""
+        return next(self._sequence)
 
     @property
     def is_member(self) -> bool:
@@ -110,7 +120,8 @@ def is_initialized() -> bool:
 
 
 def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int = -1,
-                       rank: int = -1, init_method: str | None = None) -> ProcessGroup:
+                       rank: int = -1, init_method: str | None = None,
+                       timeout: timedelta = watchdog.DEFAULT_TIMEOUT) -> ProcessGroup:
     """Create the default process group over ``MPI.COMM_WORLD`` (or ``comm``).
 
     Launch the script under ``mpiexec`` (or ``python -m pyrt.run``). ``comm``
@@ -120,7 +131,10 @@ def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int =
     node's cores (``pyrt.set_num_threads`` changes it afterwards). After
     this call an exception on any rank aborts the whole job (it prints the
     rank and the traceback, then calls ``MPI_Abort``) instead of leaving the
-    other ranks waiting forever.
+    other ranks waiting forever, and so does a rank that leaves (its script
+    ends, or calls ``sys.exit``) before ``destroy_process_group``. A wait
+    longer than ``timeout`` (10 minutes by default, as in PyTorch) ends the
+    job with a report of where every rank is (``pyrt.distributed.watchdog``).
 
     Example (under ``mpiexec -n 2``)::
 
@@ -148,8 +162,14 @@ def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int =
             f"init_process_group: world_size={world_size}, rank={rank} but MPI reports "
             f"size {comm.Get_size()}, rank {comm.Get_rank()}"
         )
+    if not isinstance(timeout, timedelta) or timeout.total_seconds() <= 0:
+        raise ValueError(f"init_process_group: timeout must be a positive datetime.timedelta, "
+                         f"got {timeout!r}")
+    from pyrt.distributed.agreement import KINDS
+
     _default_group = ProcessGroup(comm, range(comm.Get_size()), "WORLD")
     _groups.append(_default_group)
+    watchdog.start(comm, timeout, KINDS)
     _install_abort_on_error(comm)
     _share_cores_among_local_ranks(comm)
     return _default_group
@@ -179,12 +199,7 @@ def _install_abort_on_error(comm: Any) -> None:
 
     def abort(kind: str, exc_type: Any, exc: Any, tb: Any) -> None:
         message = "".join(traceback.format_exception(exc_type, exc, tb))
-        sys.stderr.write(f"pyrt: rank {rank} raised {kind}; aborting the job\n{message}")
-        sys.stderr.flush()
-        # MPI_Abort tears the launcher down at once; give it a moment to forward
-        # the message above first, or the job dies without saying why.
-        time.sleep(0.5)
-        _mpi().COMM_WORLD.Abort(1)
+        watchdog.abort(f"pyrt: rank {rank} raised {kind}; aborting the job\n{message}")
 
     sys.excepthook = lambda t, e, tb: abort("an exception", t, e, tb)
     threading.excepthook = lambda args: abort(
@@ -272,11 +287,14 @@ def destroy_process_group(group: ProcessGroup | None = None) -> None:
     targets = list(_groups) if group is None else [group]
     for pg in targets:
         pg.shutdown()
-        if pg.comm is not None and pg is not _default_group:
-            pg.comm.Free()
-        pg.comm = None
+        if pg.comm is not None:
+            pg.header_comm.Free()
+            if pg is not _default_group:
+                pg.comm.Free()
+        pg.comm = pg.header_comm = None
         _groups.remove(pg)
     if group is None or group is _default_group:
+        watchdog.stop()
         _default_group = None
         sys.excepthook = sys.__excepthook__
         threading.excepthook = threading.__excepthook__

@@ -9,20 +9,13 @@ progress never depends on the training thread calling into MPI.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Work"]
+from pyrt.distributed import watchdog
 
-# A wait spins (yielding) this long, then sleeps between polls: a message that
-# is not there after 0.2 ms is a computation away, and sleeping gives the core
-# to the rank doing it when ranks share cores. Measured on 4 pipeline stages on
-# 2 cores (python -m pyrt.bench pipeline): 1F1B went from 0.91x to 1.15-1.2x
-# PyTorch's samples/s; on 2 stages on 2 cores the change was within noise.
-_SPIN_SECONDS = 2e-4
-_SLEEP_SECONDS = 1e-4
+__all__ = ["Work"]
 
 
 class Work:
@@ -34,11 +27,18 @@ class Work:
     """
 
     def __init__(self, future: concurrent.futures.Future | None = None,
-                 request: Any = None, on_complete: Callable[[Any], Any] | None = None) -> None:
-        """``on_complete(status)`` runs once an MPI request finishes; its value is the result."""
+                 request: Any = None, on_complete: Callable[[Any], Any] | None = None,
+                 wait: Callable[[Any, Any, float | None], None] | None = None) -> None:
+        """``on_complete(status)`` runs once an MPI request finishes; its value is the result.
+
+        ``wait(request, status, timeout)`` waits for the request (the collectives
+        pass the watchdog's, which knows the group); the default polls without
+        reporting to the watchdog.
+        """
         self._future = future
         self._request = request
         self._on_complete = on_complete
+        self._wait = wait
         self._status: Any = None
         if request is not None:
             from mpi4py import MPI
@@ -73,23 +73,14 @@ class Work:
         return True
 
     def _wait_yielding(self, timeout: float | None) -> None:
-        """Poll the request, yielding the core between polls, then sleeping once the wait is long.
-
-        MPICH's MPI_Wait spins: with more ranks than cores (4 pipeline stages
-        on 2 cores) a waiting rank would take the core from the very rank whose
-        computation it waits for. With nothing else runnable, sched_yield
-        returns at once and the first polls are a plain spin, as in the C++
-        ring's waits.
-        """
+        if self._wait is not None:
+            self._wait(self._request, self._status, timeout)
+            return
         start = time.monotonic()
         while not self._request.Test(self._status):
-            waited = time.monotonic() - start
-            if timeout is not None and waited > timeout:
+            if timeout is not None and time.monotonic() - start > timeout:
                 raise TimeoutError(f"Work.wait: the transfer did not complete within {timeout} s")
-            if waited < _SPIN_SECONDS:
-                os.sched_yield()
-            else:
-                time.sleep(_SLEEP_SECONDS)
+            time.sleep(watchdog.SLEEP_SECONDS)
 
     def is_completed(self) -> bool:
         """True once the operation has finished (never blocks)."""

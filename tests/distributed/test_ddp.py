@@ -23,3 +23,27 @@ def test_ddp_errors_instead_of_hanging(nprocs: int) -> None:
 def test_ddp_overlaps_bucket_allreduce_with_backward(nprocs: int) -> None:
     result = run_workers(nprocs, "ddp_overlap.py", timeout=120)
     assert result.stdout.count("ddp overlap ok") == nprocs
+
+
+@pytest.mark.parametrize("nprocs", [1, 2, 4])
+def test_join_trains_uneven_data_like_one_process(nprocs: int) -> None:
+    result = run_workers(nprocs, "ddp_uneven.py", "join", timeout=120)
+    assert result.stdout.count("ddp uneven ok") == nprocs
+
+
+@pytest.mark.parametrize("nprocs", [2, 4])
+def test_a_skipped_backward_is_an_error_not_a_mix_of_steps(nprocs: int) -> None:
+    result = run_workers(nprocs, "ddp_uneven.py", "skip-backward", timeout=60, check=False)
+    assert result.returncode != 0
+    assert "DDP iteration 2) #" in result.stderr and "rank 1 called all_reduce(avg" in result.stderr
+    assert "DDP iteration 3) #" in result.stderr, result.stderr
+    assert "unreachable" not in result.stdout
+
+
+@pytest.mark.parametrize("nprocs", [2, 4])
+def test_an_extra_step_without_join_is_an_error_not_a_hang(nprocs: int) -> None:
+    result = run_workers(nprocs, "ddp_uneven.py", "extra-step", timeout=60, check=False)
+    assert result.returncode != 0
+    assert "ranks disagree on the call" in result.stderr, result.stderr
+    assert f"rank {nprocs - 1} called all_reduce(avg" in result.stderr
+    assert "unreachable" not in result.stdout

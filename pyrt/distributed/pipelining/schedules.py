@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from pyrt.autograd import WeightGradients, backward, backward_input, is_grad_enabled, no_grad
+from pyrt.distributed import agreement
 from pyrt.distributed.pipelining.actions import Action, add_communication, compute_order
 from pyrt.distributed.pipelining.stage import PipelineStage, StageTransfers
 from pyrt.distributed.pipelining.timeline import TimelineEvent
@@ -99,12 +100,9 @@ class _PipelineSchedule(abc.ABC):
         from mpi4py import MPI
 
         mode = "training" if self.loss_fn is not None else "evaluation"
-        mine = (name, self.n_microbatches, self.num_stages, mode)
-        every = self.group.comm.allgather(mine)
-        if any(theirs != mine for theirs in every):
-            listing = ", ".join(f"rank {self.group.global_ranks[r]}: {s[0]}(n_microbatches={s[1]}, "
-                                f"{s[2]} stages, {s[3]})" for r, s in enumerate(every))
-            raise ValueError(f"{name}: the pipeline's ranks disagree on the schedule: {listing}")
+        agreement.agree(self.group, "the pipeline's schedule", {
+            "schedule": name, "n_microbatches": self.n_microbatches, "stages": self.num_stages,
+            "mode": mode})
         any_transfers = next(iter(self._transfers.values()))
         largest_tag = any_transfers.tag(self.n_microbatches - 1, self.num_stages - 1, direction=1)
         if largest_tag > self.group.comm.Get_attr(MPI.TAG_UB):
