@@ -5,7 +5,9 @@ One training step at clock c is ``pull(); loss.backward(); push(); clock()``:
 - ``pull()`` loads parameters into the model. Under staleness s it may keep the
   parameters it already holds if their read clock (the servers' complete clock
   when they were read) is at least c - s; otherwise it waits for a fresher reply.
-- ``push()`` sends the gradients with ``Isend`` and returns at once.
+- ``push()`` sends the gradients with ``Isend`` and returns at once; it only
+  waits if the push from two clocks back has not left yet (two sets of send
+  buffers), which also keeps a worker from flooding a server that falls behind.
 - ``clock()`` advances to c + 1 and sends the pull request for it right away
   (a prefetch), so while step c + 1 computes, step c's push and the next
   parameters are both in flight; the next ``pull()`` installs the reply if it
@@ -29,6 +31,8 @@ from pyrt.distributed.ps.protocol import Backoff, Tag, message_buffer, shard_bou
 from pyrt.nn.module import Module
 
 __all__ = ["Worker"]
+
+PUSHES_IN_FLIGHT = 2
 
 
 class Worker:
@@ -62,9 +66,11 @@ class Worker:
         self._bounds = shard_bounds(self._flat.numel, len(cluster.server_ranks))
         # (numel,) staging vector: gradients on their way out, parameters on their way in.
         self._vector = np.empty(self._flat.numel, dtype=np.float32)
-        self._push_buffers = [message_buffer(hi - lo) for lo, hi in self._bounds]
+        # Two sets of push buffers: a push waits for the one two clocks back, not the last one.
+        self._push_buffers = [[message_buffer(hi - lo) for lo, hi in self._bounds]
+                              for _ in range(PUSHES_IN_FLIGHT)]
+        self._push_requests: list[list[Any]] = [[] for _ in range(PUSHES_IN_FLIGHT)]
         self._reply_buffers = [message_buffer(hi - lo) for lo, hi in self._bounds]
-        self._push_requests: list[Any] = []
         self._pull_requests: list[Any] | None = None  # the outstanding pull's receives
         self._header_sends: list[tuple[Any, np.ndarray]] = []
         # Per server: the complete clock and the version of the parameters last installed.
@@ -107,15 +113,17 @@ class Worker:
         if self._pushed:
             raise RuntimeError(f"Worker.push: already pushed at clock {self.current_clock}; "
                                "call clock() once per step, between pushes")
-        self._wait(self._push_requests, "the previous push to leave")  # its buffers are reused
+        slot = self.pushes % PUSHES_IN_FLIGHT
+        self._wait(self._push_requests[slot], "an earlier push to leave")  # its buffers are reused
         self._flat.grads_to_vector(self._vector)
-        self._push_requests = []
+        self._push_requests[slot] = []
         for k, (server, (lo, hi)) in enumerate(zip(self.cluster.server_ranks, self._bounds, strict=True)):
-            header, payload = split_message(self._push_buffers[k])
+            buffer = self._push_buffers[slot][k]
+            header, payload = split_message(buffer)
             header[:3] = (self.current_clock, self._read_clocks[k], self._read_versions[k])
             payload[:] = self._vector[lo:hi]
-            self._push_requests.append(
-                self.cluster.comm.Isend([self._push_buffers[k], MPI.BYTE], dest=server, tag=Tag.PUSH))
+            self._push_requests[slot].append(
+                self.cluster.comm.Isend([buffer, MPI.BYTE], dest=server, tag=Tag.PUSH))
         for p in self._flat.parameters:
             p.grad = None
         self.pushes += 1
@@ -146,7 +154,7 @@ class Worker:
 
         if self.closed:
             return
-        self._wait(self._push_requests, "the last push to leave")
+        self._wait([req for slot in self._push_requests for req in slot], "its last pushes to leave")
         for server in self.cluster.server_ranks:
             self._send_header(server, Tag.DONE, self.pushes)
         if self._pull_requests is not None:  # the servers answer it on DONE
