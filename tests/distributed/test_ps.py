@@ -17,9 +17,9 @@ from pyrt.distributed.ps.protocol import shard_bounds
 LINE = re.compile(r"^(worker|server) rank (\d+) staleness=(\w+) (.*)$", re.M)
 
 
-def _parse(out: str) -> dict[str, dict[str, list[dict[str, int]]]]:
+def _parse(out: str) -> dict[str, dict[str, list[dict[str, float]]]]:
     """{staleness: {"worker": [fields...], "server": [fields...]}} from the worker script's lines."""
-    runs: dict[str, dict[str, list[dict[str, int]]]] = {}
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {}
     for role, _rank, staleness, rest in LINE.findall(out):
         fields = {k: float(v) for k, v in (kv.split("=") for kv in rest.split())}
         runs.setdefault(staleness, {"worker": [], "server": []})[role].append(fields)
