@@ -71,8 +71,11 @@ class _VocabParallelCrossEntropy(Function):
 
     def backward(self, grad: Any) -> tuple[Any, None, None, None, None, None]:
         probs, local_target, here, valid = self.saved_tensors
-        per_row = (grad if self.reduction == "none" else np.broadcast_to(grad / self.count, valid.shape))
-        per_row = per_row * valid
+        # An ignored row gets zero gradient, as in PyTorch, even where its share is not finite:
+        # a mean over no counted target is NaN forward but contributes nothing backward.
+        count = max(self.count, 1)
+        per_row = grad if self.reduction == "none" else np.broadcast_to(grad / count, valid.shape)
+        per_row = np.where(valid, per_row, 0)
         grad_logits = probs * per_row[:, None]
         mine = np.flatnonzero(here)
         grad_logits[mine, local_target[mine]] -= per_row[mine]  # the onehot, on the target's rank only

@@ -244,6 +244,14 @@ def check_embedding_and_vocab_loss(tp, rank: int, size: int) -> None:
                                         group=tp, reduction="sum")
     loss.backward()
     assert loss.item() == 0 and empty.grad.shape == empty.shape
+    # Every target ignored (an all-padding batch): the mean is NaN, as in PyTorch, but its
+    # gradient is zero there too, not NaN that DDP would spread to every rank's weights.
+    for reduction in ("mean", "none"):
+        ignored = pyrt.tensor(np.ones((3, pad_vocab_size(10, size) // size)), requires_grad=True)
+        loss = vocab_parallel_cross_entropy(ignored, pyrt.tensor(np.full(3, -100)), vocab_size=10,
+                                            group=tp, reduction=reduction)
+        loss.backward(None if reduction == "mean" else np.full(3, np.nan))
+        assert (ignored.grad.data == 0).all(), f"all-ignored {reduction} gradient {ignored.grad.data}"
 
     # End to end, tied weights: embedding -> tanh -> logits through the same table -> loss.
     vocab, padded = 10, pad_vocab_size(10, size)
