@@ -211,7 +211,7 @@ def init_device_mesh(device_type: str, mesh_shape: Sequence[int], *,
     Example (under ``mpiexec -n 4``)::
 
         mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
-        model = DistributedDataParallel(TensorParallelMLP(group=mesh["tp"]),
+        model = DistributedDataParallel(TensorParallelMLP(64, 256, group=mesh["tp"]),
                                         process_group=mesh.get_group("dp"))
     """
     shape = tuple(int(n) for n in mesh_shape)
