@@ -61,9 +61,10 @@ def run(optimizer_class, kwargs: dict, width: int, unused: bool, dtype, rank: in
             np.testing.assert_allclose(p.data, q.data, **tol,
                                        err_msg=f"rank {rank}: {label} step {step}: {name}")
     if unused:
+        unused_ids = {id(p) for p in model.unused.parameters()}
         stepped = {piece.tensor for b in zero._buffers for piece in b.pieces
-                   if piece.param is not model.unused.weight}
-        assert model.unused.weight.grad is None and zero.optim.state.keys() <= stepped
+                   if id(piece.param) not in unused_ids}
+        assert all(p.grad is None for p in model.unused.parameters()) and zero.optim.state.keys() <= stepped
 
     check_checkpoint(plain, zero, ddp, model, optimizer_class, kwargs, width, unused, dtype, rank, world,
                      tol, label)
