@@ -1,8 +1,8 @@
-"""All-reduce bandwidth: pyrt's ring vs MPI_Allreduce.
+"""All-reduce bandwidth: pyrt's shared-memory and ring all-reduces vs MPI_Allreduce.
 
 ``python -m pyrt.bench allreduce`` launches itself under ``mpiexec`` at 2 and 4
 ranks. Each rank times ``pyrt.distributed.all_reduce`` (ours, including its
-size check) and mpi4py's raw ``comm.Allreduce`` (the reference) on float32
+agreement check) with ``algorithm="shm"`` and ``"ring"`` and mpi4py's raw ``comm.Allreduce`` (the reference) on float32
 buffers from 1 KB to 64 MB, alternating the two, and reports the slowest
 rank's best time. Bandwidths follow nccl-tests: algbw = bytes / time, busbw =
 algbw * 2 (p - 1) / p, the per-link traffic a bandwidth-optimal all-reduce needs.
@@ -60,9 +60,9 @@ def worker(sizes: list[int], out_path: str) -> None:
     import pyrt.distributed as dist
     from pyrt.distributed import collectives
 
-    comm = dist.init_process_group().comm
-    world = comm.Get_size()
-    algorithms = ["ring"] if collectives._ring_available() else []
+    pg = dist.init_process_group()
+    comm, world = pg.comm, pg.size()
+    algorithms = (["shm"] if pg.on_one_node else []) + (["ring"] if collectives._ring_available() else [])
     records = []
     for nbytes in sizes:
         count = nbytes // 4

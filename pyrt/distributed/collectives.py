@@ -14,6 +14,7 @@ transfers send a header the receiver checks against its buffer.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from pyrt.distributed import agreement, watchdog
 from pyrt.distributed.agreement import Call
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.distributed.work import Work
+from pyrt.profiler import recorder as _profiling
 from pyrt.tensor import Tensor
 
 __all__ = [
@@ -39,12 +41,16 @@ class ReduceOp(enum.Enum):
     AVG = "avg"
     MAX = "max"
     MIN = "min"
+    PRODUCT = "product"
 
 
 # Below this many bytes MPI_Allreduce's latency-optimised algorithms win; above
 # it the ring's bandwidth-optimal schedule does. Measured here (docs/benchmarks.md):
 # the ring leads from 64 KB at 2 ranks and from 256 KB at 4 (oversubscribed) ranks.
+# Both only matter across nodes: on one node the shared-memory path takes over
+# from SHM_THRESHOLD_BYTES.
 RING_THRESHOLD_BYTES = 256 * 1024
+SHM_THRESHOLD_BYTES = 16 * 1024
 
 _DTYPE_CODES = {np.dtype(t): i for i, t in enumerate(
     ["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"])}
@@ -66,19 +72,24 @@ def _writable_array(x: Tensor | np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-def _checked(pg: ProcessGroup, call: Call) -> Callable[[], None]:
+def _checked(pg: ProcessGroup, call: Call) -> Callable[[], int]:
     """The agreement check for ``call``, numbered now (in call order), run where the data moves."""
     if (context := agreement.current()) is not None:
         call = call._replace(context=context)
     seq = pg.next_sequence()
-    return lambda: agreement.check_call(pg, call, seq)
+
+    def check() -> int:
+        agreement.check_call(pg, call, seq)
+        return seq
+
+    return check
 
 
 def _mpi_op(op: ReduceOp) -> Any:
     from mpi4py import MPI
 
     return {ReduceOp.SUM: MPI.SUM, ReduceOp.AVG: MPI.SUM, ReduceOp.MAX: MPI.MAX,
-            ReduceOp.MIN: MPI.MIN}[op]
+            ReduceOp.MIN: MPI.MIN, ReduceOp.PRODUCT: MPI.PROD}[op]
 
 
 def _as_op(op: ReduceOp | str) -> ReduceOp:
@@ -88,12 +99,35 @@ def _as_op(op: ReduceOp | str) -> ReduceOp:
         raise ValueError(f"unknown reduce op {op!r}; use one of {[o.value for o in ReduceOp]}") from None
 
 
-def _run(pg: ProcessGroup, fn: Callable[[], Any], async_op: bool) -> Work | None:
+def _run(pg: ProcessGroup, fn: Callable[[], Any], async_op: bool, call: Call) -> Work | None:
+    if _profiling.active is not None:
+        fn = _profiling.active.deferred(fn, call.kind, "collective", _trace_args(pg, call, async_op))
     if async_op:
         return Work(future=pg.executor().submit(fn))
     pg.drain()
     fn()
     return None
+
+
+def _trace_args(pg: ProcessGroup, call: Call, async_op: bool) -> dict[str, Any]:
+    """What the profiler records about a collective: this rank's buffer, op, root, transport."""
+    shape = () if call.shape is None else tuple(int(d) for d in call.shape)
+    nbytes = 0 if call.dtype is None else int(np.prod(shape)) * np.dtype(call.dtype).itemsize
+    args: dict[str, Any] = {"shapes": [list(shape)] if call.shape is not None else [], "bytes": nbytes,
+                            "dtypes": [] if call.dtype is None else [np.dtype(call.dtype).name],
+                            "group": pg.name, "async": async_op}
+    args.update({k: v for k, v in (("op", call.op), ("root", call.root), ("transport", call.transport)) if v})
+    if (context := agreement.current()) is not None:
+        args["context"] = f"{context[0]} {context[1]}"
+    return args
+
+
+def _p2p_range(kind: str, tensor: Any, peer: int | None, tag: int) -> contextlib.AbstractContextManager[None]:
+    """A profiler range for a point-to-point call, with its bytes and peer (a no-op when not profiling)."""
+    if _profiling.active is None:
+        return contextlib.nullcontext()
+    args = {**_profiling.describe_arrays([tensor]), "peer": "any" if peer is None else peer, "tag": tag}
+    return _profiling.active.span(kind, "p2p", args)
 
 
 @functools.cache
@@ -127,12 +161,16 @@ def _ring_available() -> bool:
     return True
 
 
-def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp) -> str:
-    if algorithm not in ("auto", "ring", "mpi"):
-        raise ValueError(f"all_reduce: algorithm must be 'auto', 'ring' or 'mpi', got {algorithm!r}")
+def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: ProcessGroup) -> str:
+    if algorithm not in ("auto", "shm", "ring", "mpi"):
+        raise ValueError(f"all_reduce: algorithm must be 'auto', 'shm', 'ring' or 'mpi', got {algorithm!r}")
+    if algorithm == "shm" and not pg.on_one_node:
+        raise ValueError(f"all_reduce: algorithm='shm' needs every rank of {pg.name} on one node")
     if algorithm != "auto":
         return algorithm
-    ring_ok = array.dtype in (np.float32, np.float64) and _ring_available()
+    if pg.on_one_node and array.nbytes >= SHM_THRESHOLD_BYTES:
+        return "shm"
+    ring_ok = array.dtype in (np.float32, np.float64) and op is not ReduceOp.PRODUCT and _ring_available()
     return "ring" if ring_ok and array.nbytes >= RING_THRESHOLD_BYTES else "mpi"
 
 
@@ -141,9 +179,12 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
                algorithm: str = "auto") -> Work | None:
     """Reduce ``tensor`` across the group, in place, on every rank.
 
-    ``op`` is sum, avg, max or min. ``algorithm="ring"`` runs pyrt's C++ ring
-    (reduce-scatter then all-gather over point-to-point, float32/float64),
-    ``"mpi"`` calls ``MPI_Allreduce``, ``"auto"`` picks by message size.
+    ``op`` is sum, avg, max, min or product. ``algorithm="shm"`` reduces
+    through node shared memory (every rank of the group on one machine;
+    ``shm.py``), ``"ring"`` runs pyrt's C++ ring (reduce-scatter then
+    all-gather over point-to-point, float32/float64), ``"mpi"`` calls
+    ``MPI_Allreduce``; ``"auto"`` takes shm on one node from 16 KB, otherwise
+    the ring from 256 KB, otherwise MPI.
 
     Example (under ``mpiexec -n 2``)::
 
@@ -153,18 +194,22 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
     pg = resolve_group(group, "all_reduce")
     array = _writable_array(tensor, "all_reduce")
     reduce_op = _as_op(op)
-    chosen = _pick_algorithm(algorithm, array, reduce_op)
+    chosen = _pick_algorithm(algorithm, array, reduce_op, pg)
     if chosen == "ring":
-        if array.dtype not in (np.float32, np.float64):
-            raise TypeError(f"all_reduce: the ring reduces float32/float64, got {describe(array)}")
+        if array.dtype not in (np.float32, np.float64) or reduce_op is ReduceOp.PRODUCT:
+            raise TypeError(f"all_reduce: the ring reduces float32/float64 by sum, avg, max or min, got "
+                            f"{describe(array)} by {reduce_op.value}")
         ring = _ring_module()
 
-    check = _checked(pg, Call("all_reduce", array.dtype, array.shape, reduce_op.value, transport=chosen))
+    call = Call("all_reduce", array.dtype, array.shape, reduce_op.value, transport=chosen)
+    check = _checked(pg, call)
 
     def run() -> None:
-        check()
+        seq = check()
         contiguous = np.ascontiguousarray(array)
-        if chosen == "ring":
+        if chosen == "shm":
+            pg.shared_memory().all_reduce(contiguous, reduce_op.value, seq)
+        elif chosen == "ring":
             # The ring averages in C++: each chunk's owner scales it once, before the all-gather.
             ring.ring_allreduce(pg.comm.py2f(), contiguous, reduce_op.value)
         else:
@@ -181,7 +226,7 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
         if contiguous is not array:
             array[...] = contiguous
 
-    return _run(pg, run, async_op)
+    return _run(pg, run, async_op, call)
 
 
 def broadcast(tensor: Tensor | np.ndarray, src: int, group: ProcessGroup | None = None,
@@ -193,7 +238,8 @@ def broadcast(tensor: Tensor | np.ndarray, src: int, group: ProcessGroup | None 
     pg = resolve_group(group, "broadcast")
     array = _writable_array(tensor, "broadcast")
     root = pg.group_rank(src, "broadcast: src")
-    check = _checked(pg, Call("broadcast", array.dtype, array.shape, root=src))
+    call = Call("broadcast", array.dtype, array.shape, root=src)
+    check = _checked(pg, call)
 
     def run() -> None:
         check()
@@ -202,7 +248,7 @@ def broadcast(tensor: Tensor | np.ndarray, src: int, group: ProcessGroup | None 
         if contiguous is not array:
             array[...] = contiguous
 
-    return _run(pg, run, async_op)
+    return _run(pg, run, async_op, call)
 
 
 def all_gather_into_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarray,
@@ -219,7 +265,8 @@ def all_gather_into_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarr
             f"{describe(source)} need {source.size * pg.size()} {source.dtype}"
         )
 
-    check = _checked(pg, Call("all_gather", source.dtype, source.shape))
+    call = Call("all_gather", source.dtype, source.shape)
+    check = _checked(pg, call)
 
     def run() -> None:
         check()
@@ -227,7 +274,7 @@ def all_gather_into_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarr
         pg.comm.Allgather(np.ascontiguousarray(source).reshape(-1), gathered)
         target[...] = gathered.reshape(target.shape)
 
-    return _run(pg, run, async_op)
+    return _run(pg, run, async_op, call)
 
 
 def all_gather(tensor_list: Sequence[Tensor | np.ndarray], tensor: Tensor | np.ndarray,
@@ -248,7 +295,8 @@ def all_gather(tensor_list: Sequence[Tensor | np.ndarray], tensor: Tensor | np.n
         if t.shape != source.shape or t.dtype != source.dtype:
             raise ValueError(f"all_gather: tensor_list[{i}] is {describe(t)}, input is {describe(source)}")
     gathered = np.empty((pg.size(), *source.shape), dtype=source.dtype)
-    check = _checked(pg, Call("all_gather", source.dtype, source.shape))
+    call = Call("all_gather", source.dtype, source.shape)
+    check = _checked(pg, call)
 
     def run() -> None:
         check()
@@ -256,7 +304,7 @@ def all_gather(tensor_list: Sequence[Tensor | np.ndarray], tensor: Tensor | np.n
         for t, part in zip(targets, gathered, strict=True):
             t[...] = part
 
-    return _run(pg, run, async_op)
+    return _run(pg, run, async_op, call)
 
 
 def reduce_scatter_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarray,
@@ -276,7 +324,8 @@ def reduce_scatter_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarra
             f"{describe(target)} need {target.size * pg.size()} {target.dtype}"
         )
 
-    check = _checked(pg, Call("reduce_scatter", source.dtype, source.shape, reduce_op.value))
+    call = Call("reduce_scatter", source.dtype, source.shape, reduce_op.value)
+    check = _checked(pg, call)
 
     def run() -> None:
         check()
@@ -287,7 +336,7 @@ def reduce_scatter_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarra
             block = block / pg.size() if np.issubdtype(block.dtype, np.floating) else block // pg.size()
         target[...] = block.reshape(target.shape)
 
-    return _run(pg, run, async_op)
+    return _run(pg, run, async_op, call)
 
 
 def reduce_scatter(output: Tensor | np.ndarray, input_list: Sequence[Tensor | np.ndarray],
@@ -322,7 +371,8 @@ def barrier(group: ProcessGroup | None = None, async_op: bool = False) -> Work |
     """
     pg = resolve_group(group, "barrier")
     # The agreement exchange is itself a barrier: every rank's record arrives before any returns.
-    return _run(pg, _checked(pg, Call("barrier")), async_op)
+    call = Call("barrier")
+    return _run(pg, _checked(pg, call), async_op, call)
 
 
 # --- point to point -------------------------------------------------------------
@@ -413,8 +463,9 @@ class _Receive:
 
 
 def _wait(pg: ProcessGroup, request: Any, status: Any, kind: str, timeout: float | None) -> None:
-    watchdog.wait_for(request, status, group=pg.name, global_ranks=pg.global_ranks, seq=0, kind=kind,
-                      timeout=timeout)
+    with _profiling.range_if_active(f"wait {kind}", "p2p"):
+        watchdog.wait_for(request, status, group=pg.name, global_ranks=pg.global_ranks, seq=0, kind=kind,
+                          timeout=timeout)
 
 
 def send(tensor: Tensor | np.ndarray, dst: int, group: ProcessGroup | None = None,
@@ -423,7 +474,8 @@ def send(tensor: Tensor | np.ndarray, dst: int, group: ProcessGroup | None = Non
 
     Example: rank 0 calls ``dist.send(x, dst=1)`` while rank 1 calls ``dist.recv(x, src=0)``.
     """
-    isend(tensor, dst, group=group, tag=tag).wait()
+    with _p2p_range("send", tensor, dst, tag):
+        isend(tensor, dst, group=group, tag=tag).wait()
 
 
 def recv(tensor: Tensor | np.ndarray, src: int | None = None, group: ProcessGroup | None = None,
@@ -432,7 +484,8 @@ def recv(tensor: Tensor | np.ndarray, src: int | None = None, group: ProcessGrou
 
     Example: ``sender = dist.recv(x)`` accepts a message from whichever rank sends first.
     """
-    return irecv(tensor, src, group=group, tag=tag).result()
+    with _p2p_range("recv", tensor, src, tag):
+        return irecv(tensor, src, group=group, tag=tag).result()
 
 
 def isend(tensor: Tensor | np.ndarray, dst: int, group: ProcessGroup | None = None,
@@ -444,10 +497,11 @@ def isend(tensor: Tensor | np.ndarray, dst: int, group: ProcessGroup | None = No
     pg = resolve_group(group, "isend")
     array = _contiguous(_array(tensor, "isend"), "isend")
     peer = _peer(pg, dst, "isend: dst")
-    # A few dozen bytes: MPI sends them eagerly, so this returns without waiting for the receiver.
-    pg.header_comm.Send(_header(array), dest=peer, tag=tag)
-    return Work(request=pg.comm.Isend(array, dest=peer, tag=tag),
-                wait=lambda request, status, timeout: _wait(pg, request, status, "send", timeout))
+    with _p2p_range("isend", array, dst, tag):
+        # A few dozen bytes: MPI sends them eagerly, so this returns without waiting for the receiver.
+        pg.header_comm.Send(_header(array), dest=peer, tag=tag)
+        return Work(request=pg.comm.Isend(array, dest=peer, tag=tag),
+                    wait=lambda request, status, timeout: _wait(pg, request, status, "send", timeout))
 
 
 def irecv(tensor: Tensor | np.ndarray, src: int | None = None, group: ProcessGroup | None = None,
@@ -458,6 +512,7 @@ def irecv(tensor: Tensor | np.ndarray, src: int | None = None, group: ProcessGro
     """
     pg = resolve_group(group, "irecv")
     array = _contiguous(_writable_array(tensor, "irecv"), "irecv")
-    request = _Receive(pg, array, _peer(pg, src, "irecv: src"), tag, "recv")
+    with _p2p_range("irecv", array, src, tag):
+        request = _Receive(pg, array, _peer(pg, src, "irecv: src"), tag, "recv")
     return Work(request=request, on_complete=lambda status: pg.global_ranks[status.Get_source()],
                 wait=lambda request, status, timeout: _wait(pg, request, status, "recv", timeout))

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from pyrt.distributed import watchdog
+from pyrt.distributed import shm, watchdog
 from pyrt.distributed.executor import CollectiveExecutor
 
 __all__ = [
@@ -55,6 +55,15 @@ class ProcessGroup:
         self._executor: CollectiveExecutor | None = None
         self._executor_lock = threading.Lock()
         self._sequence = itertools.count(1)
+        #: Whether every rank of the group shares this node's memory (``algorithm="shm"``).
+        self.on_one_node = comm is not None and shm.node_covers_group(comm)
+        self._shm: shm.SharedMemoryAllreduce | None = None
+
+    def shared_memory(self) -> shm.SharedMemoryAllreduce:
+        """The group's shared-memory all-reduce, created (collectively) on first use."""
+        if self._shm is None:
+            self._shm = shm.SharedMemoryAllreduce(self.comm, self.name, self.global_ranks)
+        return self._shm
 
     def next_sequence(self) -> int:
         """The number of this group's next collective: equal on every rank for the same call."""
@@ -95,6 +104,9 @@ class ProcessGroup:
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
+        if self._shm is not None:
+            self._shm.free()
+            self._shm = None
 
     def __repr__(self) -> str:
         return f"ProcessGroup({self.name}, ranks={self.global_ranks})"
@@ -285,6 +297,9 @@ def destroy_process_group(group: ProcessGroup | None = None) -> None:
     """
     global _default_group
     targets = list(_groups) if group is None else [group]
+    if group is None or group is _default_group:
+        # Leave together first: freeing the groups' windows below is collective.
+        watchdog.stop()
     for pg in targets:
         pg.shutdown()
         if pg.comm is not None:
@@ -294,7 +309,6 @@ def destroy_process_group(group: ProcessGroup | None = None) -> None:
         pg.comm = pg.header_comm = None
         _groups.remove(pg)
     if group is None or group is _default_group:
-        watchdog.stop()
         _default_group = None
         sys.excepthook = sys.__excepthook__
         threading.excepthook = threading.__excepthook__

@@ -175,11 +175,12 @@ def abort(message: str) -> None:
 
 
 def wait_for(request: Any, status: Any, *, group: str, global_ranks: list[int], seq: int,
-             kind: str, timeout: float | None = None) -> None:
+             kind: str, timeout: float | None = None, spin_seconds: float = SPIN_SECONDS) -> None:
     """Wait for ``request`` (an MPI request, or anything with ``Test(status)``), or end the job.
 
     ``timeout`` (seconds) overrides the group's; a ``TimeoutError`` is then
-    raised instead of ending the job (``Work.wait(timeout=...)``).
+    raised instead of ending the job (``Work.wait(timeout=...)``). Polls yield
+    the core for ``spin_seconds``, then sleep between polls.
     """
     if request.Test(status):
         return
@@ -204,7 +205,7 @@ def wait_for(request: Any, status: Any, *, group: str, global_ranks: list[int], 
                           f"{_ranks(gone)} left (the script ended, called sys.exit or "
                           "destroy_process_group); ending the job. Where each rank is:\n"
                           + progress.report(global_ranks))
-            if waited < SPIN_SECONDS:
+            if waited < spin_seconds:
                 os.sched_yield()
             else:
                 time.sleep(SLEEP_SECONDS)

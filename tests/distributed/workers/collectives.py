@@ -22,14 +22,19 @@ def check_all_reduce(group=None) -> None:
     world = dist.get_world_size(group)
     ranks = range(world)
     rank = dist.get_rank(group)
-    for dtype in (np.float32, np.float64):
-        for size in SIZES:
-            for algorithm in ("mpi", "ring", "auto"):
-                if algorithm == "ring" and not dist.collectives._ring_available():
+    for dtype in (np.float32, np.float64, np.int32, np.int64):
+        floating = np.issubdtype(dtype, np.floating)
+        # Past one shared-memory slot (4 MB): the shm path's chunk loop and its double buffer.
+        sizes = [*SIZES, (1 << 20) + 3] if dtype == np.float32 else SIZES
+        for size in sizes:
+            for algorithm in ("mpi", "shm", "ring", "auto"):
+                if algorithm == "ring" and (not floating or not dist.collectives._ring_available()):
                     continue
                 stacked = np.stack([rank_values(size, r, dtype) for r in ranks])
                 expected = {"sum": stacked.sum(0), "max": stacked.max(0), "min": stacked.min(0),
-                            "avg": stacked.sum(0) / world}
+                            "avg": stacked.sum(0) / world if floating else stacked.sum(0) // world}
+                if algorithm != "ring":
+                    expected["product"] = stacked.prod(0)
                 for op, want in expected.items():
                     x = rank_values(size, rank, dtype)
                     dist.all_reduce(x, op=op, group=group, algorithm=algorithm)
