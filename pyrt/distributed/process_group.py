@@ -131,12 +131,15 @@ def is_initialized() -> bool:
     return _default_group is not None
 
 
-def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int = -1,
-                       rank: int = -1, init_method: str | None = None,
-                       timeout: timedelta = watchdog.DEFAULT_TIMEOUT) -> ProcessGroup:
+def init_process_group(backend: str | None = None, init_method: str | None = None,
+                       timeout: timedelta | None = None, world_size: int = -1, rank: int = -1, *,
+                       comm: Any = None) -> ProcessGroup:
     """Create the default process group over ``MPI.COMM_WORLD`` (or ``comm``).
 
-    Launch the script under ``mpiexec`` (or ``python -m pyrt.run``). ``comm``
+    Launch the script under ``mpiexec`` (or ``python -m pyrt.run``). MPI is
+    the transport: ``backend`` may be ``"mpi"`` or PyTorch's ``"gloo"`` /
+    ``"nccl"``, which run over MPI (with a one-line notice), so PyTorch
+    scripts port unchanged. ``comm``
     lets code that already uses mpi4py hand pyrt a communicator of its own;
     ``world_size`` and ``rank``, when given, are checked against MPI's. Unless
     ``OMP_NUM_THREADS`` is set, each rank's kernels get an equal share of the
@@ -155,10 +158,10 @@ def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int =
         print(dist.get_rank(), dist.get_world_size())
     """
     global _default_group
-    if backend != "mpi":
-        raise ValueError(f"init_process_group: pyrt's only backend is 'mpi', got {backend!r}")
+    _check_backend("init_process_group", backend)
     if init_method not in (None, "env://", "mpi://"):
         raise ValueError(f"init_process_group: MPI needs no init_method, got {init_method!r}")
+    timeout = watchdog.DEFAULT_TIMEOUT if timeout is None else timeout
     if _default_group is not None:
         raise RuntimeError("init_process_group: the default process group is already initialised")
     MPI = _mpi()
@@ -185,6 +188,23 @@ def init_process_group(backend: str = "mpi", comm: Any = None, world_size: int =
     _install_abort_on_error(comm)
     _share_cores_among_local_ranks(comm)
     return _default_group
+
+
+_TORCH_BACKENDS = ("gloo", "nccl", "cpu:gloo,cuda:nccl")
+_noticed_backends: set[str] = set()
+
+
+def _check_backend(where: str, backend: str | None) -> None:
+    """MPI is pyrt's transport; PyTorch's backend names map to it (with a notice), others are refused."""
+    if backend in (None, "mpi"):
+        return
+    if backend in _TORCH_BACKENDS:
+        if backend not in _noticed_backends:
+            _noticed_backends.add(backend)
+            print(f"pyrt: {where}(backend={backend!r}) runs over MPI, pyrt's transport", file=sys.stderr)
+        return
+    raise ValueError(f"{where}: unknown backend {backend!r}; pyrt runs over MPI ('mpi', or PyTorch's "
+                     f"'gloo'/'nccl', which map to it)")
 
 
 def _share_cores_among_local_ranks(comm: Any) -> None:
@@ -271,8 +291,7 @@ def new_group(ranks: Sequence[int] | None = None, backend: str | None = None) ->
             dist.all_reduce(x, group=evens)
     """
     world = default_group()
-    if backend not in (None, "mpi"):
-        raise ValueError(f"new_group: pyrt's only backend is 'mpi', got {backend!r}")
+    _check_backend("new_group", backend)
     members = sorted(range(world.size()) if ranks is None else {int(r) for r in ranks})
     if ranks is not None and len(members) != len(list(ranks)):
         raise ValueError(f"new_group: ranks {list(ranks)} contain duplicates")

@@ -39,3 +39,11 @@ def test_a_rank_that_raises_ends_the_job(nprocs: int, where: str) -> None:
 def test_missing_ring_module_gives_an_actionable_error(nprocs: int) -> None:
     result = run_workers(nprocs, "ring_missing.py", timeout=60)
     assert result.stdout.count("ring missing handled") == nprocs
+
+
+def test_pytorch_backend_names_run_over_mpi_with_a_notice() -> None:
+    result = run_workers(2, "backend_names.py", timeout=60)
+    assert result.stdout.count("backend names ok") == 2
+    # One notice per backend name and rank, not one per call.
+    assert result.stderr.count("init_process_group(backend='gloo') runs over MPI") == 2, result.stderr
+    assert result.stderr.count("init_process_group(backend='nccl') runs over MPI") == 2
