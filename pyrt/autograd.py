@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pyrt.backend import get_array_module
+from pyrt.profiler import recorder as _profiling
 
 if TYPE_CHECKING:
     from pyrt.tensor import Tensor
@@ -181,7 +182,8 @@ class Function:
 
         fn = cls()
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-        out = fn.forward(*arrays, **kwargs)
+        out = (fn.forward(*arrays, **kwargs) if _profiling.active is None
+               else _profiling.active.call(cls.__name__, "forward", fn.forward, *arrays, **kwargs))
         if _grad_mode.enabled and any(isinstance(a, Tensor) and a.requires_grad for a in args):
             fn.inputs = tuple(
                 a if isinstance(a, Tensor) and a.requires_grad else None for a in args
@@ -392,7 +394,8 @@ def _call_backward(fn: Function, grad_out: Any, mask: tuple[bool, ...]) -> Seque
     """
     fn._grad_mask = mask
     try:
-        grads = fn.backward(grad_out)
+        grads = (fn.backward(grad_out) if _profiling.active is None else
+                 _profiling.active.call(f"{type(fn).__name__}Backward", "backward", fn.backward, grad_out))
     finally:
         fn._grad_mask = None
     if len(grads) != len(fn.inputs):
@@ -498,7 +501,8 @@ def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
     >>> x.grad.item()
     7.0
     """
-    _run_backward(tensors, grad_tensors, retain_graph, inputs, defer_weights=False)
+    with _profiling.range_if_active("backward", "autograd"):
+        _run_backward(tensors, grad_tensors, retain_graph, inputs, defer_weights=False)
 
 
 def backward_input(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
@@ -520,7 +524,8 @@ def backward_input(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
     >>> w.grad.tolist()
     [[1.0, 2.0]]
     """
-    return _run_backward(tensors, grad_tensors, retain_graph, inputs, defer_weights=True)
+    with _profiling.range_if_active("backward_input", "autograd"):
+        return _run_backward(tensors, grad_tensors, retain_graph, inputs, defer_weights=True)
 
 
 def _accumulate_leaf(t: Tensor, g: Any, handed_to_leaves: set[int]) -> None:

@@ -4,7 +4,9 @@ Every native kernel has exactly one Python entry point here. It validates its
 inputs (dtype, rank, shape, memory overlap) with errors that name the offending
 shapes and dtypes, then dispatches on the array type: numpy arrays go to
 ``pyrt._C`` (C++, OpenMP), cupy arrays to ``pyrt._cuda``. Ops and layers call
-these functions; nothing else imports ``_C`` or ``_cuda``.
+these functions; nothing else imports ``_C`` or ``_cuda``. Each entry point is
+decorated with ``traced_kernel``, so a running ``pyrt.profiler.profile``
+records every call with its arrays' shapes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ except ImportError as exc:  # the usual cause: importing the source tree instead
         "another directory, or install for development with `pip install --no-build-isolation -e .`"
     ) from exc
 from pyrt.backend import describe, get_array_module, is_cuda_array
+from pyrt.profiler.recorder import traced_kernel
 
 __all__ = [
     "CSRPattern",
@@ -127,6 +130,7 @@ def _check_matmul_operand(name: str, x: Any) -> None:
         )
 
 
+@traced_kernel
 def matmul(a: Any, b: Any, out: Any | None = None) -> Any:
     """Matrix product ``a @ b`` of 2-D float32 arrays on our SGEMM kernel.
 
@@ -219,6 +223,7 @@ def _require_numpy(fn: str, **arrays: Any) -> None:
             )
 
 
+@traced_kernel
 def pack_int8_weight(w_q: Any) -> PackedInt8Weight:
     """Pack int8 weights (n, k), nn.Linear's layout, once for :func:`int8_gemm`.
 
@@ -232,6 +237,7 @@ def pack_int8_weight(w_q: Any) -> PackedInt8Weight:
     return _C.pack_int8_weight(w_q)
 
 
+@traced_kernel
 def quantize_u8(x: Any) -> tuple[np.ndarray, float, int]:
     """Dynamic per-tensor quantization of float32 (m, k) to 7-bit uint8 codes.
 
@@ -252,6 +258,7 @@ def quantize_u8(x: Any) -> tuple[np.ndarray, float, int]:
     return q, float(scale), int(zero_point)
 
 
+@traced_kernel
 def int8_gemm(
     a_q: Any,
     a_scale: float,
@@ -310,6 +317,7 @@ def int8_gemm(
     return out
 
 
+@traced_kernel
 def dynamic_linear(x: Any, w: PackedInt8Weight, w_scales: Any, bias: Any | None = None) -> np.ndarray:
     """``x @ w.T + bias`` with x quantized on the fly: PyTorch's dynamic int8 Linear.
 
@@ -362,6 +370,7 @@ class CSRPattern:
     def nnz(self) -> int:
         return int(self.indices.shape[0])
 
+    @traced_kernel
     def matmul(self, values: Any, b: Any, out: Any | None = None) -> np.ndarray:
         """``A @ b`` with A's nonzeros ``values`` (nnz,) float32 and b (k, n) float32, as ``spmm``."""
         return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out)
@@ -415,6 +424,7 @@ def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: t
     return out
 
 
+@traced_kernel
 def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
          out: Any | None = None) -> np.ndarray:
     """``A @ b`` for a sparse CSR matrix A (m, k) and a dense float32 b (k, n).
@@ -455,6 +465,7 @@ def _check_reduction_buffer(fn: str, name: str, x: Any) -> None:
         raise TypeError(f"{fn}: {name} must be a contiguous float32 or float64 array, got {describe(x)}")
 
 
+@traced_kernel
 def reduce_inplace(dst: Any, src: Any, op: str = "sum") -> Any:
     """``dst = op(dst, src)`` element-wise for op in sum, max, min; returns ``dst``.
 
@@ -478,6 +489,7 @@ def reduce_inplace(dst: Any, src: Any, op: str = "sum") -> Any:
     return dst
 
 
+@traced_kernel
 def scale_inplace(dst: Any, alpha: float) -> Any:
     """``dst *= alpha`` (an average is a sum scaled by 1 / world size); returns ``dst``.
 
@@ -516,6 +528,7 @@ def _check_fused(fn: str, **arrays: Any) -> None:
         raise TypeError(f"{fn}: needs C-contiguous float32 numpy arrays of one size, got {listing}")
 
 
+@traced_kernel
 def sgd_step(p: Any, grad: Any, momentum_buffer: Any | None, *, lr: float, momentum: float = 0.0,
              dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
              maximize: bool = False, first_step: bool = False) -> None:
@@ -534,6 +547,7 @@ def sgd_step(p: Any, grad: Any, momentum_buffer: Any | None, *, lr: float, momen
                 first_step)
 
 
+@traced_kernel
 def adam_step(p: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any | None, *,
               lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, step: int,
               decoupled_weight_decay: bool = False, maximize: bool = False) -> None:
@@ -571,6 +585,7 @@ def _check_lstm(fn: str, gates: Any, **states: Any) -> None:
                              f"{describe(states['c_prev'])}")
 
 
+@traced_kernel
 def lstm_cell_forward(gates: Any, c_prev: Any, c: Any, tanh_c: Any, h: Any) -> None:
     """One LSTM step after its GEMMs: activate the gates and update the cell, in one pass.
 
@@ -588,6 +603,7 @@ def lstm_cell_forward(gates: Any, c_prev: Any, c: Any, tanh_c: Any, h: Any) -> N
     _C.lstm_cell_forward(gates, c_prev, c, tanh_c, h)
 
 
+@traced_kernel
 def lstm_cell_backward(gates: Any, c_prev: Any, tanh_c: Any, grad_h: Any, grad_h_next: Any | None,
                        grad_c: Any, grad_gates: Any) -> None:
     """Backward of :func:`lstm_cell_forward` for one step.

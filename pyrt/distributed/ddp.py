@@ -39,6 +39,7 @@ from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.distributed.work import Work
 from pyrt.nn.module import Module
 from pyrt.nn.parameter import Parameter
+from pyrt.profiler import recorder as _profiling
 from pyrt.tensor import Tensor
 
 __all__ = ["DistributedDataParallel"]
@@ -100,6 +101,15 @@ def _build_buckets(named: list[tuple[str, Parameter]], cap_bytes: int) -> list[_
     if current:
         buckets.append(_Bucket(len(buckets), current))
     return buckets
+
+
+def _launch_range(bucket: _Bucket, iteration: int) -> contextlib.AbstractContextManager[None]:
+    """The profiler's range around a bucket's launch; its all-reduce on the comm track is named after it."""
+    if _profiling.active is None:
+        return contextlib.nullcontext()
+    return _profiling.active.span(f"DDP bucket {bucket.index}", "ddp", {
+        "bucket": bucket.index, "bytes": int(bucket.buffer.nbytes), "iteration": iteration,
+        "params": [name for name, _ in bucket.params]})
 
 
 def _reachable_leaves(outputs: Any) -> set[int]:
@@ -294,7 +304,7 @@ class DistributedDataParallel(Module):
         while (self._next_bucket < len(self._buckets)
                and self._buckets[self._next_bucket].ready == len(self._buckets[self._next_bucket].params)):
             b = self._buckets[self._next_bucket]
-            with agreement.context("DDP iteration", self._iteration):
+            with agreement.context("DDP iteration", self._iteration), _launch_range(b, self._iteration):
                 b.work = all_reduce(b.buffer, op=ReduceOp.AVG, group=self.process_group,
                                     async_op=True, algorithm=self.algorithm)
             object.__setattr__(self, "_next_bucket", self._next_bucket + 1)
@@ -304,8 +314,9 @@ class DistributedDataParallel(Module):
     def _finish_reduction(self) -> None:
         object.__setattr__(self, "_expect_reduction", False)
         start = time.perf_counter()
-        for b in self._buckets:
-            b.work.wait()
+        with _profiling.range_if_active("DDP wait for buckets", "ddp"):
+            for b in self._buckets:
+                b.work.wait()
         self.comm_stats.wait_seconds += time.perf_counter() - start
         self.comm_stats.allreduce_seconds += sum(b.work.seconds or 0.0 for b in self._buckets)
         self.comm_stats.steps += 1
