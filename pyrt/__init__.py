@@ -13,7 +13,7 @@ and asynchronous parallelism. The public API follows PyTorch's names, so
 
 import numpy as _np
 
-from pyrt import autograd, kernels, nn, ops, optim, quantization, sparse, utils
+from pyrt import autograd, kernels, nn, ops, optim, profiler, quantization, sparse, utils
 from pyrt.autograd import enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
 from pyrt.creation import (
     arange,
@@ -88,7 +88,8 @@ __all__ = [
     "enable_grad", "exp", "flatten", "from_numpy", "full", "get_num_threads", "get_rng_state", "gradcheck",
     "is_grad_enabled", "kernels", "load", "log", "log_softmax", "logsumexp", "manual_seed",
     "matmul", "max", "maximum", "mean", "min", "minimum", "nn", "no_grad", "ones", "ones_like",
-    "ops", "optim", "permute", "qint8", "quantization", "rand", "randint", "randn", "relu", "reshape", "save",
+    "ops", "optim", "permute", "profiler", "qint8", "quantization", "rand", "randint", "randn", "relu",
+    "reshape", "save",
     "set_grad_enabled", "set_num_threads", "set_rng_state", "sigmoid", "softmax", "sparse", "sqrt", "squeeze",
     "stack", "sum", "tanh", "tensor", "transpose", "unsqueeze", "utils", "var", "where", "zeros",
     "zeros_like",
