@@ -5,12 +5,15 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from mpirun import run_workers
+from mpirun import WORKERS, mpiexec, run_workers
 
 from pyrt.distributed.ps.protocol import shard_bounds
 
@@ -56,12 +59,18 @@ def test_ssp_bound_no_lost_update_and_synchronous_equivalence(nprocs: int, num_s
 
 @pytest.mark.parametrize(("frozen", "blamed"), [
     ("worker", r"ParameterServer \(rank 3\): worker rank 1 has sent nothing for"),
+    ("exit", r"ParameterServer \(rank 3\): worker rank 1 has sent nothing for"),
     ("server", r"Worker \(rank \d\): waited [\d.]+ s for parameters from the parameter servers "
                r"\(ranks \[3\]\)"),
 ])
-def test_a_frozen_rank_ends_the_job_naming_it(frozen: str, blamed: str) -> None:
+def test_a_frozen_or_exited_rank_ends_the_job_naming_it(frozen: str, blamed: str) -> None:
     start = time.monotonic()
-    result = run_workers(4, "ps_failures.py", frozen, timeout=60, check=False)
+    if frozen == "exit":  # without the flag mpiexec itself would end the job when rank 1 exits
+        result = subprocess.run([mpiexec(), "-disable-auto-cleanup", "-n", "4", sys.executable,
+                                 str(WORKERS / "ps_failures.py"), frozen], capture_output=True, text=True,
+                                timeout=60, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    else:
+        result = run_workers(4, "ps_failures.py", frozen, timeout=60, check=False)
     assert result.returncode != 0, result.stdout
     assert re.search(blamed, result.stderr), result.stderr
     assert "unreachable" not in result.stdout

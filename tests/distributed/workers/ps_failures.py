@@ -3,10 +3,13 @@
 ``worker``: worker rank 1 freezes itself (SIGSTOP) at clock 3, as a hung or
 dead process that MPI cannot see looks. The others then wait on the staleness
 bound, sending heartbeats; the server must single out rank 1 after ``timeout``
-seconds of silence and end the job. ``server``: the server freezes before
-serving; the workers must give up after twice the timeout, naming it.
+seconds of silence and end the job. ``exit``: rank 1 exits (``os._exit(0)``)
+instead; plain ``mpiexec`` would kill the job itself, so the test launches it
+with ``-disable-auto-cleanup`` to leave the detection to the server.
+``server``: the server freezes before serving; the workers must give up after
+twice the timeout, naming it.
 
-Run: mpiexec -n 4 python tests/distributed/workers/ps_failures.py worker|server
+Run: mpiexec -n 4 python tests/distributed/workers/ps_failures.py worker|exit|server
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ def main() -> None:
     else:
         worker = ps.Worker(cluster, model)
         for clock in range(1000):
-            if frozen == "worker" and cluster.rank == 1 and clock == 3:
-                print(f"rank 1 freezes at clock {clock}", flush=True)
+            if frozen in ("worker", "exit") and cluster.rank == 1 and clock == 3:
+                print(f"rank 1 stops at clock {clock}: {frozen}", flush=True)
+                if frozen == "exit":
+                    os._exit(0)
                 os.kill(os.getpid(), signal.SIGSTOP)
             worker.pull()
             model(pyrt.ones(2, 4)).sum().backward()
