@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -30,3 +31,16 @@ def test_ddp_mlp_matches_single_process_accuracy(nprocs: int) -> None:
     assert final is not None, out
     assert float(final.group(1)) >= 0.97, out
     assert re.search(rf"throughput: [\d,]+ samples/s over {nprocs} ranks", out), out
+
+
+def test_ddp_mlp_writes_a_profile_of_both_ranks_and_a_loss_curve(tmp_path: Path) -> None:
+    trace, curve = tmp_path / "trace.json", tmp_path / "loss.png"
+    out = run_workers(2, str(EXAMPLES / "ddp_mlp.py"), "--epochs", "1", "--profile", str(trace),
+                      "--plot-loss", str(curve), timeout=120).stdout
+    assert f"profile of 2 ranks written to {trace}" in out and f"loss curve saved to {curve}" in out, out
+    assert curve.read_bytes().startswith(b"\x89PNG")
+    events = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
+    assert {e["pid"] for e in events} == {0, 1}
+    steps = {e["name"] for e in events if e["cat"] == "user" and e["name"].startswith("step ")}
+    assert steps == {f"step {i}" for i in range(2, 8)}  # --profile-steps 6 after 2 warm-up steps
+    assert any(e["name"].startswith("all_reduce (DDP bucket") and e["tid"] == 2 for e in events)
