@@ -2,9 +2,9 @@
 
 ``python -m pyrt.bench allreduce`` launches itself under ``mpiexec`` at 2 and 4
 ranks. Each rank times ``pyrt.distributed.all_reduce`` (ours, including its
-agreement check) with ``algorithm="shm"`` and ``"ring"`` and mpi4py's raw ``comm.Allreduce`` (the reference) on float32
-buffers from 1 KB to 64 MB, alternating the two, and reports the slowest
-rank's best time. Bandwidths follow nccl-tests: algbw = bytes / time, busbw =
+agreement check) with ``algorithm="shm"`` and ``"ring"``, and mpi4py's raw
+``comm.Allreduce`` (the reference), on float32 buffers from 1 KB to 64 MB,
+and reports the slowest rank's best time. Bandwidths follow nccl-tests: algbw = bytes / time, busbw =
 algbw * 2 (p - 1) / p, the per-link traffic a bandwidth-optimal all-reduce needs.
 
 A second table prices the agreement check every collective makes first

@@ -36,7 +36,7 @@ __all__ = ["Call", "CollectiveMismatchError", "agree", "check_call", "context"]
 KINDS = ("none", "all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier", "agree",
          "send", "recv")
 _OPS = (None, "sum", "avg", "max", "min", "product")
-_TRANSPORTS = (None, "mpi", "ring", "shm")
+_TRANSPORTS = (None, "mpi", "ring", "shm", "hierarchical")
 _DTYPES = (None, "float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 _MAX_DIMS = 8
 # seq, kind, op, root, dtype, transport, context label, context value, ndim, shape checksum, dims

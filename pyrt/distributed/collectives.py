@@ -161,15 +161,24 @@ def _ring_available() -> bool:
     return True
 
 
+_ALGORITHMS = ("auto", "shm", "hierarchical", "ring", "mpi")
+
+
 def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: ProcessGroup) -> str:
-    if algorithm not in ("auto", "shm", "ring", "mpi"):
-        raise ValueError(f"all_reduce: algorithm must be 'auto', 'shm', 'ring' or 'mpi', got {algorithm!r}")
+    if algorithm not in _ALGORITHMS:
+        raise ValueError(f"all_reduce: algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
     if algorithm == "shm" and not pg.on_one_node:
-        raise ValueError(f"all_reduce: algorithm='shm' needs every rank of {pg.name} on one node")
+        raise ValueError(f"all_reduce: algorithm='shm' needs every rank of {pg.name} on one node; "
+                         "use 'hierarchical' across nodes")
+    if algorithm == "hierarchical" and pg.on_one_node:
+        algorithm = "shm"  # one node: the hierarchy is its first level
     if algorithm != "auto":
         return algorithm
-    if pg.on_one_node and array.nbytes >= SHM_THRESHOLD_BYTES:
-        return "shm"
+    if array.nbytes >= SHM_THRESHOLD_BYTES:
+        if pg.on_one_node:
+            return "shm"
+        if pg.most_ranks_per_node > 1:
+            return "hierarchical"
     ring_ok = array.dtype in (np.float32, np.float64) and op is not ReduceOp.PRODUCT and _ring_available()
     return "ring" if ring_ok and array.nbytes >= RING_THRESHOLD_BYTES else "mpi"
 
@@ -181,10 +190,12 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
 
     ``op`` is sum, avg, max, min or product. ``algorithm="shm"`` reduces
     through node shared memory (every rank of the group on one machine;
-    ``shm.py``), ``"ring"`` runs pyrt's C++ ring (reduce-scatter then
-    all-gather over point-to-point, float32/float64), ``"mpi"`` calls
-    ``MPI_Allreduce``; ``"auto"`` takes shm on one node from 16 KB, otherwise
-    the ring from 256 KB, otherwise MPI.
+    ``shm.py``), ``"hierarchical"`` through shared memory inside each node
+    and MPI between node leaders, ``"ring"`` runs pyrt's C++ ring
+    (reduce-scatter then all-gather over point-to-point, float32/float64),
+    ``"mpi"`` calls ``MPI_Allreduce``. ``"auto"`` takes shm (one node) or
+    hierarchical (several ranks per node) from 16 KB, otherwise the ring
+    from 256 KB, otherwise MPI.
 
     Example (under ``mpiexec -n 2``)::
 
@@ -207,7 +218,7 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
     def run() -> None:
         seq = check()
         contiguous = np.ascontiguousarray(array)
-        if chosen == "shm":
+        if chosen in ("shm", "hierarchical"):
             pg.shared_memory().all_reduce(contiguous, reduce_op.value, seq)
         elif chosen == "ring":
             # The ring averages in C++: each chunk's owner scales it once, before the all-gather.

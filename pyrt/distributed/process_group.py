@@ -55,14 +55,18 @@ class ProcessGroup:
         self._executor: CollectiveExecutor | None = None
         self._executor_lock = threading.Lock()
         self._sequence = itertools.count(1)
-        #: Whether every rank of the group shares this node's memory (``algorithm="shm"``).
-        self.on_one_node = comm is not None and shm.node_covers_group(comm)
-        self._shm: shm.SharedMemoryAllreduce | None = None
+        #: Whether every rank of the group shares this node's memory (``algorithm="shm"``), and
+        #: the most ranks of the group on any one node (above 1, ``"hierarchical"`` pays).
+        self.on_one_node, self.most_ranks_per_node = (
+            shm.node_layout(comm) if comm is not None else (False, 0))
+        self._shm: shm.SharedMemoryAllreduce | shm.HierarchicalAllreduce | None = None
 
-    def shared_memory(self) -> shm.SharedMemoryAllreduce:
-        """The group's shared-memory all-reduce, created (collectively) on first use."""
+    def shared_memory(self) -> shm.SharedMemoryAllreduce | shm.HierarchicalAllreduce:
+        """The group's all-reduce through node shared memory, created (collectively) on first use:
+        one shared window on one node, or windows per node joined by their leaders."""
         if self._shm is None:
-            self._shm = shm.SharedMemoryAllreduce(self.comm, self.name, self.global_ranks)
+            kind = shm.SharedMemoryAllreduce if self.on_one_node else shm.HierarchicalAllreduce
+            self._shm = kind(self.comm, self.name, self.global_ranks)
         return self._shm
 
     def next_sequence(self) -> int:
