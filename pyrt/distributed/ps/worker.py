@@ -172,10 +172,10 @@ class Worker:
             raise RuntimeError(f"Worker.{what}: the worker is closed")
 
     def _fresh_enough(self) -> bool:
+        if self.read_clock < 0:  # never pulled: the model still holds its own initial values
+            return False
         s = self.cluster.staleness
-        if s is None:
-            return self.read_clock >= 0  # anything the servers have sent
-        return self.read_clock >= self.current_clock - s
+        return s is None or self.read_clock >= self.current_clock - s
 
     def _request_parameters(self, clock: int) -> None:
         from mpi4py import MPI

@@ -50,7 +50,8 @@ def counting_run(num_servers: int, staleness: int | None) -> None:
     workers = cluster.num_workers
     model = nn.Linear(5, workers)  # weight row v and bias[v] count worker v's applied updates
     for p in model.parameters():
-        p.data[...] = 0.0
+        # Workers start from values no read may show: the servers' zeros must replace them.
+        p.data[...] = 0.0 if cluster.is_server else 1000.0
     slow = workers - 1
     # Synchronous training needs every worker at every clock; otherwise they finish apart.
     clocks = [12] * workers if staleness == 0 else [12 + 3 * w for w in range(workers)]
@@ -69,6 +70,7 @@ def counting_run(num_servers: int, staleness: int | None) -> None:
             worker.pull()
             assert worker.current_clock == c
             counts = read_counts(model, workers if staleness == 0 else 1)
+            assert (counts <= clocks).all(), f"rank {me} clock {c}: read {counts}, pushes {clocks}"
             needed = [min(c - (staleness or 0), clocks[v]) for v in range(workers)]
             if staleness is not None:
                 assert (counts >= needed).all(), f"rank {me} clock {c}: read {counts}, needs >= {needed}"
@@ -224,10 +226,44 @@ def misuse_run(num_servers: int) -> None:
     cluster.destroy()
 
 
+class SlowSGD(optim.SGD):
+    """A server that needs 0.1 s per update, so a worker's messages are still in flight."""
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        time.sleep(0.1)
+        return super().step(closure)
+
+
+def overlap_run(num_servers: int) -> None:
+    """Under s=1 a push returns at once and step t+1 starts while step t's push is being applied."""
+    cluster = ps.init(num_servers=num_servers, staleness=1, timeout=30)
+    model = nn.Linear(256, 200)  # 51,400 parameters, 200 KB per push: beyond MPI's eager sizes
+    if cluster.is_server:
+        ps.ParameterServer(cluster, model, lambda params: SlowSGD(params, lr=0.1)).run()
+    else:
+        worker = ps.Worker(cluster, model)
+        seconds = []
+        for _ in range(3):
+            start = time.perf_counter()
+            worker.pull()
+            model(pyrt.ones(2, 256)).sum().backward()
+            worker.push()
+            worker.clock()
+            seconds.append(time.perf_counter() - start)
+        # Clock 0 waits for the first parameters; clock 1 may use them (1 stale) while the
+        # servers still apply clock 0; clock 2 needs everyone's clock 0 applied, 0.1 s per push.
+        assert seconds[1] < 0.05, f"rank {cluster.rank}: clock 1 took {seconds}"
+        assert seconds[2] > 0.05, f"rank {cluster.rank}: clock 2 did not wait for the bound: {seconds}"
+        worker.close()
+        say(f"rank {cluster.rank} overlap ok clock seconds {[round(t, 3) for t in seconds]}")
+    cluster.destroy()
+
+
 def main() -> None:
     num_servers = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     dist.init_process_group()
     misuse_run(num_servers)
+    overlap_run(num_servers)
     for staleness in (0, 1, 3, None):
         counting_run(num_servers, staleness)
     for name in ("sgd", "adam"):
