@@ -252,8 +252,8 @@ def overlap_run(num_servers: int) -> None:
             seconds.append(time.perf_counter() - start)
         # Clock 0 waits for the first parameters; clock 1 may use them (1 stale) while the
         # servers still apply clock 0; clock 2 needs everyone's clock 0 applied, 0.1 s per push.
-        assert seconds[1] < 0.05, f"rank {cluster.rank}: clock 1 took {seconds}"
-        assert seconds[2] > 0.05, f"rank {cluster.rank}: clock 2 did not wait for the bound: {seconds}"
+        assert seconds[1] < 0.1, f"rank {cluster.rank}: clock 1 waited for a server update: {seconds}"
+        assert seconds[2] > 0.1, f"rank {cluster.rank}: clock 2 did not wait for the bound: {seconds}"
         worker.close()
         say(f"rank {cluster.rank} overlap ok clock seconds {[round(t, 3) for t in seconds]}")
     cluster.destroy()
