@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from pyrt.autograd import enable_grad
+from pyrt.distributed.agreement import agree
 from pyrt.distributed.collectives import (
     ReduceOp,
     all_gather_into_tensor,
@@ -129,14 +130,9 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     def _check_same_parameters(self, params: list[Tensor]) -> None:
         pg = self.process_group
-        mine = [(tuple(p.shape), str(p.dtype)) for p in params]
         pg.drain()  # MPI matches collectives by order: let queued asynchronous ones go first
-        every = pg.comm.allgather(mine)
-        for r, theirs in enumerate(every):
-            if theirs != every[0]:
-                raise ValueError(
-                    f"ZeroRedundancyOptimizer: global rank {pg.global_ranks[r]} has parameters "
-                    f"(shape, dtype) {theirs} but global rank {pg.global_ranks[0]} has {every[0]}")
+        agree(pg, "ZeroRedundancyOptimizer", {"parameters (shape, dtype)": [
+            (tuple(p.shape), str(p.dtype)) for p in params]})
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Average the gradients over the group, step this rank's block, gather the parameters.
@@ -232,6 +228,9 @@ class ZeroRedundancyOptimizer(Optimizer):
                     arrays = {k: (v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
                     mine.append((index[id(piece.param)], piece.begin, piece.end, arrays))
         pg.drain()
+        # Every rank in this call with the same root before the (unchecked) gather of the pieces:
+        # ranks naming different roots would otherwise wait in it for ever.
+        agree(pg, "ZeroRedundancyOptimizer.consolidate_state_dict", {"to": to})
         every = pg.comm.gather(mine, root=root)
         self._consolidated = None
         if pg.rank() != root:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from pyrt.distributed.collectives import all_gather_into_tensor
 from pyrt.distributed.device_mesh import DeviceMesh
 from pyrt.distributed.functional import (
     copy_to_parallel,
@@ -83,10 +84,13 @@ def _check_same_weights(pg: ProcessGroup, arrays: list[np.ndarray], what: str) -
     """Every rank must have drawn the same full weights, or the slices belong to different models."""
     if pg.size() == 1:
         return
-    digest = hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
-    pg.drain()  # MPI matches collectives by order: let queued asynchronous ones go first
-    every = pg.comm.allgather(digest)
-    differ = [pg.global_ranks[r] for r, d in enumerate(every) if d != every[0]]
+    digest = hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).digest()
+    mine = np.frombuffer(digest, dtype=np.uint8)
+    every = np.empty((pg.size(), mine.size), dtype=np.uint8)
+    # A checked collective, not a raw MPI call: a rank that is in another collective is named
+    # at once, and one that never comes is reported by the watchdog, instead of a silent wait.
+    all_gather_into_tensor(every, mine, group=pg)
+    differ = [pg.global_ranks[r] for r in range(pg.size()) if (every[r] != every[0]).any()]
     if differ:
         raise RuntimeError(
             f"{what}: ranks {differ} drew different initial weights from global rank {pg.global_ranks[0]} "

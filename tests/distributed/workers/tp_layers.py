@@ -16,6 +16,7 @@ import numpy as np
 import pyrt
 import pyrt.distributed as dist
 from pyrt import nn
+from pyrt.distributed.agreement import CollectiveMismatchError
 from pyrt.distributed.functional import (
     CommCounter,
     copy_to_parallel,
@@ -281,6 +282,18 @@ def check_errors(tp, rank: int, size: int) -> None:
         pyrt.manual_seed(rank)  # a different seed on every rank: the slices would not fit together
         expect_error(RuntimeError, ["drew different initial weights", "manual_seed"],
                      lambda: ColumnParallelLinear(3, 4 * size, group=tp))
+
+        def build_or_reduce() -> None:
+            if rank == 0:
+                ColumnParallelLinear(3, 4 * size, group=tp)
+            else:
+                dist.all_reduce(np.zeros(3), group=tp)
+
+        # One rank builds a layer while the others are in an all-reduce: every rank is told
+        # which call each made (the weights check is a checked collective), none waits.
+        expect_error(CollectiveMismatchError, ["rank 0 called all_gather(uint8 (20,))",
+                                               f"rank {size - 1} called all_reduce(sum, float64 (3,)"],
+                     build_or_reduce)
     pyrt.manual_seed(0)
     layer = RowParallelLinear(4 * size, 3, input_is_parallel=True, group=tp)
     expect_error(ValueError, ["RowParallelLinear", f"expects its 4 of {4 * size} input features",

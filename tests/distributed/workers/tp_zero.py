@@ -18,6 +18,7 @@ import numpy as np
 import pyrt
 import pyrt.distributed as dist
 from pyrt import nn, optim
+from pyrt.distributed.agreement import CollectiveMismatchError
 from pyrt.distributed.functional import CommCounter
 from pyrt.distributed.optim import ZeroRedundancyOptimizer, optimizer_state_bytes
 from pyrt.nn.parallel import DistributedDataParallel as DDP
@@ -174,6 +175,21 @@ def check_param_groups_and_errors(rank: int, world: int) -> None:
     model(pyrt.ones(2, 3, dtype=np.float64)).sum().backward()
     zero.step()
     assert (model.bias.data == before).all(), "lr=0 must leave the bias where it was"
+    if world > 1:
+        # Ranks naming different roots for the consolidation: an error on every rank, not a hang
+        # in the gather of the pieces.
+        try:
+            zero.consolidate_state_dict(to=rank)
+        except CollectiveMismatchError as exc:
+            assert "consolidate_state_dict" in str(exc) and "rank 1 has 1" in str(exc), str(exc)
+        else:
+            raise AssertionError("consolidate_state_dict accepted a different root on every rank")
+        try:
+            ZeroRedundancyOptimizer([pyrt.zeros(2 + rank % 2, requires_grad=True)], optim.SGD, lr=0.1)
+        except CollectiveMismatchError as exc:
+            assert "ZeroRedundancyOptimizer" in str(exc) and "((3,), 'float32')" in str(exc), str(exc)
+        else:
+            raise AssertionError("ZeroRedundancyOptimizer accepted different parameters on the ranks")
     try:
         ZeroRedundancyOptimizer(model.parameters(), object)
     except TypeError as exc:
