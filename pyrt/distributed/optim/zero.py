@@ -19,7 +19,10 @@ from its own gradient and state alone (SGD, Adam, AdamW); one that uses a
 whole tensor's norm (LAMB, say) would see only its part here.
 
 ZeRO reduces the gradients itself: use it on the unwrapped model (a model
-wrapped in DDP works too, at the cost of a second reduction).
+wrapped in DDP works too, at the cost of a second reduction). Unlike
+PyTorch's, which expects DDP to have averaged them already, between
+``backward`` and ``step`` each rank's ``.grad`` is its own, not the average:
+clip or inspect gradients there only under DDP.
 
 Checkpoints follow PyTorch: ``consolidate_state_dict(to=0)`` on every rank
 gathers the pieces, ``state_dict()`` on rank 0 returns them in the wrapped
