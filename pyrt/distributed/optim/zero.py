@@ -233,7 +233,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         pg.drain()
         # Every rank in this call with the same root before the (unchecked) gather of the pieces:
         # ranks naming different roots would otherwise wait in it for ever.
-        agree(pg, "ZeroRedundancyOptimizer.consolidate_state_dict", {"to": to})
+        agree(pg, "ZeroRedundancyOptimizer.consolidate_state_dict", {"to": pg.global_ranks[root]})
         every = pg.comm.gather(mine, root=root)
         self._consolidated = None
         if pg.rank() != root:
