@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pyrt import random
+from pyrt.ops.promotion import scalar_type
 from pyrt.tensor import _DEFAULT_FLOAT, Tensor
 
 __all__ = [
@@ -51,14 +52,21 @@ def empty(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT) -> Tensor:
     return Tensor(np.empty(_shape(size), dtype=dtype))
 
 
-def full(size: Sequence[int], fill_value: float, dtype: Any = _DEFAULT_FLOAT,
+def full(size: Sequence[int], fill_value: bool | int | float, dtype: Any = None,
          requires_grad: bool = False) -> Tensor:
-    """A tensor filled with ``fill_value``.
+    """A tensor filled with ``fill_value``; without ``dtype``, the value's own (as PyTorch):
+    bool -> bool, int -> int64, float -> float32.
 
     >>> full((2,), 7.0).tolist()
     [7.0, 7.0]
+    >>> full((2, 2), 4).dtype, full((1,), True).dtype
+    (dtype('int64'), dtype('bool'))
     """
-    return Tensor(np.full(tuple(size), fill_value, dtype=dtype), requires_grad=requires_grad)
+    if dtype is None:
+        if isinstance(fill_value, Tensor):
+            fill_value = fill_value.item()
+        dtype = scalar_type(fill_value)
+    return Tensor(np.full(_shape((size,)), fill_value, dtype=dtype), requires_grad=requires_grad)
 
 
 def zeros_like(x: Tensor) -> Tensor:

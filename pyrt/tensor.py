@@ -250,11 +250,18 @@ class Tensor:
     def __rtruediv__(self, other: Any) -> Tensor:
         return _ops.div(other, self)
 
+    def __floordiv__(self, other: Any) -> Tensor:
+        return _ops.floor_divide(self, other)
+
+    def __rfloordiv__(self, other: Any) -> Tensor:
+        return _ops.floor_divide(other, self)
+
     def __pow__(self, exponent: Any) -> Tensor:
         return _ops.pow(self, exponent)
 
     def __rpow__(self, base: Any) -> Tensor:
-        return _ops.pow(Tensor(_as_array(base, self.dtype)), self)
+        # The base keeps its own type: 0.7 ** int_tensor is float32, as in PyTorch.
+        return _ops.pow(base, self)
 
     def __neg__(self) -> Tensor:
         return _ops.neg(self)
@@ -293,8 +300,145 @@ class Tensor:
     def __ge__(self, other: Any) -> Tensor:
         return self._compare(other, lambda a, b: a >= b)
 
+    # Arithmetic as methods, with PyTorch's keyword arguments.
+    def add(self, other: Any, *, alpha: float = 1) -> Tensor:
+        """``self + alpha * other``.
+
+        >>> tensor([1.0, 2.0]).add(tensor([1.0, 1.0]), alpha=2).tolist()
+        [3.0, 4.0]
+        """
+        return _ops.add(self, other, alpha=alpha)
+
+    def sub(self, other: Any, *, alpha: float = 1) -> Tensor:
+        """``self - alpha * other``.
+
+        >>> tensor([3.0]).sub(1.0).tolist()
+        [2.0]
+        """
+        return _ops.sub(self, other, alpha=alpha)
+
+    def mul(self, other: Any) -> Tensor:
+        """``self * other``.
+
+        >>> tensor([3.0]).mul(2).tolist()
+        [6.0]
+        """
+        return _ops.mul(self, other)
+
+    def div(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
+        """``self / other``; ``rounding_mode`` 'trunc' or 'floor' rounds the quotient.
+
+        >>> tensor([-7, 7]).div(2, rounding_mode="trunc").tolist()
+        [-3, 3]
+        """
+        return _ops.div(self, other, rounding_mode=rounding_mode)
+
+    def floor_divide(self, other: Any) -> Tensor:
+        """``self // other``.
+
+        >>> tensor([-7.0]).floor_divide(2).tolist()
+        [-4.0]
+        """
+        return _ops.floor_divide(self, other)
+
+    def neg(self) -> Tensor:
+        """``-self``.
+
+        >>> tensor([1, -2]).neg().tolist()
+        [-1, 2]
+        """
+        return _ops.neg(self)
+
+    def lerp(self, end: Tensor, weight: Any) -> Tensor:
+        """``self + weight * (end - self)``.
+
+        >>> tensor([0.0]).lerp(tensor([4.0]), 0.25).tolist()
+        [1.0]
+        """
+        return _ops.lerp(self, end, weight)
+
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        """A copy with ``value`` where ``mask`` is True.
+
+        >>> tensor([1.0, 2.0]).masked_fill(tensor([False, True]), 0.0).tolist()
+        [1.0, 0.0]
+        """
+        return _ops.masked_fill(self, mask, value)
+
     def exp(self) -> Tensor:
         return _ops.exp(self)
+
+    def exp2(self) -> Tensor:
+        """``2 ** self``.
+
+        >>> tensor([0, 1, 2]).exp2().tolist()
+        [1.0, 2.0, 4.0]
+        """
+        return _ops.exp2(self)
+
+    def log2(self) -> Tensor:
+        """Base-2 logarithm.
+
+        >>> tensor([1.0, 4.0]).log2().tolist()
+        [0.0, 2.0]
+        """
+        return _ops.log2(self)
+
+    def rsqrt(self) -> Tensor:
+        """``1 / sqrt(self)``.
+
+        >>> tensor([4.0]).rsqrt().tolist()
+        [0.5]
+        """
+        return _ops.rsqrt(self)
+
+    def sin(self) -> Tensor:
+        """Sine.
+
+        >>> tensor([0.0]).sin().tolist()
+        [0.0]
+        """
+        return _ops.sin(self)
+
+    def cos(self) -> Tensor:
+        """Cosine.
+
+        >>> tensor([0.0]).cos().tolist()
+        [1.0]
+        """
+        return _ops.cos(self)
+
+    def sign(self) -> Tensor:
+        """-1, 0 or 1 by sign.
+
+        >>> tensor([-3, 0, 2]).sign().tolist()
+        [-1, 0, 1]
+        """
+        return _ops.sign(self)
+
+    def floor(self) -> Tensor:
+        """Round down.
+
+        >>> tensor([-0.5, 0.5]).floor().tolist()
+        [-1.0, 0.0]
+        """
+        return _ops.floor(self)
+
+    def ceil(self) -> Tensor:
+        """Round up.
+
+        >>> tensor([-0.5, 0.5]).ceil().tolist()
+        [-0.0, 1.0]
+        """
+        return _ops.ceil(self)
+
+    def round(self, *, decimals: int = 0) -> Tensor:
+        """Round half to even, to ``decimals`` places.
+
+        >>> tensor([0.5, 1.5]).round().tolist()
+        [0.0, 2.0]
+        """
+        return _ops.round(self, decimals=decimals)
 
     def log(self) -> Tensor:
         return _ops.log(self)
@@ -308,7 +452,15 @@ class Tensor:
     def pow(self, exponent: Any) -> Tensor:
         return _ops.pow(self, exponent)
 
-    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:
+        return _ops.clamp(self, min, max)
+
+    def clip(self, min: Any = None, max: Any = None) -> Tensor:
+        """Alias of ``clamp``.
+
+        >>> tensor([-2.0, 2.0]).clip(-1, 1).tolist()
+        [-1.0, 1.0]
+        """
         return _ops.clamp(self, min, max)
 
     def relu(self) -> Tensor:
@@ -326,8 +478,45 @@ class Tensor:
     def log_softmax(self, dim: int = -1) -> Tensor:
         return _ops.log_softmax(self, dim)
 
-    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return _ops.sum(self, dim, keepdim)
+    def sum(self, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+        """Sum over ``dim`` (all dims if None); ``dtype`` casts before summing.
+
+        >>> tensor([[1, 2], [3, 4]]).sum(1).tolist()
+        [3, 7]
+        """
+        return _ops.sum(self, dim, keepdim, dtype=dtype)
+
+    def prod(self, dim: int | None = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+        """Product over one ``dim`` (all elements if None).
+
+        >>> tensor([[1.0, 2.0], [3.0, 4.0]]).prod(0).tolist()
+        [3.0, 8.0]
+        """
+        return _ops.prod(self, dim, keepdim, dtype=dtype)
+
+    def cumsum(self, dim: int, *, dtype: Any = None) -> Tensor:
+        """Running sum along ``dim``.
+
+        >>> tensor([1.0, 2.0, 3.0]).cumsum(0).tolist()
+        [1.0, 3.0, 6.0]
+        """
+        return _ops.cumsum(self, dim, dtype=dtype)
+
+    def any(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        """Whether any element (over ``dim``) is nonzero.
+
+        >>> tensor([0, 1]).any().item()
+        True
+        """
+        return _ops.any(self, dim, keepdim)
+
+    def all(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        """Whether every element (over ``dim``) is nonzero.
+
+        >>> tensor([0, 1]).all().item()
+        False
+        """
+        return _ops.all(self, dim, keepdim)
 
     def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return _ops.mean(self, dim, keepdim)
@@ -347,6 +536,15 @@ class Tensor:
     def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False,
             *, correction: int | None = None) -> Tensor:
         return _ops.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False,
+            *, correction: int | None = None) -> Tensor:
+        """Standard deviation (``correction=1`` by default, as in PyTorch).
+
+        >>> tensor([1.0, 3.0]).std(correction=0).item()
+        1.0
+        """
+        return _ops.std(self, dim, unbiased, keepdim, correction=correction)
 
     def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
         return _ops.logsumexp(self, dim, keepdim)
@@ -382,6 +580,87 @@ class Tensor:
 
     def expand(self, *shape: Any) -> Tensor:
         return _ops.expand(self, *shape)
+
+    def unflatten(self, dim: int, sizes: Any) -> Tensor:
+        """Split ``dim`` into ``sizes``.
+
+        >>> tensor([1, 2, 3, 4]).unflatten(0, (2, 2)).tolist()
+        [[1, 2], [3, 4]]
+        """
+        return _ops.unflatten(self, dim, sizes)
+
+    def flip(self, *dims: Any) -> Tensor:
+        """Reverse along ``dims``.
+
+        >>> tensor([1, 2, 3]).flip(0).tolist()
+        [3, 2, 1]
+        """
+        flat = dims[0] if len(dims) == 1 and not isinstance(dims[0], int) else dims
+        return _ops.flip(self, flat)
+
+    def roll(self, shifts: Any, dims: Any = None) -> Tensor:
+        """Shift cyclically along ``dims`` (the flattened tensor if None).
+
+        >>> tensor([1, 2, 3]).roll(-1).tolist()
+        [2, 3, 1]
+        """
+        return _ops.roll(self, shifts, dims)
+
+    def repeat(self, *sizes: Any) -> Tensor:
+        """Tile ``sizes[d]`` times along each dim.
+
+        >>> tensor([1, 2]).repeat(2).tolist()
+        [1, 2, 1, 2]
+        """
+        return _ops.repeat(self, *sizes)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        """``chunks`` nearly equal pieces along ``dim``.
+
+        >>> [t.tolist() for t in tensor([1, 2, 3]).chunk(2)]
+        [[1, 2], [3]]
+        """
+        return _ops.chunk(self, chunks, dim)
+
+    def split(self, split_size: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        """Pieces of ``split_size`` (an int, or a list of sizes) along ``dim``.
+
+        >>> [t.tolist() for t in tensor([1, 2, 3]).split([1, 2])]
+        [[1], [2, 3]]
+        """
+        return _ops.split(self, split_size, dim)
+
+    def gather(self, dim: int, index: Tensor) -> Tensor:
+        """Pick along ``dim`` by ``index``.
+
+        >>> tensor([[1, 2], [3, 4]]).gather(1, tensor([[1], [0]])).tolist()
+        [[2], [3]]
+        """
+        return _ops.gather(self, dim, index)
+
+    def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
+        """The diagonal of the (``dim1``, ``dim2``) planes.
+
+        >>> tensor([[1, 2], [3, 4]]).diagonal().tolist()
+        [1, 4]
+        """
+        return _ops.diagonal(self, offset, dim1, dim2)
+
+    def tril(self, diagonal: int = 0) -> Tensor:
+        """Lower triangle, the rest zero.
+
+        >>> tensor([[1, 2], [3, 4]]).tril().tolist()
+        [[1, 0], [3, 4]]
+        """
+        return _ops.tril(self, diagonal)
+
+    def triu(self, diagonal: int = 0) -> Tensor:
+        """Upper triangle, the rest zero.
+
+        >>> tensor([[1, 2], [3, 4]]).triu(1).tolist()
+        [[0, 2], [0, 0]]
+        """
+        return _ops.triu(self, diagonal)
 
     # --- in-place updates (outside autograd: optimizers, initialisers) ---------------
     def _check_inplace(self, name: str) -> None:

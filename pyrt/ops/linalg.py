@@ -15,6 +15,7 @@ import numpy as np
 from pyrt import kernels
 from pyrt.autograd import Function
 from pyrt.backend import describe, get_array_module
+from pyrt.errors import ShapeError
 from pyrt.tensor import Tensor
 
 __all__ = ["linear", "matmul"]
@@ -102,9 +103,9 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     (5, 2)
     """
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: both operands need at least 1 dim, got {a.shape} and {b.shape}")
+        raise ShapeError(f"matmul: both operands need at least 1 dim, got {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[0 if b.ndim == 1 else -2]:
-        raise ValueError(
+        raise ShapeError(
             f"matmul: a is {describe(a.data)} but b is {describe(b.data)}; inner dimensions "
             f"{a.shape[-1]} != {b.shape[0 if b.ndim == 1 else -2]}"
         )
@@ -112,7 +113,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         try:
             np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         except ValueError:
-            raise ValueError(
+            raise ShapeError(
                 f"matmul: batch dims of {a.shape} and {b.shape} do not broadcast"
             ) from None
     if a.dtype != b.dtype:
@@ -133,12 +134,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     [3.0, 3.0]
     """
     if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(
+        raise ShapeError(
             f"linear: input is {describe(x.data)} but weight is {describe(weight.data)}; "
             f"expected input (..., {weight.shape[1] if weight.ndim == 2 else '?'})"
         )
     if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"linear: bias is {describe(bias.data)}, expected ({weight.shape[0]},)")
+        raise ShapeError(f"linear: bias is {describe(bias.data)}, expected ({weight.shape[0]},)")
     if x.dtype != weight.dtype:
         raise TypeError(f"linear: input is {x.dtype} but weight is {weight.dtype}")
     return Linear.apply(x, weight, bias)

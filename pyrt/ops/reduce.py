@@ -1,4 +1,9 @@
-"""Reductions: sum, mean, max/min (with indices over a dim), var, logsumexp."""
+"""Reductions: sum, prod, mean, max/min (with indices over a dim), var/std, logsumexp, any/all,
+and the scan cumsum.
+
+Integer and bool inputs sum (and multiply, and accumulate) in int64, as in
+PyTorch; ``dtype=`` casts the input first, so the sum itself runs in that dtype.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,13 @@ import numpy as np
 
 from pyrt.autograd import Function
 from pyrt.backend import get_array_module
+from pyrt.ops.elementwise import Cast
+from pyrt.ops.promotion import FLOATING, category
+from pyrt.ops.unary import sqrt
 from pyrt.tensor import Tensor
 
-__all__ = ["argmax", "argmin", "logsumexp", "max", "mean", "min", "sum", "var"]
+__all__ = ["all", "any", "argmax", "argmin", "cumsum", "logsumexp", "max", "mean", "min", "prod", "std",
+           "sum", "var"]
 
 Dim = int | Sequence[int] | None
 
@@ -46,6 +55,38 @@ class Sum(Function):
 
     def backward(self, grad: Any) -> tuple[Any, None, None]:
         return _expand_back(grad, self.shape, self.axes, self.keepdim), None, None
+
+
+class Prod(Function):
+    """Product along one axis. The gradient of each element is the product of the others, taken as
+    (product of those before it) * (product of those after it): exact with zeros, no division."""
+
+    def forward(self, x: Any, axis: int, keepdim: bool) -> Any:
+        self.shape, self.axis, self.keepdim = x.shape, axis, keepdim
+        self.save_for_backward(x)
+        return x.prod(axis=axis, keepdims=keepdim)
+
+    def backward(self, grad: Any) -> tuple[Any, None, None]:
+        (x,) = self.saved_tensors
+        xp = get_array_module(x)
+        ones = xp.ones_like(xp.take(x, [0], axis=self.axis))
+        before = xp.cumprod(xp.concatenate([ones, x], axis=self.axis), axis=self.axis)
+        after = xp.flip(xp.cumprod(xp.flip(xp.concatenate([x, ones], axis=self.axis), self.axis),
+                                   axis=self.axis), self.axis)
+        n = x.shape[self.axis]
+        others = (xp.take(before, range(n), axis=self.axis) * xp.take(after, range(1, n + 1), axis=self.axis))
+        return _expand_back(grad, self.shape, (self.axis,), self.keepdim) * others, None, None
+
+
+class CumSum(Function):
+    def forward(self, x: Any, axis: int) -> Any:
+        self.axis = axis
+        return get_array_module(x).cumsum(x, axis=axis)
+
+    def backward(self, grad: Any) -> tuple[Any, None]:
+        # Element i feeds outputs i..n-1: its gradient is the reversed running sum of grad.
+        xp = get_array_module(grad)
+        return xp.flip(xp.cumsum(xp.flip(grad, self.axis), axis=self.axis), self.axis), None
 
 
 class Mean(Function):
@@ -131,14 +172,84 @@ class LogSumExp(Function):
         return grad * xp.exp(x - out), None, None
 
 
-def sum(x: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
-    """Sum over ``dim`` (an int, a tuple, or all dims).
+def _accumulation_input(x: Tensor, dtype: Any) -> Tensor:
+    """``x`` cast to ``dtype``, or for integers and bools to int64 (PyTorch's accumulation dtype)."""
+    if dtype is None:
+        dtype = x.dtype if category(x.dtype) == FLOATING else np.int64
+    return x if x.dtype == dtype else Cast.apply(x, np.dtype(dtype))
+
+
+def sum(x: Tensor, dim: Dim = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+    """Sum over ``dim`` (an int, a tuple, or all dims); ``dtype`` casts the input before summing.
 
     >>> import pyrt
     >>> sum(pyrt.tensor([[1.0, 2.0], [3.0, 4.0]]), dim=0).tolist()
     [4.0, 6.0]
+    >>> sum(pyrt.tensor([True, True, False])).item(), sum(pyrt.tensor([0.5]), dtype=pyrt.float64).dtype
+    (2, dtype('float64'))
     """
-    return Sum.apply(x, _normalize_dims("sum", x.shape, dim), keepdim)
+    axes = _normalize_dims("sum", x.shape, dim)
+    return Sum.apply(_accumulation_input(x, dtype), axes, keepdim)
+
+
+def prod(x: Tensor, dim: int | None = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+    """Product of all elements, or along one ``dim``; integers multiply in int64.
+
+    >>> import pyrt
+    >>> prod(pyrt.tensor([[1.0, 2.0], [3.0, 4.0]]), dim=1).tolist()
+    [2.0, 12.0]
+    >>> prod(pyrt.tensor([2, 3, 4])).item()
+    24
+    """
+    x = _accumulation_input(x, dtype)
+    if dim is None:
+        return Prod.apply(x.reshape(-1), 0, False)
+    (axis,) = _normalize_dims("prod", x.shape, dim) or (None,)
+    if axis is None:  # a 0-d tensor: the product of one element
+        return x.reshape(()) if not keepdim else x
+    return Prod.apply(x, axis, keepdim)
+
+
+def cumsum(x: Tensor, dim: int, *, dtype: Any = None) -> Tensor:
+    """Running sum along ``dim``; integers accumulate in int64.
+
+    >>> import pyrt
+    >>> cumsum(pyrt.tensor([[1, 2, 3]]), dim=-1).tolist()
+    [[1, 3, 6]]
+    """
+    x = _accumulation_input(x, dtype)
+    (axis,) = _normalize_dims("cumsum", x.shape, dim) or (None,)
+    if axis is None:  # 0-d: the running sum of one element is itself
+        return CumSum.apply(x.reshape(1), 0).reshape(())
+    return CumSum.apply(x, axis)
+
+
+def _logical_reduce(name: str, x: Tensor, dim: Dim, keepdim: bool) -> Tensor:
+    axes = _normalize_dims(name, x.shape, dim)
+    truth = x.data.astype(bool, copy=False)
+    reduce = truth.any if name == "any" else truth.all
+    reduced = reduce(axis=axes, keepdims=keepdim)
+    return Tensor(get_array_module(reduced).asarray(reduced))
+
+
+def any(x: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+    """True where some element (over ``dim``, or all) is nonzero; a bool tensor, not differentiable.
+
+    >>> import pyrt
+    >>> any(pyrt.tensor([[0.0, 1.0], [0.0, 0.0]]), dim=1).tolist()
+    [True, False]
+    """
+    return _logical_reduce("any", x, dim, keepdim)
+
+
+def all(x: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
+    """True where every element (over ``dim``, or all) is nonzero; a bool tensor, not differentiable.
+
+    >>> import pyrt
+    >>> all(pyrt.tensor([[1, 2], [0, 3]]), dim=1).tolist()
+    [True, False]
+    """
+    return _logical_reduce("all", x, dim, keepdim)
 
 
 def mean(x: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
@@ -233,9 +344,24 @@ def var(x: Tensor, dim: Dim = None, unbiased: bool | None = None, keepdim: bool 
     >>> var(pyrt.tensor([1.0, 2.0, 3.0, 4.0])).item()
     1.6666666269302368
     """
+    if category(x.dtype) != FLOATING:
+        raise RuntimeError(f"std and var only support floating point and complex dtypes, got {x.dtype}")
     if correction is None:
         correction = 0 if unbiased is False else 1
     return Var.apply(x, _normalize_dims("var", x.shape, dim), correction, keepdim)
+
+
+def std(x: Tensor, dim: Dim = None, unbiased: bool | None = None, keepdim: bool = False,
+        *, correction: int | None = None) -> Tensor:
+    """Standard deviation, ``sqrt(var)``, with Bessel's correction by default (``correction=1``).
+
+    >>> import pyrt
+    >>> std(pyrt.tensor([1.0, 3.0])).item()
+    1.4142135381698608
+    >>> std(pyrt.tensor([1.0, 3.0]), correction=0).item()
+    1.0
+    """
+    return sqrt(var(x, dim, unbiased, keepdim, correction=correction))
 
 
 def logsumexp(x: Tensor, dim: Dim, keepdim: bool = False) -> Tensor:
