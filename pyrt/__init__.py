@@ -13,7 +13,7 @@ and asynchronous parallelism. The public API follows PyTorch's names, so
 
 import numpy as _np
 
-from pyrt import autograd, errors, kernels, nn, ops, optim, profiler, quantization, sparse, utils
+from pyrt import autograd, cuda, errors, kernels, nn, ops, optim, profiler, quantization, sparse, utils
 from pyrt.autograd import enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
 from pyrt.creation import (
     arange,
@@ -122,7 +122,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ShapeError", "Tensor", "abs", "add", "all", "any", "arange", "argmax", "argmin", "autograd", "cat",
-    "ceil", "chunk", "clamp", "clip", "cos", "cumsum", "diagonal", "div", "einsum", "empty", "enable_grad",
+    "ceil", "chunk", "clamp", "clip", "cos", "cuda", "cumsum", "diagonal", "div", "einsum", "empty",
+    "enable_grad",
     "errors", "exp", "exp2", "flatten", "flip", "floor", "floor_divide", "from_numpy", "full", "gather",
     "get_num_threads", "get_rng_state", "gradcheck", "is_grad_enabled", "kernels", "lerp", "load", "log",
     "log2", "log_softmax", "logsumexp", "manual_seed", "masked_fill", "matmul", "max", "maximum", "mean",

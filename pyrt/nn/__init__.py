@@ -8,21 +8,44 @@
 """
 
 from pyrt.nn import functional, init, utils
-from pyrt.nn.activation import Dropout, Flatten, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from pyrt.nn.activation import (
+    ELU,
+    GELU,
+    Dropout,
+    Flatten,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSigmoid,
+    LogSoftmax,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from pyrt.nn.attention import MultiheadAttention
 from pyrt.nn.container import ModuleList, Sequential
-from pyrt.nn.conv import Conv2d
+from pyrt.nn.conv import Conv1d, Conv2d, ConvTranspose2d
+from pyrt.nn.data_parallel import DataParallel
 from pyrt.nn.linear import Identity, Linear
 from pyrt.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from pyrt.nn.module import Module
-from pyrt.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from pyrt.nn.normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, LayerNorm
 from pyrt.nn.parameter import Parameter
 from pyrt.nn.pooling import AvgPool2d, MaxPool2d
-from pyrt.nn.rnn import GRU, LSTM
+from pyrt.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
 from pyrt.nn.sparse import Embedding
+from pyrt.nn.transformer import TransformerEncoderLayer
 
 __all__ = [
-    "GRU", "LSTM", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Conv2d",
-    "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "Identity", "LayerNorm",
-    "Linear", "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleList", "NLLLoss", "Parameter", "ReLU",
-    "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "init", "utils",
+    "ELU", "GELU", "GRU", "LSTM", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d",
+    "BatchNorm2d", "BatchNorm3d", "Conv1d", "Conv2d", "ConvTranspose2d", "CrossEntropyLoss",
+    "DataParallel", "Dropout", "Embedding", "Flatten", "GRUCell", "Hardswish", "Hardtanh", "Identity",
+    "LSTMCell", "LayerNorm", "LeakyReLU", "Linear", "LogSigmoid", "LogSoftmax", "MSELoss", "MaxPool2d",
+    "Module", "ModuleList", "MultiheadAttention", "NLLLoss", "Parameter", "ReLU", "ReLU6", "Sequential",
+    "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "functional", "init",
+    "utils",
 ]

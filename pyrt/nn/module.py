@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pyrt.backend import get_array_module
+from pyrt.backend import get_array_module, is_cuda_array
 from pyrt.nn.parameter import Parameter
 from pyrt.tensor import Tensor
 from pyrt.utils.hooks import RemovableHandle
@@ -42,9 +42,55 @@ def _addindent(text: str, spaces: int) -> str:
     return "\n".join([lines[0]] + [" " * spaces + line for line in lines[1:]])
 
 
-def _is_cpu_device(target: Any) -> bool:
-    """``"cpu"`` (as in ``.to("cpu")``): pyrt's modules live where their arrays do."""
-    return isinstance(target, str) and target.split(":")[0] == "cpu"
+def _looks_like_device(value: Any) -> bool:
+    """An int, ``"cpu"``/``"cuda[:N]"``-like string, or a device object (``torch.device``)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, str):
+        try:
+            np.dtype(value)
+        except TypeError:
+            return True  # not a dtype name, so a device name (checked by parse_device)
+        return False
+    return hasattr(value, "type") and hasattr(value, "index")
+
+
+def _parse_to_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """``Module.to``'s PyTorch forms -> ((kind, index) or None, float dtype or None)."""
+    from pyrt.cuda import parse_device
+
+    unknown = set(kwargs) - {"device", "dtype", "non_blocking", "memory_format"}
+    if unknown:
+        raise TypeError(f"Module.to() got unexpected keyword arguments {sorted(unknown)}")
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    if len(args) > 2:
+        raise TypeError(f"Module.to() takes at most 2 positional arguments, got {len(args)}")
+    for value in args:
+        if isinstance(value, Tensor):  # to(other): its device and dtype
+            device, dtype = value.device, value.dtype
+        elif _looks_like_device(value):
+            device = value
+        else:
+            dtype = value
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if not np.issubdtype(dtype, np.floating):
+            raise TypeError(f"Module.to only accepts floating point dtypes, got {dtype}")
+    return (None if device is None else parse_device(device)), dtype
+
+
+def _move_array(array: Any, kind: str, index: int | None) -> Any:
+    """``array`` on the CPU (numpy) or on CUDA device ``index`` (cupy); unchanged if already there."""
+    if kind == "cpu":
+        return array.get() if is_cuda_array(array) else array
+    import cupy
+
+    if is_cuda_array(array) and array.device.id == index:
+        return array
+    with cupy.cuda.Device(index):
+        return cupy.asarray(array.get() if is_cuda_array(array) else array)
 
 
 class Module:
@@ -453,30 +499,68 @@ class Module:
         fn(self)
         return self
 
-    def to(self, dtype: Any) -> Module:
-        """Cast floating-point parameters and buffers to ``dtype`` in place (module identity kept).
+    def to(self, *args: Any, **kwargs: Any) -> Module:
+        """Move and/or cast parameters and buffers in place (module identity kept), as in PyTorch.
 
-        Parameters stay the same objects, so an optimizer built before the cast
-        still holds them.
+        Accepts ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(tensor)`` and the
+        keywords ``device=``, ``dtype=``, ``non_blocking=`` (ignored). A device is
+        ``"cpu"``, ``"cuda"``/``"cuda:N"``, an int ``N`` (``model.to(rank)``) or a
+        ``torch.device``; a CUDA device that is not there raises a ``RuntimeError``
+        saying so (``pyrt.cuda.device_count()``). Only floating-point state changes
+        dtype. Parameters stay the same objects, so an optimizer built before the
+        call still holds them.
 
         >>> import pyrt
         >>> from pyrt import nn
         >>> nn.Linear(2, 2).to(pyrt.float64).weight.dtype
         dtype('float64')
-        >>> isinstance(nn.Linear(2, 2).to("cpu"), nn.Linear)   # where it already is
-        True
+        >>> nn.Linear(2, 2).to("cpu", pyrt.float64).weight.dtype
+        dtype('float64')
+        >>> if not pyrt.cuda.is_available():
+        ...     nn.Linear(2, 2).to(0)
+        Traceback (most recent call last):
+        ...
+        RuntimeError: CUDA device 0 was requested (0) but this machine has 0 visible CUDA devices ...
         """
-        if _is_cpu_device(dtype):
-            return self
-        dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
-            raise TypeError(f"Module.to only accepts floating point dtypes, got {dtype}")
-        for tensor in [*self.parameters(), *self.buffers()]:
-            if np.issubdtype(tensor.dtype, np.floating):
-                tensor.data = tensor.data.astype(dtype)
+        device, dtype = _parse_to_arguments(args, kwargs)
+        if device is not None:
+            kind, index = device
+            for tensor in self._state_tensors():
+                tensor.data = _move_array(tensor.data, kind, index)
                 if tensor.grad is not None:
-                    tensor.grad.data = tensor.grad.data.astype(dtype)
+                    tensor.grad.data = _move_array(tensor.grad.data, kind, index)
+        if dtype is not None:
+            for tensor in self._state_tensors():
+                if np.issubdtype(tensor.dtype, np.floating):
+                    tensor.data = tensor.data.astype(dtype)
+                    if tensor.grad is not None:
+                        tensor.grad.data = tensor.grad.data.astype(dtype)
         return self
+
+    def _state_tensors(self) -> list[Tensor]:
+        return [*self.parameters(), *self.buffers()]
+
+    def cuda(self, device: Any = None) -> Module:
+        """Move to CUDA device ``device`` (default 0); an error when it is absent.
+
+        >>> import pyrt
+        >>> from pyrt import nn
+        >>> if not pyrt.cuda.is_available():
+        ...     nn.Linear(2, 2).cuda()
+        Traceback (most recent call last):
+        ...
+        RuntimeError: CUDA device 0 was requested ('cuda') but this machine has 0 visible CUDA devices ...
+        """
+        return self.to("cuda" if device is None else device)
+
+    def cpu(self) -> Module:
+        """Move every parameter and buffer to the CPU (numpy arrays).
+
+        >>> from pyrt import nn
+        >>> nn.Linear(2, 2).cpu().weight.device
+        'cpu'
+        """
+        return self.to("cpu")
 
     def float(self) -> Module:
         """Cast floating-point state to float32.

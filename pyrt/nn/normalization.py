@@ -1,4 +1,4 @@
-"""Normalisation layers: ``BatchNorm1d``, ``BatchNorm2d`` and ``LayerNorm``.
+"""Normalisation layers: ``BatchNorm1d``, ``BatchNorm2d``, ``BatchNorm3d`` and ``LayerNorm``.
 
 State names follow PyTorch (``weight``, ``bias``, ``running_mean``,
 ``running_var``, ``num_batches_tracked``) so ``state_dict`` keys and shapes
@@ -18,7 +18,7 @@ from pyrt.nn.module import Module
 from pyrt.nn.parameter import Parameter
 from pyrt.tensor import Tensor
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm"]
 
 
 class _BatchNorm(Module):
@@ -126,6 +126,17 @@ class BatchNorm1d(_BatchNorm):
     """
 
     expected_dims = (2, 3)
+
+
+class BatchNorm3d(_BatchNorm):
+    """Per-channel normalisation of (N, C, D, H, W) (volumes, video); see ``BatchNorm2d``.
+
+    >>> import pyrt
+    >>> BatchNorm3d(2)(pyrt.randn(3, 2, 4, 5, 5)).shape
+    (3, 2, 4, 5, 5)
+    """
+
+    expected_dims = (5,)
 
 
 class LayerNorm(Module):

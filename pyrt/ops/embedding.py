@@ -15,7 +15,7 @@ from pyrt.autograd import Function
 from pyrt.backend import describe, get_array_module
 from pyrt.tensor import Tensor
 
-__all__ = ["embedding"]
+__all__ = ["embedding", "one_hot"]
 
 
 def _sum_rows_by_index(indices: Any, rows: Any, num_rows: int) -> Any:
@@ -86,3 +86,31 @@ def embedding(input: Tensor | Any, weight: Tensor, padding_idx: int | None = Non
                              f"{num_rows} rows")
         padding_idx %= num_rows
     return Embedding.apply(weight, indices, padding_idx)
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 one-hot encoding: shape S of class indices -> S + (num_classes,).
+
+    ``num_classes=-1`` takes one more than the largest index. Not differentiable
+    (its input is integers), as in PyTorch.
+
+    >>> import pyrt
+    >>> one_hot(pyrt.tensor([0, 2])).tolist()
+    [[1, 0, 0], [0, 0, 1]]
+    >>> one_hot(pyrt.tensor([1]), num_classes=4).tolist()
+    [[0, 1, 0, 0]]
+    """
+    data = tensor.data if isinstance(tensor, Tensor) else np.asarray(tensor)
+    if not np.issubdtype(data.dtype, np.integer):
+        raise TypeError(f"one_hot: expected an integer (class index) tensor, got {data.dtype}")
+    xp = get_array_module(data)
+    if num_classes == -1:
+        if data.size == 0:
+            raise ValueError("one_hot: cannot infer num_classes from an empty tensor; pass it")
+        num_classes = int(data.max()) + 1
+    if num_classes < 1 and data.size:
+        raise ValueError(f"one_hot: num_classes must be positive or -1, got {num_classes}")
+    if data.size and (int(data.min()) < 0 or int(data.max()) >= num_classes):
+        raise RuntimeError(f"one_hot: class values must be in [0, {num_classes}), got values in "
+                           f"[{int(data.min())}, {int(data.max())}]")
+    return Tensor((data[..., None] == xp.arange(num_classes)).astype(np.int64))

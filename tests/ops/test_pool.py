@@ -44,7 +44,8 @@ def test_max_pool2d_dilation_gradcheck():
 @pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), GEOMETRIES)
 def test_avg_pool2d_gradcheck(shape, kernel, stride, padding, count_include_pad):
     x = pyrt.tensor(np.random.default_rng(0).standard_normal(shape), requires_grad=True)
-    assert pyrt.gradcheck(lambda x: F.avg_pool2d(x, kernel, stride, padding, count_include_pad),
+    assert pyrt.gradcheck(lambda x: F.avg_pool2d(x, kernel, stride, padding,
+                                                 count_include_pad=count_include_pad),
                           [x])
 
 

@@ -6,7 +6,9 @@ on it); it is loaded on first access so single-process users never touch MPI.
 
 from typing import Any
 
-__all__ = ["DistributedDataParallel"]
+from pyrt.nn.data_parallel import DataParallel
+
+__all__ = ["DataParallel", "DistributedDataParallel"]
 
 
 def __getattr__(name: str) -> Any:
