@@ -19,7 +19,7 @@ import numpy as np
 
 from pyrt.autograd import Function
 from pyrt.backend import get_array_module
-from pyrt.ops.promotion import FLOATING, INTEGER, category, float_type, result_type
+from pyrt.ops.promotion import BOOL, FLOATING, INTEGER, category, float_type, result_type
 from pyrt.tensor import Tensor
 
 __all__ = [
@@ -57,14 +57,17 @@ class Mul(Function):
 
 
 class Div(Function):
+    # x / 0 is inf or nan without a warning, as in PyTorch (and IEEE 754).
     def forward(self, a: Any, b: Any) -> Any:
         self.save_for_backward(a, b)
-        return a / b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return a / b
 
     def backward(self, grad: Any) -> tuple[Any, Any]:
         a, b = self.saved_tensors
-        grad_a = grad / b
-        return grad_a, -grad_a * a / b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad_a = grad / b
+            return grad_a, -grad_a * a / b
 
 
 class RoundedDiv(Function):
@@ -75,6 +78,8 @@ class RoundedDiv(Function):
 
     def forward(self, a: Any, b: Any, mode: str) -> Any:
         xp = get_array_module(a, b)
+        if category(xp.result_type(a, b)) == BOOL:
+            raise NotImplementedError(f"div with rounding_mode={mode!r} is not implemented for bool")
         if category(xp.result_type(a, b)) != FLOATING:
             if xp.any(b == 0):
                 raise RuntimeError("ZeroDivisionError")  # PyTorch's message for integer division by zero
@@ -122,7 +127,8 @@ class Pow(Function):
         if category(dtype) == INTEGER:
             out = _integer_pow(a, b)
         elif category(dtype) == FLOATING:
-            out = a**b
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1 = inf, (-1) ** 0.5 = nan: silent
+                out = a**b
         else:  # bool ** bool: x ** False is True, x ** True is x
             out = xp.logical_or(a, xp.logical_not(b))
         self.save_for_backward(a, b, out)
@@ -268,11 +274,15 @@ def sub(a: Operand, b: Operand, *, alpha: float = 1) -> Tensor:
     """
     if alpha != 1:
         b = mul(b, alpha)
-    a, b = promoted(a, b)
-    if a.dtype == np.bool_:
+    a, b = _as_operand(a), _as_operand(b)
+    bools = [result_type(x) == np.bool_ for x in (a, b)]  # a Python bool counts, as in PyTorch
+    if all(bools):
         raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. "
                            "Use the `^` or `logical_xor()` operator instead.")
-    return Sub.apply(a, b)
+    if any(bools):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+                           "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
+    return Sub.apply(*promoted(a, b))
 
 
 def mul(a: Operand, b: Operand) -> Tensor:
@@ -339,6 +349,10 @@ def pow(a: Operand, exponent: Operand) -> Tensor:
             and category(result_type(a, exponent)) != FLOATING):
         # PyTorch's rule for a scalar exponent; a tensor exponent instead gives 1/a truncated.
         raise RuntimeError("Integers to negative integer powers are not allowed.")
+    if result_type(a, exponent) == np.bool_ and not (isinstance(a, Tensor) and isinstance(exponent, bool)):
+        # PyTorch has bool pow only for a bool tensor ** a Python bool.
+        raise NotImplementedError("pow is not implemented for bool operands other than a bool tensor ** "
+                                  "a Python bool")
     return Pow.apply(*promoted(a, exponent))
 
 

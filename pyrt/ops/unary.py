@@ -50,7 +50,8 @@ class Exp2(Function):
 class Log(Function):
     def forward(self, a: Any) -> Any:
         self.save_for_backward(a)
-        return get_array_module(a).log(a)
+        with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf, log(-1) = nan: silent
+            return get_array_module(a).log(a)
 
     def backward(self, grad: Any) -> tuple[Any]:
         (a,) = self.saved_tensors
@@ -60,7 +61,8 @@ class Log(Function):
 class Log2(Function):
     def forward(self, a: Any) -> Any:
         self.save_for_backward(a)
-        return get_array_module(a).log2(a)
+        with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf, log(-1) = nan: silent
+            return get_array_module(a).log2(a)
 
     def backward(self, grad: Any) -> tuple[Any]:
         (a,) = self.saved_tensors
@@ -69,7 +71,8 @@ class Log2(Function):
 
 class Sqrt(Function):
     def forward(self, a: Any) -> Any:
-        out = get_array_module(a).sqrt(a)
+        with np.errstate(invalid="ignore"):  # sqrt(-1) = nan without a warning, as in PyTorch
+            out = get_array_module(a).sqrt(a)
         self.save_for_backward(out)
         return out
 
@@ -80,7 +83,7 @@ class Sqrt(Function):
 
 class Rsqrt(Function):
     def forward(self, a: Any) -> Any:
-        with np.errstate(divide="ignore"):  # rsqrt(0) = inf, as in PyTorch
+        with np.errstate(divide="ignore", invalid="ignore"):  # rsqrt(0) = inf, rsqrt(-1) = nan, as in PyTorch
             out = 1 / get_array_module(a).sqrt(a)
         self.save_for_backward(out)
         return out
