@@ -69,7 +69,7 @@ class Prod(Function):
     def backward(self, grad: Any) -> tuple[Any, None, None]:
         (x,) = self.saved_tensors
         xp = get_array_module(x)
-        ones = xp.ones_like(xp.take(x, [0], axis=self.axis))
+        ones = xp.ones((*x.shape[:self.axis], 1, *x.shape[self.axis + 1:]), dtype=x.dtype)
         before = xp.cumprod(xp.concatenate([ones, x], axis=self.axis), axis=self.axis)
         after = xp.flip(xp.cumprod(xp.flip(xp.concatenate([x, ones], axis=self.axis), self.axis),
                                    axis=self.axis), self.axis)
