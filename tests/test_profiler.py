@@ -112,6 +112,14 @@ def test_misuse_is_an_error() -> None:
         profile().events()
 
 
+def test_args_that_json_lacks_are_written_plainly(tmp_path: Path) -> None:
+    with profile() as prof, record_function("numpy args", {"peer": np.int64(1), "obj": object}):
+        pass
+    prof.export_chrome_trace(tmp_path / "t.json")
+    event = _complete(json.loads((tmp_path / "t.json").read_text())["traceEvents"])[0]
+    assert event["args"] == {"peer": 1, "obj": str(object)}
+
+
 def test_record_function_decorates_and_nests() -> None:
     @record_function("outer")
     def work(depth: int) -> None:

@@ -110,4 +110,9 @@ def write(path: str | os.PathLike[str], trace: dict[str, Any]) -> None:
     if folder:
         os.makedirs(folder, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(trace, f, separators=(",", ":"))
+        json.dump(trace, f, separators=(",", ":"), default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what record_function(args=) or a caller's rank may hold: numpy scalars, anything else."""
+    return value.item() if hasattr(value, "item") else str(value)
