@@ -105,8 +105,7 @@ class _ConvNd(Module):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}")
         if self.padding != (0,) * self.dims:
-            text += f", padding={self.padding!r}" if isinstance(self.padding, str) else \
-                f", padding={self.padding}"
+            text += f", padding={self.padding}"  # a string unquoted, as PyTorch prints it
         if self.dilation != (1,) * self.dims:
             text += f", dilation={self.dilation}"
         if self.output_padding != (0,) * self.dims:
@@ -159,7 +158,7 @@ class Conv1d(_ConvNd):
     >>> import pyrt
     >>> conv = Conv1d(4, 6, 3, padding="same")
     >>> conv
-    Conv1d(4, 6, kernel_size=(3,), stride=(1,), padding='same')
+    Conv1d(4, 6, kernel_size=(3,), stride=(1,), padding=same)
     >>> conv(pyrt.ones(2, 4, 10)).shape
     (2, 6, 10)
     """

@@ -322,8 +322,8 @@ class Hardswish(Function):
     def backward(self, grad: Any) -> tuple[Any]:
         (x,) = self.saved_tensors
         xp = get_array_module(x)
-        # PyTorch's sides: 0 below -3, x/3 + 1/2 on [-3, 3], 1 above.
-        slope = xp.where(x < -3, 0, xp.where(x <= 3, x / 3 + 0.5, 1))
+        # PyTorch's sides: 0 up to -3, x/3 + 1/2 strictly between, 1 from 3 on.
+        slope = xp.where(x <= -3, 0, xp.where(x < 3, x / 3 + 0.5, 1))
         return (grad * slope,)
 
 
