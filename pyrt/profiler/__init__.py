@@ -66,7 +66,7 @@ class profile:
         self._main_thread = threading.main_thread().ident or 0
 
     def start(self) -> None:
-        """Begin recording (``__enter__`` calls this)."""
+        """Begin recording (``__enter__`` calls this); a second start begins a new recording."""
         if recorder.active is not None:
             raise RuntimeError("profile: another profile is already recording in this process")
         self._recorder = recorder.Recorder(self.record_shapes)
@@ -98,7 +98,6 @@ class profile:
 
     def events(self) -> list[dict[str, Any]]:
         """This process's trace events (Trace Event Format dicts), not gathered across ranks."""
-        self._finished("events")
         return chrome_trace.merge([self._local(_rank(), "events")])["traceEvents"]
 
     def export_chrome_trace(self, path: str | os.PathLike[str]) -> str | None:
@@ -112,7 +111,8 @@ class profile:
         if group is None or group.size() == 1:
             chrome_trace.write(path, chrome_trace.merge([self._local(_rank(), "export_chrome_trace")]))
             return os.fspath(path)
-        # Raises (on every rank alike) before any message, so no rank is left waiting.
+        # A rank that recorded nothing raises here, before any message: pyrt.distributed's
+        # abort-on-error then ends the job rather than leaving the others in the gather.
         local = self._local(group.rank(), "export_chrome_trace")
         parts = _gather_to_rank0(group, local)
         if parts is None:
