@@ -71,35 +71,80 @@ class Tensor:
     # --- properties ------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
+        """The size of each dim, as a tuple.
+
+        >>> tensor([[1, 2, 3]]).shape
+        (1, 3)
+        """
         return tuple(self.data.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """The element type (a numpy dtype).
+
+        >>> tensor([1.0]).dtype
+        dtype('float32')
+        """
         return self.data.dtype
 
     @property
     def ndim(self) -> int:
+        """The number of dims.
+
+        >>> tensor(1.0).ndim
+        0
+        """
         return self.data.ndim
 
     @property
     def device(self) -> str:
+        """``'cpu'``, or ``'cuda:N'`` for a cupy array.
+
+        >>> tensor([1.0]).device
+        'cpu'
+        """
         return device_of(self.data)
 
     @property
     def is_leaf(self) -> bool:
+        """True unless an operation recorded in the graph made this tensor.
+
+        >>> tensor([1.0]).is_leaf
+        True
+        """
         return self.grad_fn is None
 
     @property
     def T(self) -> Tensor:
+        """All dims reversed.
+
+        >>> tensor([[1, 2, 3]]).T.shape
+        (3, 1)
+        """
         return self.permute(*reversed(range(self.ndim)))
 
     def size(self, dim: int | None = None) -> tuple[int, ...] | int:
+        """The shape, or the size of one dim.
+
+        >>> tensor([[1, 2, 3]]).size(1)
+        3
+        """
         return self.shape if dim is None else self.shape[dim]
 
     def dim(self) -> int:
+        """The number of dims.
+
+        >>> tensor([[1, 2]]).dim()
+        2
+        """
         return self.ndim
 
     def numel(self) -> int:
+        """The number of elements.
+
+        >>> tensor([[1, 2], [3, 4]]).numel()
+        4
+        """
         return int(self.data.size)
 
     def __len__(self) -> int:
@@ -115,6 +160,11 @@ class Tensor:
 
     # --- autograd ----------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Start (or stop, on a leaf) recording operations on this tensor.
+
+        >>> tensor([1.0]).requires_grad_().requires_grad
+        True
+        """
         if requires_grad and not np.issubdtype(self.data.dtype, np.floating):
             raise RuntimeError(
                 f"only floating point tensors can require gradients, got {self.data.dtype}"
@@ -153,6 +203,11 @@ class Tensor:
 
     # --- conversion ------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
+        """The array itself (a copy from the GPU); refused while it requires grad.
+
+        >>> tensor([1, 2]).numpy()
+        array([1, 2])
+        """
         if self.requires_grad:
             raise RuntimeError(
                 "Can't call numpy() on a Tensor that requires grad. Use tensor.detach().numpy()"
@@ -161,6 +216,11 @@ class Tensor:
         return self.data if xp is np else xp.asnumpy(self.data)
 
     def item(self) -> float | int | bool:
+        """The value of a one-element tensor as a Python number.
+
+        >>> tensor([[2.5]]).item()
+        2.5
+        """
         if self.data.size != 1:
             raise ValueError(
                 f"a Tensor with {self.data.size} elements cannot be converted to a Python scalar"
@@ -168,6 +228,11 @@ class Tensor:
         return self.data.reshape(()).item()
 
     def tolist(self) -> Any:
+        """Nested Python lists of Python numbers.
+
+        >>> tensor([[1, 2]]).tolist()
+        [[1, 2]]
+        """
         return self.data.tolist()
 
     def to(self, target: Any) -> Tensor:
@@ -188,15 +253,35 @@ class Tensor:
         return _ops.clone(self)
 
     def float(self) -> Tensor:
+        """Cast to float32.
+
+        >>> tensor([1]).float().dtype
+        dtype('float32')
+        """
         return self.to(np.float32)
 
     def double(self) -> Tensor:
+        """Cast to float64.
+
+        >>> tensor([1]).double().dtype
+        dtype('float64')
+        """
         return self.to(np.float64)
 
     def long(self) -> Tensor:
+        """Cast to int64 (truncating toward zero).
+
+        >>> tensor([1.7, -1.7]).long().tolist()
+        [1, -1]
+        """
         return self.to(np.int64)
 
     def clone(self) -> Tensor:
+        """A copy that stays in the graph.
+
+        >>> tensor([1.0]).clone().tolist()
+        [1.0]
+        """
         from pyrt.ops import clone
 
         return clone(self)
@@ -366,6 +451,11 @@ class Tensor:
         return _ops.masked_fill(self, mask, value)
 
     def exp(self) -> Tensor:
+        """``e ** self`` (integers give float32).
+
+        >>> tensor([0]).exp().tolist()
+        [1.0]
+        """
         return _ops.exp(self)
 
     def exp2(self) -> Tensor:
@@ -441,18 +531,43 @@ class Tensor:
         return _ops.round(self, decimals=decimals)
 
     def log(self) -> Tensor:
+        """Natural logarithm.
+
+        >>> tensor([1.0]).log().tolist()
+        [0.0]
+        """
         return _ops.log(self)
 
     def sqrt(self) -> Tensor:
+        """Square root.
+
+        >>> tensor([9.0]).sqrt().tolist()
+        [3.0]
+        """
         return _ops.sqrt(self)
 
     def abs(self) -> Tensor:
+        """Absolute value.
+
+        >>> tensor([-2, 3]).abs().tolist()
+        [2, 3]
+        """
         return _ops.abs(self)
 
     def pow(self, exponent: Any) -> Tensor:
+        """``self ** exponent``.
+
+        >>> tensor([2.0]).pow(3).tolist()
+        [8.0]
+        """
         return _ops.pow(self, exponent)
 
     def clamp(self, min: Any = None, max: Any = None) -> Tensor:
+        """Limit values to ``[min, max]`` (numbers or tensors).
+
+        >>> tensor([-2.0, 0.5, 2.0]).clamp(min=0.0).tolist()
+        [0.0, 0.5, 2.0]
+        """
         return _ops.clamp(self, min, max)
 
     def clip(self, min: Any = None, max: Any = None) -> Tensor:
@@ -464,18 +579,43 @@ class Tensor:
         return _ops.clamp(self, min, max)
 
     def relu(self) -> Tensor:
+        """``max(self, 0)``.
+
+        >>> tensor([-1.0, 2.0]).relu().tolist()
+        [0.0, 2.0]
+        """
         return _ops.relu(self)
 
     def sigmoid(self) -> Tensor:
+        """``1 / (1 + exp(-self))``.
+
+        >>> tensor([0.0]).sigmoid().tolist()
+        [0.5]
+        """
         return _ops.sigmoid(self)
 
     def tanh(self) -> Tensor:
+        """Hyperbolic tangent.
+
+        >>> tensor([0.0]).tanh().tolist()
+        [0.0]
+        """
         return _ops.tanh(self)
 
     def softmax(self, dim: int = -1) -> Tensor:
+        """Softmax along ``dim``.
+
+        >>> tensor([0.0, 0.0]).softmax(0).tolist()
+        [0.5, 0.5]
+        """
         return _ops.softmax(self, dim)
 
     def log_softmax(self, dim: int = -1) -> Tensor:
+        """Log of the softmax along ``dim``.
+
+        >>> round(tensor([0.0, 0.0]).log_softmax(0).tolist()[0], 4)
+        -0.6931
+        """
         return _ops.log_softmax(self, dim)
 
     def sum(self, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
@@ -519,22 +659,52 @@ class Tensor:
         return _ops.all(self, dim, keepdim)
 
     def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        """Mean over ``dim`` (all dims if None); floating point only.
+
+        >>> tensor([[1.0, 2.0], [3.0, 4.0]]).mean(0).tolist()
+        [2.0, 3.0]
+        """
         return _ops.mean(self, dim, keepdim)
 
     def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        """The maximum, or ``(values, indices)`` along ``dim``.
+
+        >>> tensor([[1, 5], [7, 2]]).max(dim=1).values.tolist()
+        [5, 7]
+        """
         return _ops.max(self, dim, keepdim)
 
     def min(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        """The minimum, or ``(values, indices)`` along ``dim``.
+
+        >>> tensor([3, 1, 2]).min().item()
+        1
+        """
         return _ops.min(self, dim, keepdim)
 
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        """Index of the maximum (of the flattened tensor if ``dim`` is None).
+
+        >>> tensor([3, 1, 5]).argmax().item()
+        2
+        """
         return _ops.argmax(self, dim, keepdim)
 
     def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        """Index of the minimum (of the flattened tensor if ``dim`` is None).
+
+        >>> tensor([3, 1, 5]).argmin().item()
+        1
+        """
         return _ops.argmin(self, dim, keepdim)
 
     def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False,
             *, correction: int | None = None) -> Tensor:
+        """Variance (``correction=1`` by default, as in PyTorch).
+
+        >>> tensor([1.0, 3.0]).var().item()
+        2.0
+        """
         return _ops.var(self, dim, unbiased, keepdim, correction=correction)
 
     def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False,
@@ -547,38 +717,93 @@ class Tensor:
         return _ops.std(self, dim, unbiased, keepdim, correction=correction)
 
     def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
+        """``log(sum(exp(self)))`` over ``dim``, stable.
+
+        >>> round(tensor([0.0, 0.0]).logsumexp(0).item(), 4)
+        0.6931
+        """
         return _ops.logsumexp(self, dim, keepdim)
 
     def matmul(self, other: Tensor) -> Tensor:
+        """Matrix product, as ``@``.
+
+        >>> tensor([[1.0, 2.0]]).matmul(tensor([[3.0], [4.0]])).tolist()
+        [[11.0]]
+        """
         return _ops.matmul(self, other)
 
     def reshape(self, *shape: Any) -> Tensor:
+        """The same elements in a new shape (one dim may be -1).
+
+        >>> tensor([1, 2, 3, 4]).reshape(2, -1).tolist()
+        [[1, 2], [3, 4]]
+        """
         return _ops.reshape(self, *shape)
 
     def view(self, *shape: Any) -> Tensor:
+        """As ``reshape`` (it may copy, where PyTorch's view never does).
+
+        >>> tensor([1, 2, 3, 4]).view(2, 2).shape
+        (2, 2)
+        """
         return _ops.reshape(self, *shape)
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """Merge dims ``start_dim..end_dim``.
+
+        >>> tensor([[1, 2], [3, 4]]).flatten().tolist()
+        [1, 2, 3, 4]
+        """
         return _ops.flatten(self, start_dim, end_dim)
 
     def permute(self, *dims: Any) -> Tensor:
+        """Reorder the dims.
+
+        >>> tensor([[1, 2, 3]]).permute(1, 0).shape
+        (3, 1)
+        """
         return _ops.permute(self, *dims)
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
+        """Swap two dims.
+
+        >>> tensor([[1, 2, 3]]).transpose(0, 1).shape
+        (3, 1)
+        """
         return _ops.transpose(self, dim0, dim1)
 
     def t(self) -> Tensor:
+        """Transpose a tensor of at most 2 dims.
+
+        >>> tensor([[1, 2]]).t().tolist()
+        [[1], [2]]
+        """
         if self.ndim > 2:
             raise ValueError(f"t() expects a tensor with <= 2 dims, got shape {self.shape}")
         return self.T
 
     def squeeze(self, dim: int | None = None) -> Tensor:
+        """Drop size-1 dims (only ``dim`` if given).
+
+        >>> tensor([[1, 2]]).squeeze().shape
+        (2,)
+        """
         return _ops.squeeze(self, dim)
 
     def unsqueeze(self, dim: int) -> Tensor:
+        """Insert a size-1 dim at ``dim``.
+
+        >>> tensor([1, 2]).unsqueeze(-1).shape
+        (2, 1)
+        """
         return _ops.unsqueeze(self, dim)
 
     def expand(self, *shape: Any) -> Tensor:
+        """Broadcast to a larger shape without copying (-1 keeps a dim).
+
+        >>> tensor([[1], [2]]).expand(2, 3).tolist()
+        [[1, 1, 1], [2, 2, 2]]
+        """
         return _ops.expand(self, *shape)
 
     def unflatten(self, dim: int, sizes: Any) -> Tensor:
@@ -674,27 +899,52 @@ class Tensor:
             )
 
     def zero_(self) -> Tensor:
+        """Set every element to 0, in place.
+
+        >>> tensor([1.0, 2.0]).zero_().tolist()
+        [0.0, 0.0]
+        """
         self._check_inplace("zero_")
         self.data[...] = 0
         return self
 
     def fill_(self, value: float) -> Tensor:
+        """Set every element to ``value``, in place.
+
+        >>> tensor([1.0, 2.0]).fill_(3.0).tolist()
+        [3.0, 3.0]
+        """
         self._check_inplace("fill_")
         self.data[...] = value
         return self
 
     def copy_(self, src: Tensor | Any) -> Tensor:
+        """Copy ``src``'s values into this tensor, in place.
+
+        >>> tensor([1.0, 2.0]).copy_(tensor([5.0, 6.0])).tolist()
+        [5.0, 6.0]
+        """
         self._check_inplace("copy_")
         self.data[...] = src.data if isinstance(src, Tensor) else src
         return self
 
     def add_(self, other: Tensor | Any, alpha: float = 1.0) -> Tensor:
+        """``self += alpha * other``, in place.
+
+        >>> tensor([1.0]).add_(tensor([2.0]), alpha=0.5).tolist()
+        [2.0]
+        """
         self._check_inplace("add_")
         other = other.data if isinstance(other, Tensor) else other
         self.data += other if alpha == 1.0 else alpha * other
         return self
 
     def mul_(self, other: Tensor | Any) -> Tensor:
+        """``self *= other``, in place.
+
+        >>> tensor([2.0]).mul_(3.0).tolist()
+        [6.0]
+        """
         self._check_inplace("mul_")
         self.data *= other.data if isinstance(other, Tensor) else other
         return self

@@ -82,3 +82,45 @@ def test_to_device_and_contiguous() -> None:
     t.sum().backward()
     assert x.grad.tolist() == [[1.0] * 4] * 3
     assert isinstance(pyrt.nn.Linear(2, 2).to("cpu"), pyrt.nn.Linear)
+
+
+def test_full_infers_the_fill_values_dtype_like_torch() -> None:
+    assert pyrt.full((2, 2), 4).dtype == np.int64 and pyrt.full((2, 2), 4).tolist() == [[4, 4], [4, 4]]
+    assert pyrt.full((2,), True).dtype == np.bool_
+    assert pyrt.full((2,), 0.5).dtype == np.float32
+    assert pyrt.full([3], 1, dtype=pyrt.float64).dtype == np.float64
+    assert pyrt.full((), 2).shape == ()
+
+
+# The methods a PyTorch user reaches for first; test_docstrings runs each one's example, and
+# tests/ops/test_torch_parity.py checks their values and gradients against PyTorch.
+PYTORCH_METHODS = [
+    "add", "sub", "mul", "div", "neg", "rsqrt", "sin", "cos", "log2", "exp2", "sign", "floor", "ceil",
+    "round", "clip", "clamp", "std", "var", "prod", "any", "all", "cumsum", "flip", "unflatten", "repeat",
+    "roll", "tril", "triu", "diagonal", "chunk", "split", "gather", "masked_fill", "lerp", "sum",
+    "floor_divide", "__floordiv__", "__rfloordiv__",
+]
+PYTORCH_FUNCTIONS = ["add", "sub", "mul", "div", "pow", "einsum", "result_type", "promote_types"]
+
+
+def test_pytorch_methods_and_functions_exist() -> None:
+    missing = [m for m in PYTORCH_METHODS if not callable(getattr(pyrt.Tensor, m, None))]
+    missing += [f"pyrt.{f}" for f in PYTORCH_FUNCTIONS if not callable(getattr(pyrt, f, None))]
+    assert not missing
+    for m in PYTORCH_METHODS:
+        if not m.startswith("_"):
+            assert getattr(pyrt.Tensor, m).__doc__, f"Tensor.{m} has no docstring"
+
+
+def test_floor_division_operators() -> None:
+    x = pyrt.tensor([7, -7])
+    assert (x // 2).tolist() == [3, -4] and (15 // x).tolist() == [2, -3]
+    assert (pyrt.tensor([7.5]) // 2).tolist() == [3.0]
+
+
+def test_pow_with_a_python_base_keeps_its_type() -> None:
+    assert (0.7 ** pyrt.tensor([1, 2, 3])).dtype == np.float32
+    assert (2 ** pyrt.tensor([1, 2])).tolist() == [2, 4]
+    x = pyrt.tensor([1.0, 2.0], requires_grad=True)
+    (3.0**x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.log(3) * 3.0 ** np.array([1.0, 2.0]), rtol=1e-6)

@@ -238,16 +238,22 @@ def promoted(*operands: Any, dtype: Any = None) -> list[Any]:
     >>> a.dtype, type(b).__name__
     (dtype('float32'), 'float32')
     """
+    if dtype is None and all(isinstance(x, Tensor) for x in operands) and (
+            len({x.dtype for x in operands}) == 1):
+        return list(operands)  # the common case in a training step: nothing to decide
     operands = tuple(_as_operand(x) for x in operands)
     target = result_type(*operands) if dtype is None else np.dtype(dtype)
+    floating = category(target) == FLOATING
     out = []
     for x in operands:
         if isinstance(x, Tensor):
             out.append(x if x.dtype == target else Cast.apply(x, target))
         elif hasattr(x, "dtype"):
             out.append(x.astype(target, copy=False))
+        elif floating:
+            out.append(target.type(x))  # np.float32(0.5): exact for any Python number
         else:
-            out.append(np.asarray(x).astype(target)[()])
+            out.append(np.asarray(x).astype(target)[()])  # wraps out-of-range ints, as PyTorch
     return out
 
 

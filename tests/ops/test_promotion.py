@@ -190,3 +190,26 @@ def test_mixed_float_gradients_come_back_in_each_inputs_dtype() -> None:
     out.sum().backward()
     assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
     assert a.grad.tolist() == [3.0, 4.0] and b.grad.tolist() == [1.0, 2.0]
+
+
+def test_the_documented_table_is_what_pyrt_does() -> None:
+    """docs/type_promotion.md's result_type table, cell by cell."""
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "type_promotion.md"
+    lines = [ln for ln in doc.read_text().splitlines() if ln.startswith("| tensor \\ other")]
+    assert len(lines) == 1
+    rows = doc.read_text().split(lines[0])[1].strip().splitlines()[1:]
+    others: list[Any] = [True, 3, 2.5]
+    others += [_tensor(d, 0)[0] for d in ("bool", "int64", "float64")]
+    others += [_tensor(d, 1)[0] for d in ("int32", "float16", "float64")]
+    checked = 0
+    for row in rows:
+        if not row.startswith("|"):
+            break
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        left = _tensor(cells[0], 1)[0]
+        for other, expected in zip(others, cells[1:], strict=True):
+            assert str(result_type(left, other)) == expected, (cells[0], other)
+            checked += 1
+    assert checked == 7 * 9
