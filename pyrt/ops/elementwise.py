@@ -434,13 +434,16 @@ def lerp(start: Tensor, end: Tensor, weight: Operand) -> Tensor:
     >>> lerp(pyrt.tensor([0.0, 10.0]), pyrt.tensor([1.0, 20.0]), 0.25).tolist()
     [0.25, 12.5]
     """
+    if category(start.dtype) != FLOATING:
+        raise RuntimeError(f"lerp: expected floating point tensors, got {start.dtype}")
     if start.dtype != end.dtype:
         raise RuntimeError(f"lerp: expected start and end of one dtype, got {start.dtype} and {end.dtype}")
     return add(start, mul(weight, sub(end, start)))
 
 
 def masked_fill(x: Tensor, mask: Tensor | Any, value: Operand) -> Tensor:
-    """``x`` with ``value`` where ``mask`` is True; the result keeps ``x``'s dtype and shape.
+    """``x`` with ``value`` where ``mask`` is True; the result keeps ``x``'s dtype, and has the
+    broadcast shape of ``x`` and ``mask`` (as PyTorch's out-of-place ``masked_fill``).
 
     ``value`` may be a number or a 0-d tensor (which then receives the gradient
     of the filled places).
@@ -455,9 +458,6 @@ def masked_fill(x: Tensor, mask: Tensor | Any, value: Operand) -> Tensor:
     if isinstance(value, Tensor) and value.ndim != 0:
         raise RuntimeError(f"masked_fill only supports a 0-dimensional value tensor, but got tensor with "
                            f"{value.ndim} dimension(s)")
-    if np.broadcast_shapes(cond.shape, x.shape) != x.shape:
-        raise RuntimeError(f"masked_fill: the mask of shape {cond.shape} does not broadcast to the input's "
-                           f"shape {x.shape}")
     (fill,) = promoted(value, dtype=x.dtype)
     return Where.apply(cond, fill, x)
 

@@ -396,7 +396,8 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
         size = split_size_or_sections
         if size < 0 or (size == 0 and n != 0):
             raise RuntimeError(f"split: split_size must be positive for a dim of size {n}, got {size}")
-        sizes = [size] * (n // size) + ([n % size] if n % size else []) if size else [0]
+        # An empty dim still gives one (empty) piece, as in PyTorch.
+        sizes = [size] * (n // size) + ([n % size] if n % size else []) if n else [0]
     else:
         sizes = [int(s) for s in split_size_or_sections]
         if sum(sizes) != n or any(s < 0 for s in sizes):

@@ -109,6 +109,10 @@ CASES: list[Case] = [
     ("split_int", lambda m, a: a.split(2, dim=1), [(2, 5)], None, True),
     ("split_list", lambda m, a: a.split([1, 0, 3]), [(4, 2)], _noncontiguous((4, 2)), True),
     ("split_top_level", lambda m, a: m.split(a, 3), [(7,)], None, True),
+    ("split_empty_dim", lambda m, a: a.split(2), [(0, 3)], None, False),
+    ("chunk_empty_dim", lambda m, a: a.chunk(3, 1), [(2, 0)], None, False),
+    ("masked_fill_mask_broadcasts_input", lambda m, a: a.masked_fill(m.tensor([[True], [False]]), 0.5),
+     [(1, 3)], None, True),
     ("gather_repeated_index", lambda m, a: a.gather(1, m.tensor([[0, 0, 2], [1, 1, 1]])), [(2, 3)], None,
      True),
     ("gather_smaller_index_dim0", lambda m, a: a.gather(0, m.tensor([[2], [0]])), [(3, 4)], None, True),
@@ -240,6 +244,8 @@ def test_any_all_and_argument_errors_match_torch() -> None:
         pyrt.tensor([[1.0]]).gather(0, pyrt.tensor([[0]], dtype=pyrt.int32))
     with pytest.raises(RuntimeError, match="out of bounds"):
         pyrt.tensor([[1.0, 2.0]]).gather(1, pyrt.tensor([[2]]))
+    with pytest.raises(RuntimeError, match="floating point"):
+        pyrt.tensor([1, 2]).lerp(pyrt.tensor([3, 4]), 0.5)
     with pytest.raises(RuntimeError, match="boolean masks"):
         pyrt.tensor([1.0]).masked_fill(pyrt.tensor([1]), 0.0)
     with pytest.raises(pyrt.ShapeError, match="sum exactly"):
