@@ -49,7 +49,8 @@ CHECK_PEERS_SECONDS = 0.05
 EXIT_GRACE_SECONDS = 10.0
 
 # Row layout of the progress table (int64).
-_STATE, _GROUP, _SEQ, _KIND, _SINCE_NS, _GLOBAL_RANK = range(6)
+# _GROUP, _SEQ, _KIND: the last collective this rank reached; _WAITING_IN: the kind it waits in now.
+_STATE, _GROUP, _SEQ, _KIND, _SINCE_NS, _GLOBAL_RANK, _WAITING_IN = range(7)
 _ROW = 8
 IDLE, WAITING, EXITED, DESTROYED = 0, 1, 2, 3
 
@@ -92,7 +93,10 @@ class Progress:
 
     def enter(self, group: str, seq: int, kind: str) -> None:
         row = self.mine
-        row[_GROUP], row[_SEQ], row[_KIND] = self.group_code(group), seq, self.kinds.index(kind)
+        code = self.kinds.index(kind)
+        if seq:  # a collective; transfers (seq 0) keep the last collective reached
+            row[_GROUP], row[_SEQ], row[_KIND] = self.group_code(group), seq, code
+        row[_WAITING_IN] = code
         row[_SINCE_NS] = time.time_ns()
         row[_STATE] = WAITING
 
@@ -107,6 +111,9 @@ class Progress:
         state, seconds = int(row[_STATE]), (time.time_ns() - int(row[_SINCE_NS])) / 1e9
         call = self._call(row)
         if state == WAITING:
+            waiting_in = self.kinds[int(row[_WAITING_IN])]
+            if waiting_in != self.kinds[int(row[_KIND])] or row[_SEQ] == 0:  # a transfer
+                return f"rank {global_rank}: waiting in {waiting_in} for {seconds:.1f} s (after {call})"
             return f"rank {global_rank}: waiting in {call} for {seconds:.1f} s"
         if state == EXITED:
             return f"rank {global_rank}: left the job {seconds:.1f} s ago (after {call})"
@@ -123,9 +130,17 @@ class Progress:
         name = self.group_names[group] if group < len(self.group_names) else f"group {group}"
         return f"{self.kinds[int(row[_KIND])]} #{int(row[_SEQ])} on {name}"
 
-    def gone(self, global_ranks: list[int]) -> list[int]:
-        """The ranks that left the job or destroyed their process groups."""
-        return [r for r in global_ranks if r in self.rows and self.rows[r][_STATE] in (EXITED, DESTROYED)]
+    def left_before(self, global_ranks: list[int], group: str, seq: int) -> list[int]:
+        """The ranks that left the job (or destroyed their groups) before collective ``seq`` of ``group``.
+
+        A rank that took part in it and then left is still draining it (its
+        handshake keeps MPI progressing); one whose last collective was on
+        another group is left to the timeout, since its row cannot tell.
+        """
+        code = self.group_code(group)
+        return [r for r in global_ranks if r in self.rows
+                and self.rows[r][_STATE] in (EXITED, DESTROYED)
+                and self.rows[r][_GROUP] == code and self.rows[r][_SEQ] < seq]
 
     def report(self, global_ranks: list[int]) -> str:
         return "\n".join(f"  {self.describe(r)}" for r in global_ranks)
@@ -178,16 +193,23 @@ def wait_for(request: Any, status: Any, *, group: str, global_ranks: list[int], 
              kind: str, timeout: float | None = None, spin_seconds: float = SPIN_SECONDS) -> None:
     """Wait for ``request`` (an MPI request, or anything with ``Test(status)``), or end the job.
 
-    ``timeout`` (seconds) overrides the group's; a ``TimeoutError`` is then
-    raised instead of ending the job (``Work.wait(timeout=...)``). Polls yield
-    the core for ``spin_seconds``, then sleep between polls.
+    ``seq`` is the group's collective number (0 for a point-to-point
+    transfer). A collective is doomed once a rank of the group has left
+    before reaching it; a transfer is left to the timeout (a peer that left
+    may still have sent what is being received). ``timeout`` (seconds)
+    overrides the group's; a ``TimeoutError`` is then raised instead of
+    ending the job (``Work.wait(timeout=...)``). Polls yield the core for
+    ``spin_seconds``, then sleep between polls.
     """
-    if request.Test(status):
-        return
     progress = _progress
     if progress is not None:
-        progress.enter(group, seq, kind)
+        progress.enter(group, seq, kind)  # also on the fast path: it records how far this rank got
+    if request.Test(status):
+        if progress is not None:
+            progress.leave()
+        return
     limit = timeout if timeout is not None else (progress.timeout if progress else None)
+    others = [r for r in global_ranks if progress is not None and r != progress.rank] if seq else []
     start = next_check = time.monotonic()
     try:
         while not request.Test(status):
@@ -199,7 +221,7 @@ def wait_for(request: Any, status: Any, *, group: str, global_ranks: list[int], 
                 _expire(progress, group, global_ranks, seq, kind, waited)
             if progress is not None and now >= next_check:
                 next_check = now + CHECK_PEERS_SECONDS
-                gone = progress.gone([r for r in global_ranks if r != progress.rank])
+                gone = progress.left_before(others, group, seq)
                 if gone:
                     abort(f"pyrt: rank {progress.rank} waits in {kind} #{seq} on {group}, but "
                           f"{_ranks(gone)} left (the script ended, called sys.exit or "

@@ -47,3 +47,13 @@ def test_pytorch_backend_names_run_over_mpi_with_a_notice() -> None:
     # One notice per backend name and rank, not one per call.
     assert result.stderr.count("init_process_group(backend='gloo') runs over MPI") == 2, result.stderr
     assert result.stderr.count("init_process_group(backend='nccl') runs over MPI") == 2
+
+
+def test_hierarchical_all_reduce_across_emulated_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MPICH splits the 4 ranks into 2 "nodes" of 2 (0, 2 and 1, 3): shared memory inside each,
+    # MPI between the node leaders. (MPIR_CVAR_ODD_EVEN_CLIQUES loses ANY_SOURCE receives in
+    # MPICH 5.0.2 when the senders poll with sleeps; reproduced with plain mpi4py.)
+    monkeypatch.setenv("MPIR_CVAR_NUM_CLIQUES", "2")
+    result = run_workers(4, "collectives.py", timeout=180)
+    assert result.stdout.count("collectives ok") == 4
+    assert result.stdout.count("emulated nodes: False, 2") == 4, result.stdout
