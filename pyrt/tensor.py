@@ -36,6 +36,22 @@ def _as_array(data: Any, dtype: Any = None) -> Any:
     return array
 
 
+def _is_device(value: Any) -> bool:
+    """An int, a ``"cpu"``/``"cuda[:N]"``-like string (anything that is not a dtype name), or a
+    device object (``torch.device``): the forms ``Tensor.to`` reads as a device."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, str):
+        try:
+            np.dtype(value)
+        except TypeError:
+            return True
+        return False
+    return hasattr(value, "type") and hasattr(value, "index")
+
+
 class Tensor:
     """A multi-dimensional array that can record operations for autograd.
 
@@ -235,16 +251,43 @@ class Tensor:
         """
         return self.data.tolist()
 
-    def to(self, target: Any) -> Tensor:
-        """Cast to a dtype; ``"cpu"`` returns the tensor itself when it is there already."""
-        if isinstance(target, str) and target.split(":")[0] in ("cpu", "cuda"):
-            if target.split(":")[0] != self.device.split(":")[0]:
+    def to(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Cast and/or name a device, as ``torch.Tensor.to``: ``to(dtype)``, ``to(device)``,
+        ``to(device, dtype)``, ``to(other_tensor)``, keywords ``device=``, ``dtype=``, ``copy=``.
+
+        A device is ``"cpu"``, ``"cuda"``/``"cuda:N"``, an int ``N`` (``x.to(rank)``) or a
+        ``torch.device``. A CUDA device that is not there raises a RuntimeError saying so;
+        the tensor's own device returns it unchanged. pyrt does not copy arrays between
+        devices (a ValueError says so): create them with cupy or numpy where they belong.
+
+        >>> x = tensor([1.0])
+        >>> x.to("cpu") is x, x.to("cpu", "float64").dtype
+        (True, dtype('float64'))
+        """
+        from pyrt.cuda import parse_device
+
+        unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy", "memory_format"}
+        if unknown or len(args) > 2:
+            raise TypeError(f"Tensor.to() got unexpected arguments: {args} {sorted(unknown)}")
+        device, dtype = kwargs.get("device"), kwargs.get("dtype")
+        for value in args:
+            if isinstance(value, Tensor):  # to(other): its device and dtype
+                device, dtype = value.device, value.dtype
+            elif _is_device(value):
+                device = value
+            else:
+                dtype = value
+        if device is not None:
+            kind, index = parse_device(device)  # raises for an absent CUDA device
+            wanted = "cpu" if kind == "cpu" else f"cuda:{index}"
+            if wanted != self.device:
                 raise ValueError(
-                    f"Tensor.to({target!r}): the tensor is on {self.device}; pyrt does not move "
+                    f"Tensor.to({device!r}): the tensor is on {self.device}; pyrt does not move "
                     "arrays between devices (create them with cupy or numpy where they belong)"
                 )
-            return self
-        return _ops.cast(self, target)
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            return _ops.cast(self, dtype)
+        return _ops.clone(self) if kwargs.get("copy") else self
 
     def contiguous(self) -> Tensor:
         """This tensor if its array is C-contiguous, else a contiguous copy (in the graph)."""

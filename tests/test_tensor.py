@@ -75,8 +75,16 @@ def test_factories() -> None:
 def test_to_device_and_contiguous() -> None:
     x = pyrt.tensor(np.ones((3, 4), np.float32), requires_grad=True)
     assert x.to("cpu") is x and x.contiguous() is x
-    with pytest.raises(ValueError, match="does not move arrays between devices"):
-        x.to("cuda:0")
+    if not pyrt.cuda.is_available():
+        for device in (0, "cuda:0", "cuda"):
+            with pytest.raises(RuntimeError, match="CUDA device 0 was requested"):
+                x.to(device)
+    with pytest.raises(ValueError, match="unsupported device 'mps'"):
+        x.to("mps")
+    assert x.to(pyrt.float32) is x and x.to(x) is x and x.to(dtype=pyrt.float64).dtype == np.float64
+    assert x.to("cpu", copy=True) is not x
+    torch = pytest.importorskip("torch")
+    assert x.to(torch.device("cpu")) is x
     t = x.T.contiguous()
     assert t.data.flags.c_contiguous and t.shape == (4, 3)
     t.sum().backward()
