@@ -493,6 +493,58 @@ class Tensor:
         """
         return _ops.masked_fill(self, mask, value)
 
+    # Logical/bitwise operators for masks (``~mask``, ``a & b``): bool and integer tensors only, not
+    # differentiable; the operand dtypes promote as for arithmetic.
+    def _bitwise(self, other: Any, name: str, op: Callable[[Any, Any], Any]) -> Tensor:
+        from pyrt.ops.elementwise import promoted
+        from pyrt.ops.promotion import FLOATING, category
+
+        a, b = (x.data if isinstance(x, Tensor) else x for x in promoted(self, other))
+        if category(a.dtype) == FLOATING:
+            raise RuntimeError(f"{name} is only supported for integer and bool tensors, got {a.dtype}")
+        return Tensor(op(a, b))
+
+    def __and__(self, other: Any) -> Tensor:
+        """Elementwise logical (bool) or bitwise (integer) and.
+
+        >>> (tensor([True, True]) & tensor([True, False])).tolist()
+        [True, False]
+        """
+        return self._bitwise(other, "&", lambda a, b: a & b)
+
+    __rand__ = __and__
+
+    def __or__(self, other: Any) -> Tensor:
+        """Elementwise logical (bool) or bitwise (integer) or.
+
+        >>> (tensor([True, False]) | False).tolist()
+        [True, False]
+        """
+        return self._bitwise(other, "|", lambda a, b: a | b)
+
+    __ror__ = __or__
+
+    def __xor__(self, other: Any) -> Tensor:
+        """Elementwise logical (bool) or bitwise (integer) exclusive or.
+
+        >>> (tensor([True, False]) ^ True).tolist()
+        [False, True]
+        """
+        return self._bitwise(other, "^", lambda a, b: a ^ b)
+
+    __rxor__ = __xor__
+
+    def __invert__(self) -> Tensor:
+        """``~mask``: logical not of a bool tensor, bitwise not of an integer one.
+
+        >>> (~tensor([True, False])).tolist()
+        [False, True]
+        """
+        if np.issubdtype(self.dtype, np.floating):
+            raise RuntimeError(f"~ (bitwise_not) is only supported for integer and bool tensors, got "
+                               f"{self.dtype}")
+        return Tensor(~self.data)
+
     def exp(self) -> Tensor:
         """``e ** self`` (integers give float32).
 

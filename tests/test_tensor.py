@@ -132,3 +132,18 @@ def test_pow_with_a_python_base_keeps_its_type() -> None:
     x = pyrt.tensor([1.0, 2.0], requires_grad=True)
     (3.0**x).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.log(3) * 3.0 ** np.array([1.0, 2.0]), rtol=1e-6)
+
+
+def test_mask_operators_match_torch() -> None:
+    torch = pytest.importorskip("torch")
+    for make in (lambda m: ~m.tensor([True, False]),
+                 lambda m: m.tensor([True, False]) & m.tensor([True, True]),
+                 lambda m: m.tensor([True, False]) | True, lambda m: m.tensor([6, 3]) ^ m.tensor([3, 3]),
+                 lambda m: ~m.tensor([0, 5]), lambda m: False | m.tensor([True, False]),
+                 lambda m: m.tensor([True, False]) & m.tensor([7, 6], dtype=m.int32)):
+        ours, theirs = make(pyrt), make(torch)
+        assert ours.tolist() == theirs.tolist() and str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    with pytest.raises(RuntimeError, match="integer and bool"):
+        ~pyrt.tensor([1.0])
+    with pytest.raises(RuntimeError, match="integer and bool"):
+        pyrt.tensor([True]) & 0.5
