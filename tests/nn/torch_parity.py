@@ -56,3 +56,26 @@ def assert_matches_torch(ours: Callable[..., Any], theirs: Callable[..., Any], a
 def copy_torch_weights(ours: pyrt.nn.Module, theirs: Any) -> None:
     """Load a torch module's state into ours (same keys and shapes, or the load fails)."""
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+
+
+def assert_module_matches_torch(ours: pyrt.nn.Module, theirs: Any, arrays: Sequence[np.ndarray],
+                                call: Callable[..., Any] | None = None,
+                                requires_grad: Sequence[bool] | None = None, rtol: float = 1e-9,
+                                atol: float = 1e-11) -> None:
+    """As ``assert_matches_torch`` for ``call(module, *inputs)``, plus every parameter's gradient.
+
+    The torch module's weights are copied into ours first.
+    """
+    copy_torch_weights(ours, theirs)
+    call = call or (lambda module, *inputs: module(*inputs))
+    theirs.zero_grad()
+    for p in ours.parameters():
+        p.grad = None
+    assert_matches_torch(lambda *xs: call(ours, *xs), lambda *xs: call(theirs, *xs), arrays,
+                         requires_grad=requires_grad, rtol=rtol, atol=atol)
+    ours_params = dict(ours.named_parameters())
+    for name, p in theirs.named_parameters():
+        got = ours_params[name].grad
+        expected = np.zeros(tuple(p.shape)) if p.grad is None else p.grad.numpy()
+        np.testing.assert_allclose(np.zeros(expected.shape) if got is None else got.data, expected,
+                                   rtol=rtol, atol=atol, err_msg=f"gradient of {name}")
