@@ -7,7 +7,7 @@
 (2, 10)
 """
 
-from pyrt.nn import functional, init, utils
+from pyrt.nn import functional, init, parallel, utils
 from pyrt.nn.activation import (
     ELU,
     GELU,
@@ -47,5 +47,5 @@ __all__ = [
     "LSTMCell", "LayerNorm", "LeakyReLU", "Linear", "LogSigmoid", "LogSoftmax", "MSELoss", "MaxPool2d",
     "Module", "ModuleList", "MultiheadAttention", "NLLLoss", "Parameter", "ReLU", "ReLU6", "Sequential",
     "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "functional", "init",
-    "utils",
+    "parallel", "utils",
 ]
