@@ -110,11 +110,11 @@ class MultiheadAttention(Module):
         """Batch-first q, k, v projections, (N, L|S, E)."""
         E = self.embed_dim
         b = self.in_proj_bias
-        biases = (None, None, None) if b is None else tuple(narrow_last(b, i * E, (i + 1) * E)
-                                                             for i in range(3))
         if self._qkv_same_embed_dim and query is key and key is value:
             qkv = linear(query, self.in_proj_weight, b)  # one GEMM for all three
             return tuple(narrow_last(qkv, i * E, (i + 1) * E) for i in range(3))  # type: ignore[return-value]
+        biases = (None, None, None) if b is None else tuple(narrow_last(b, i * E, (i + 1) * E)
+                                                             for i in range(3))
         if self._qkv_same_embed_dim:
             weights = tuple(self.in_proj_weight[i * E:(i + 1) * E] for i in range(3))
         else:

@@ -299,3 +299,15 @@ def test_encoder_layer_with_dropout_trains_in_float32() -> None:
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert layer(pyrt.tensor(x)).dtype == np.float32
+
+
+def test_attention_modules_gradcheck_every_parameter() -> None:
+    """Finite differences through every parameter, not only the comparison with torch."""
+    mha = nn.MultiheadAttention(4, 2, dtype=np.float64)
+    x = pyrt.tensor(_rand(3, 2, 4), requires_grad=True)
+    kv = pyrt.tensor(_rand(5, 2, 4, seed=1), requires_grad=True)
+    mask = pyrt.tensor(np.triu(np.ones((3, 5), bool), 2))
+    assert pyrt.gradcheck(lambda x, kv, *_: mha(x, kv, kv, attn_mask=mask)[0], [x, kv, *mha.parameters()])
+    layer = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.0, activation="gelu", norm_first=True,
+                                       dtype=np.float64)
+    assert pyrt.gradcheck(lambda x, *_: layer(x, is_causal=True), [x, *layer.parameters()])
