@@ -140,8 +140,8 @@ def main() -> None:
     stats = model.comm_stats
     if rank == 0:
         print(f"throughput: {samples / train_seconds:,.0f} samples/s over {world} ranks")
-        print(f"all-reduce: {1e3 * stats.allreduce_seconds / stats.steps:.3f} ms per step, "
-              f"{100 * stats.hidden_fraction:.0f}% hidden behind backward")
+        print(f"all-reduce: {1e3 * stats.allreduce_seconds / stats.steps:.3f} ms per step "
+              f"({stats.describe_buckets()}), {100 * stats.hidden_fraction:.0f}% hidden behind backward")
         print(f"test accuracy: {evaluate(model, test_loader):.4f}")
         if args.plot_loss:
             save_loss_curve(args.plot_loss, step_losses, len(train_loader))

@@ -83,20 +83,21 @@ def worker(sizes: list[int], out_path: str) -> None:
         if not algorithms:
             records.append(Record("allreduce_mpi", f"{nbytes} B x {world} ranks", ref_s,
                                   "MPI_Allreduce", ref_s, _bandwidths(nbytes, world, ref_s, ref_s)))
-    records += _agreement_overhead(comm)
+    # --quick (sizes up to 1 MB) prices the check at the sizes it timed, not at 16 MB.
+    records += _agreement_overhead(comm, [n for n in AGREEMENT_SIZES if n <= max(sizes)])
     if comm.Get_rank() == 0:
         Path(out_path).write_text(json.dumps([r.to_json() for r in records]))
     dist.destroy_process_group()
 
 
-def _agreement_overhead(comm) -> list[Record]:
+def _agreement_overhead(comm, sizes: list[int]) -> list[Record]:
     """The agreement check's time per call against a whole all_reduce (``algorithm="auto"``)."""
     import pyrt.distributed as dist
     from pyrt.distributed import agreement, process_group
 
     pg, world = process_group.default_group(), comm.Get_size()
     records = []
-    for nbytes in AGREEMENT_SIZES:
+    for nbytes in sizes:
         buffer = np.ones(nbytes // 4, np.float32)
         call = agreement.Call("all_reduce", buffer.dtype, buffer.shape, "sum", transport="mpi")
         check_s = _time_collective(comm, lambda c=call: agreement.check_call(pg, c, pg.next_sequence()),

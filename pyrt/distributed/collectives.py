@@ -32,7 +32,7 @@ from pyrt.tensor import Tensor
 
 __all__ = [
     "ReduceOp", "all_gather", "all_gather_into_tensor", "all_reduce", "barrier", "broadcast",
-    "irecv", "isend", "recv", "reduce_scatter", "reduce_scatter_tensor", "send",
+    "irecv", "isend", "recv", "reduce_scatter", "reduce_scatter_tensor", "select_algorithm", "send",
 ]
 
 
@@ -181,6 +181,16 @@ def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: Process
             return "hierarchical"
     ring_ok = array.dtype in (np.float32, np.float64) and op is not ReduceOp.PRODUCT and _ring_available()
     return "ring" if ring_ok and array.nbytes >= RING_THRESHOLD_BYTES else "mpi"
+
+
+def select_algorithm(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
+                     group: ProcessGroup | None = None, algorithm: str = "auto") -> str:
+    """The algorithm ``all_reduce(tensor, op, group, algorithm=algorithm)`` runs (no communication).
+
+    Example: ``select_algorithm(np.zeros(1 << 20, np.float32))`` is ``"shm"`` on one node.
+    """
+    pg = resolve_group(group, "select_algorithm")
+    return _pick_algorithm(algorithm, _array(tensor, "select_algorithm"), _as_op(op), pg)
 
 
 def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,

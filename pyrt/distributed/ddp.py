@@ -34,7 +34,7 @@ import numpy as np
 
 from pyrt.autograd import is_grad_enabled
 from pyrt.distributed import agreement
-from pyrt.distributed.collectives import ReduceOp, all_reduce, broadcast
+from pyrt.distributed.collectives import ReduceOp, all_reduce, broadcast, select_algorithm
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.distributed.work import Work
 from pyrt.nn.module import Module
@@ -51,11 +51,20 @@ class CommStats:
 
     ``hidden_fraction`` is the share of all-reduce time that ran while backward
     was still computing, i.e. was not spent with backward waiting for it.
+    ``bucket_algorithms`` says which all-reduce each bucket runs (``"shm"``,
+    ``"hierarchical"``, ``"ring"`` or ``"mpi"``; see ``all_reduce``).
     """
 
     steps: int = 0
     allreduce_seconds: float = 0.0
     wait_seconds: float = 0.0
+    bucket_algorithms: list[str] = dataclasses.field(default_factory=list)
+
+    def describe_buckets(self) -> str:
+        """E.g. ``"33 buckets: 33 shm"``."""
+        counts = {a: self.bucket_algorithms.count(a) for a in dict.fromkeys(self.bucket_algorithms)}
+        n = len(self.bucket_algorithms)
+        return f"{n} bucket{'s' * (n != 1)}: " + ", ".join(f"{c} {a}" for a, c in counts.items())
 
     @property
     def hidden_fraction(self) -> float:
@@ -194,7 +203,8 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_finish_later", False)
         object.__setattr__(self, "_iteration", 0)  # armed forwards so far: equal on every rank
         object.__setattr__(self, "_joining", False)
-        object.__setattr__(self, "comm_stats", CommStats())
+        object.__setattr__(self, "comm_stats", CommStats(bucket_algorithms=[
+            select_algorithm(b.buffer, ReduceOp.AVG, self.process_group, algorithm) for b in buckets]))
         for _, p in named:
             p.register_post_accumulate_grad_hook(self._on_gradient_ready)
 

@@ -27,9 +27,16 @@ def test_kernel_suites_write_comparable_records(run_python, tmp_path) -> None:
 def test_allreduce_suite_reports_bandwidths(run_python, tmp_path) -> None:
     records = run_bench(run_python, tmp_path, "allreduce")
     assert {r["ranks"] for r in records} == {2, 4}
-    for r in records:
+    bandwidth = [r for r in records if r["bench"] != "agreement_check"]
+    assert {r["bench"] for r in bandwidth} >= {"allreduce_shm", "allreduce_ring"}
+    for r in bandwidth:
         assert REQUIRED | {"algbw", "busbw", "bytes"} <= set(r)
         assert r["busbw"] == pytest.approx(r["algbw"] * 2 * (r["ranks"] - 1) / r["ranks"])
+    # The agreement check's price at 4 KB and 1 MB (16 MB too without --quick), at both rank counts.
+    checks = [r for r in records if r["bench"] == "agreement_check"]
+    expected = [(p, b) for p in (2, 4) for b in (4096, 1 << 20)]
+    assert sorted((r["ranks"], r["bytes"]) for r in checks) == expected
+    assert all(r["overhead_percent"] == pytest.approx(100 * r["ours_s"] / r["ref_s"]) for r in checks)
 
 
 def test_unknown_suite_is_an_error(run_python) -> None:

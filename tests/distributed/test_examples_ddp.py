@@ -31,6 +31,10 @@ def test_ddp_mlp_matches_single_process_accuracy(nprocs: int) -> None:
     assert final is not None, out
     assert float(final.group(1)) >= 0.97, out
     assert re.search(rf"throughput: [\d,]+ samples/s over {nprocs} ranks", out), out
+    # Which all-reduce the buckets ran: shared memory on one node (the small last bucket: MPI).
+    buckets = re.search(r"^all-reduce: .* per step \((\d+) buckets?: (.*)\), ", out, re.M)
+    assert buckets is not None, out
+    assert "shm" in buckets.group(2), out
 
 
 def test_ddp_mlp_writes_a_profile_of_both_ranks_and_a_loss_curve(tmp_path: Path) -> None:
