@@ -138,7 +138,8 @@ def tanh(x: Tensor) -> Tensor:
 
 
 def _check_dim(name: str, x: Tensor, dim: int) -> int:
-    if not -x.ndim <= dim < max(x.ndim, 1):
+    # A 0-d tensor has one valid dim, -1 or 0, as in PyTorch.
+    if not -max(x.ndim, 1) <= dim < max(x.ndim, 1):
         raise IndexError(f"{name}: dim {dim} is out of range for a tensor of shape {x.shape}")
     return dim % max(x.ndim, 1)
 
@@ -149,8 +150,13 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
     >>> import pyrt
     >>> softmax(pyrt.tensor([0.0, 0.0]), dim=0).tolist()
     [0.5, 0.5]
+    >>> softmax(pyrt.tensor(3.0)).item()   # a 0-d tensor is its own one-element row
+    1.0
     """
-    return Softmax.apply(x, _check_dim("softmax", x, dim))
+    dim = _check_dim("softmax", x, dim)
+    if x.ndim == 0:
+        return Softmax.apply(x.reshape(1), 0).reshape(())
+    return Softmax.apply(x, dim)
 
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -160,7 +166,10 @@ def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     >>> round(log_softmax(pyrt.tensor([0.0, 0.0]), dim=0).tolist()[0], 4)
     -0.6931
     """
-    return LogSoftmax.apply(x, _check_dim("log_softmax", x, dim))
+    dim = _check_dim("log_softmax", x, dim)
+    if x.ndim == 0:
+        return LogSoftmax.apply(x.reshape(1), 0).reshape(())
+    return LogSoftmax.apply(x, dim)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:

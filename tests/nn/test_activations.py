@@ -106,3 +106,14 @@ def test_modules_match_torch_and_repr(module, text, torch_name, args) -> None:
     assert list(module.parameters()) == []
     x = np.concatenate([EDGES, np.linspace(-7, 7, 15)]).reshape(29, 1)
     assert_matches_torch(module, getattr(torch.nn, torch_name)(*args), [x], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_softmax_of_a_0d_tensor_matches_torch(dim) -> None:
+    torch = pytest.importorskip("torch")
+    x = np.array(2.5)
+    for ours, theirs in ((F.softmax, torch.softmax), (F.log_softmax, torch.log_softmax)):
+        assert_matches_torch(lambda t, f=ours: f(t, dim), lambda t, f=theirs: f(t, dim), [x])
+    assert nn.Softmax(dim=dim)(pyrt.tensor(x)).item() == 1.0
+    with pytest.raises(IndexError, match="dim 1 is out of range"):
+        F.softmax(pyrt.tensor(x), 1)
