@@ -94,14 +94,19 @@ class _Bucket:
         return self.buffer[self.offsets[i]:self.offsets[i] + p.numel()].reshape(p.shape)
 
 
-def _build_buckets(named: list[tuple[str, Parameter]], cap_bytes: int) -> list[_Bucket]:
-    # Reverse registration order approximates the order backward produces
-    # gradients, so the first bucket fills (and starts communicating) first.
+# PyTorch's first bucket is capped at 1 MB whatever bucket_cap_mb says: the
+# first gradients are then on the wire while most of backward is still to run.
+FIRST_BUCKET_BYTES = 1024 * 1024
+
+
+def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int) -> list[_Bucket]:
+    """Buckets of the parameters in the order their gradients are expected, the first one small."""
     buckets: list[_Bucket] = []
     current: list[tuple[str, Parameter]] = []
     size = 0
-    for name, p in reversed(named):
-        fits = size + p.data.nbytes <= cap_bytes and (not current or current[0][1].dtype == p.dtype)
+    for name, p in ready_order:
+        cap = min(cap_bytes, FIRST_BUCKET_BYTES) if not buckets else cap_bytes
+        fits = size + p.data.nbytes <= cap and (not current or current[0][1].dtype == p.dtype)
         if current and not fits:
             buckets.append(_Bucket(len(buckets), current))
             current, size = [], 0
@@ -189,26 +194,57 @@ class DistributedDataParallel(Module):
             "broadcast_buffers": broadcast_buffers, "algorithm": algorithm})
         self._check_same_parameters(named)
         self._broadcast_state()
-        buckets = _build_buckets(named, int(bucket_cap_mb * 1024 * 1024))
-        slots = {id(p): (b, i) for b in buckets for i, (_, p) in enumerate(b.params)}
+        object.__setattr__(self, "_cap_bytes", int(bucket_cap_mb * 1024 * 1024))
         object.__setattr__(self, "_named", named)
         # Which parameters got a gradient on this rank in the current step.
         object.__setattr__(self, "_index", {id(p): k for k, (_, p) in enumerate(named)})
         object.__setattr__(self, "_locally_used", np.zeros(len(named), dtype=np.uint8))
-        object.__setattr__(self, "_buckets", buckets)
-        object.__setattr__(self, "_slots", slots)
+        # Reverse registration order approximates the order backward produces gradients;
+        # after the first iteration the buckets follow the order they really arrived in.
+        self._set_buckets(list(reversed(named)))
+        object.__setattr__(self, "_arrival_order", [])  # parameter indices, first iteration only
+        object.__setattr__(self, "_buckets_rebuilt", False)
         object.__setattr__(self, "_require_sync", True)
         object.__setattr__(self, "_expect_reduction", False)
         object.__setattr__(self, "_next_bucket", 0)
         object.__setattr__(self, "_finish_later", False)
         object.__setattr__(self, "_iteration", 0)  # armed forwards so far: equal on every rank
         object.__setattr__(self, "_joining", False)
-        object.__setattr__(self, "comm_stats", CommStats(bucket_algorithms=[
-            select_algorithm(b.buffer, ReduceOp.AVG, self.process_group, algorithm) for b in buckets]))
+        object.__setattr__(self, "comm_stats", CommStats())
+        self._describe_buckets()
         for _, p in named:
             p.register_post_accumulate_grad_hook(self._on_gradient_ready)
 
     # --- construction ----------------------------------------------------------------
+    def _set_buckets(self, ready_order: list[tuple[str, Parameter]]) -> None:
+        buckets = _build_buckets(ready_order, self._cap_bytes)
+        object.__setattr__(self, "_buckets", buckets)
+        slots = {id(p): (b, i) for b in buckets for i, (_, p) in enumerate(b.params)}
+        object.__setattr__(self, "_slots", slots)
+
+    def _describe_buckets(self) -> None:
+        pg, algorithm = self.process_group, self.algorithm
+        self.comm_stats.bucket_algorithms = [
+            select_algorithm(b.buffer, ReduceOp.AVG, pg, algorithm) for b in self._buckets]
+
+    def _rebuild_buckets(self) -> None:
+        """Once, after the first iteration: buckets in the order gradients arrived (rank 0's order).
+
+        Ranks must launch the same buckets in the same order, and their
+        arrival orders may differ (threads, find_unused_parameters), so rank
+        0's order is broadcast, as in PyTorch.
+        """
+        object.__setattr__(self, "_buckets_rebuilt", True)
+        order = np.full(len(self._named), -1, dtype=np.int64)
+        if len(self._arrival_order) == len(order):  # not on a rank that only shadowed (join())
+            order[:] = self._arrival_order
+        object.__setattr__(self, "_arrival_order", [])
+        broadcast(order, src=self.process_group.global_ranks[0], group=self.process_group)
+        if (order < 0).any():
+            return  # rank 0 saw no full iteration: keep the buckets, on every rank alike
+        self._set_buckets([self._named[k] for k in order])
+        self._describe_buckets()
+
     def _check_same_parameters(self, named: list[tuple[str, Parameter]]) -> None:
         pg = self.process_group
         mine = [(n, tuple(p.shape), str(p.dtype)) for n, p in named]
@@ -310,6 +346,8 @@ class DistributedDataParallel(Module):
     def _mark_ready(self, bucket: _Bucket, i: int) -> None:
         bucket.done[i] = True
         bucket.ready += 1
+        if not self._buckets_rebuilt:
+            self._arrival_order.append(self._index[id(bucket.params[i][1])])
         # Launch in index order: every rank must issue the same all-reduces in the same order.
         while (self._next_bucket < len(self._buckets)
                and self._buckets[self._next_bucket].ready == len(self._buckets[self._next_bucket].params)):
@@ -347,6 +385,9 @@ class DistributedDataParallel(Module):
                     p.grad = Tensor(view)
                 else:
                     p.grad.data = view
+        if not self._buckets_rebuilt:
+            # The gradients just set stay views of the old buckets until the next backward.
+            self._rebuild_buckets()
 
     @contextlib.contextmanager
     def join(self, divide_by_initial_world_size: bool = True, enable: bool = True,
@@ -419,6 +460,8 @@ class DistributedDataParallel(Module):
             if self.find_unused_parameters:
                 all_reduce(np.zeros(len(self._named), np.uint8), op=ReduceOp.MAX,
                            group=self.process_group, algorithm="mpi")
+        if not self._buckets_rebuilt:
+            self._rebuild_buckets()  # the others rebuild after their first iteration too
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:

@@ -46,6 +46,45 @@ class Net(nn.Module):
         return self.last(SlowBackward.apply(self.first(x)))
 
 
+class RegisteredBackwards(nn.Module):
+    """Layers registered in the reverse of their use: reverse registration order (the initial
+    guess of when gradients arrive) is then exactly wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Linear(8, 2)
+        self.b = nn.Linear(8, 8)
+        self.a = nn.Linear(4, 8)
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x).relu()).relu())
+
+
+def check_buckets_follow_arrival_order() -> None:
+    """After the first iteration the buckets are rebuilt in the order gradients arrived (rank 0's),
+    and training goes on equal to one process."""
+    pyrt.manual_seed(3)
+    model = DDP(RegisteredBackwards(), bucket_cap_mb=1e-6)  # one parameter per bucket
+    reference = RegisteredBackwards()
+    reference.load_state_dict(model.module.state_dict())
+    first = [b.params[0][0] for b in model._buckets]
+    assert first[0].startswith("a.") and first[-1].startswith("c."), first
+    world, rank = dist.get_world_size(), dist.get_rank()
+    for _ in range(3):
+        model.zero_grad()
+        reference.zero_grad()
+        x = pyrt.tensor(np.random.default_rng(rank).standard_normal((4, 4)).astype(np.float32))
+        model(x).sum().backward()
+        for r in range(world):  # the average of every rank's gradient, computed by one process
+            xr = np.random.default_rng(r).standard_normal((4, 4)).astype(np.float32)
+            (reference(pyrt.tensor(xr)).sum() / world).backward()
+        for (name, p), q in zip(model.module.named_parameters(), reference.parameters(), strict=True):
+            np.testing.assert_allclose(p.grad.data, q.grad.data, rtol=1e-5, atol=1e-6, err_msg=name)
+    rebuilt = [b.params[0][0] for b in model._buckets]
+    assert rebuilt[0].startswith("c.") and rebuilt[-1].startswith("a."), rebuilt
+    assert len(model.comm_stats.bucket_algorithms) == len(rebuilt)
+
+
 def main() -> None:
     dist.init_process_group()
     model = DDP(Net(), bucket_cap_mb=1)
@@ -57,6 +96,7 @@ def main() -> None:
         model(x).sum().backward()
     assert completed_during_backward == [True] * 3, completed_during_backward
     hidden = model.comm_stats.hidden_fraction
+    check_buckets_follow_arrival_order()
     print(f"rank {dist.get_rank()}: ddp overlap ok, {hidden:.0%} of all-reduce time hidden")
     dist.destroy_process_group()
 
