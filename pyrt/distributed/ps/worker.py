@@ -5,9 +5,13 @@ One training step at clock c is ``pull(); loss.backward(); push(); clock()``:
 - ``pull()`` loads parameters into the model. Under staleness s it may keep the
   parameters it already holds if their read clock (the servers' complete clock
   when they were read) is at least c - s; otherwise it waits for a fresher reply.
-- ``push()`` sends the gradients with ``Isend`` and returns at once; it only
-  waits if the push from two clocks back has not left yet (two sets of send
-  buffers), which also keeps a worker from flooding a server that falls behind.
+- ``push()`` sends the gradients with ``Issend`` and returns at once; it only
+  waits if the push from two clocks back has not yet been taken by every server
+  (two sets of send buffers). A synchronous-mode send completes only once the
+  server has matched it, so a worker never has more than two pushes queued at a
+  server that falls behind; a plain ``Isend`` of a small message completes as
+  soon as MPI has buffered it, and under ``staleness=None`` a fast worker could
+  queue pushes at a slow server without bound.
 - ``clock()`` advances to c + 1 and sends the pull request for it right away
   (a prefetch), so while step c + 1 computes, step c's push and the next
   parameters are both in flight; the next ``pull()`` installs the reply if it
@@ -114,7 +118,8 @@ class Worker:
             raise RuntimeError(f"Worker.push: already pushed at clock {self.current_clock}; "
                                "call clock() once per step, between pushes")
         slot = self.pushes % PUSHES_IN_FLIGHT
-        self._wait(self._push_requests[slot], "an earlier push to leave")  # its buffers are reused
+        # Its buffers are reused, and the wait bounds the pushes queued at a slow server.
+        self._wait(self._push_requests[slot], "an earlier push to be taken")
         self._flat.grads_to_vector(self._vector)
         self._push_requests[slot] = []
         for k, (server, (lo, hi)) in enumerate(zip(self.cluster.server_ranks, self._bounds, strict=True)):
@@ -123,7 +128,7 @@ class Worker:
             header[:3] = (self.current_clock, self._read_clocks[k], self._read_versions[k])
             payload[:] = self._vector[lo:hi]
             self._push_requests[slot].append(
-                self.cluster.comm.Isend([buffer, MPI.BYTE], dest=server, tag=Tag.PUSH))
+                self.cluster.comm.Issend([buffer, MPI.BYTE], dest=server, tag=Tag.PUSH))
         for p in self._flat.parameters:
             p.grad = None
         self.pushes += 1
@@ -154,7 +159,7 @@ class Worker:
 
         if self.closed:
             return
-        self._wait([req for slot in self._push_requests for req in slot], "its last pushes to leave")
+        self._wait([req for slot in self._push_requests for req in slot], "its last pushes to be taken")
         for server in self.cluster.server_ranks:
             self._send_header(server, Tag.DONE, self.pushes)
         if self._pull_requests is not None:  # the servers answer it on DONE

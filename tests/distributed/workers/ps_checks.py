@@ -259,11 +259,62 @@ def overlap_run(num_servers: int) -> None:
     cluster.destroy()
 
 
+class ApplyLog(optim.SGD):
+    """A server that needs 20 ms per update and notes when it began each: (worker, clock, time)."""
+
+    def __init__(self, params, log):  # type: ignore[no-untyped-def]
+        super().__init__(params, lr=0.0)
+        self.log = log
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        code = int(self.param_groups[0]["params"][0].grad.data[0])  # 1000 * (worker + 1) + clock
+        self.log.append((code // 1000 - 1, code % 1000, time.monotonic()))
+        time.sleep(0.02)
+        return super().step(closure)
+
+
+def flow_control_run(num_servers: int) -> None:
+    """Under staleness=None a worker far faster than its server stays within two pushes of it.
+
+    A push waits for the one two clocks back to be taken by every server. Isend
+    alone would not do it: a small message "leaves" as soon as MPI has buffered
+    it, so a fast worker could queue any number of pushes at a slow server.
+    """
+    cluster = ps.init(num_servers=num_servers, staleness=None, timeout=30)
+    model = nn.Linear(4, 2)  # 10 parameters: every push is a small, eagerly sent message
+    log: list[tuple[int, int, float]] = []
+    returned: list[float] = []  # when each push() returned, on this worker
+    if cluster.is_server:
+        ps.ParameterServer(cluster, model, lambda params: ApplyLog(params, log)).run()
+    else:
+        worker = ps.Worker(cluster, model)
+        for c in range(40):
+            worker.pull()
+            for p in model.parameters():
+                p.grad = pyrt.full(p.shape, 1000.0 * (cluster.rank + 1) + c)
+            worker.push()
+            returned.append(time.monotonic())
+            worker.clock()
+        worker.close()
+    logs = [cluster.comm.bcast(log, root=server) for server in cluster.server_ranks]
+    if not cluster.is_server:
+        for server, server_log in zip(cluster.server_ranks, logs, strict=True):
+            began = sorted(t for w, _, t in server_log if w == cluster.rank)
+            for c, t in enumerate(returned):
+                # Begun by the time push c returned: pushes 0 .. c-2 (one more may race the ack).
+                taken = sum(b <= t for b in began)
+                assert taken >= c - 2, (f"rank {cluster.rank}: push {c} returned when server {server} had "
+                                        f"begun {taken} of this worker's pushes (a backlog of {c - taken})")
+        say(f"rank {cluster.rank} flow control ok")
+    cluster.destroy()
+
+
 def main() -> None:
     num_servers = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     dist.init_process_group()
     misuse_run(num_servers)
     overlap_run(num_servers)
+    flow_control_run(num_servers)
     for staleness in (0, 1, 3, None):
         counting_run(num_servers, staleness)
     for name in ("sgd", "adam"):
