@@ -51,10 +51,12 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -178,23 +180,41 @@ struct Chunks {
 // which on an oversubscribed node (more ranks than cores, or DDP's
 // communication thread beside a rank's backward) takes the core away from the
 // very thread that must run before the message can arrive. With nothing else
-// runnable, sched_yield returns at once and the loop is a plain spin.
+// runnable, sched_yield returns at once, so past the first 0.2 ms (a message
+// that late is a computation away) the wait sleeps between polls instead of
+// spinning a core: the policy of pyrt.distributed.watchdog.
+class Backoff {
+ public:
+  void pause() {
+    if (std::chrono::steady_clock::now() - start_ < std::chrono::microseconds(200)) {
+      sched_yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
 int wait_yielding(MPI_Request* request) {
+  Backoff backoff;
   for (;;) {
     int done = 0;
     const int rc = MPI_Test(request, &done, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS || done) return rc;
-    sched_yield();
+    backoff.pause();
   }
 }
 
 int waitall_yielding(std::vector<MPI_Request>& requests) {
+  Backoff backoff;
   for (;;) {
     int done = 0;
     const int rc = MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
                                MPI_STATUSES_IGNORE);
     if (rc != MPI_SUCCESS || done) return rc;
-    sched_yield();
+    backoff.pause();
   }
 }
 

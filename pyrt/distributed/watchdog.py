@@ -166,15 +166,10 @@ def stop() -> None:
     collective, which a rank that exits without destroying never joins.
     """
     global _progress
-    progress = _progress
-    if progress is None:
-        return
-    progress.mine[_SINCE_NS] = time.time_ns()
-    progress.mine[_STATE] = DESTROYED
-    request = progress.lifecycle.Ibarrier()
-    _wait_for_everyone(progress, request, progress.timeout, "destroy_process_group")
-    atexit.unregister(_leave_job)
-    _progress = None
+    if _progress is not None:
+        _leave_together(DESTROYED, _progress.timeout)
+        atexit.unregister(_leave_job)
+        _progress = None
 
 
 def abort(message: str) -> None:
@@ -249,23 +244,27 @@ def _ranks(ranks: list[int]) -> str:
 
 
 def _leave_job() -> None:
-    """At interpreter exit with the process group still active: leave together, or end the job."""
+    """At interpreter exit with the process group still active: leave together, or end the job.
+
+    Everyone leaving together is the normal end of a script that skipped
+    destroy_process_group.
+    """
+    if _progress is not None:
+        _leave_together(EXITED, min(EXIT_GRACE_SECONDS, _progress.timeout))
+
+
+def _leave_together(state: int, limit: float) -> None:
+    """Mark this rank as leaving (``state``) and wait up to ``limit`` s for every other rank to."""
     progress = _progress
-    if progress is None:
-        return
+    assert progress is not None
     progress.mine[_SINCE_NS] = time.time_ns()
-    progress.mine[_STATE] = EXITED
+    progress.mine[_STATE] = state
     request = progress.lifecycle.Ibarrier()
-    _wait_for_everyone(progress, request, min(EXIT_GRACE_SECONDS, progress.timeout), "exit")
-    # Everyone left together: the normal end of a script that skipped destroy_process_group.
-
-
-def _wait_for_everyone(progress: Progress, request: Any, limit: float, where: str) -> None:
     deadline = time.monotonic() + limit
     while not request.Test():
         if time.monotonic() > deadline:
             others = [r for r in range(progress.world.Get_size()) if r != progress.rank]
-            action = ("is leaving the job (its script ended or called sys.exit)" if where == "exit"
+            action = ("is leaving the job (its script ended or called sys.exit)" if state == EXITED
                       else "called destroy_process_group")
             abort(f"pyrt: rank {progress.rank} {action} while other ranks did not follow within "
                   f"{limit:.0f} s; ending the job (every rank must call destroy_process_group, or none). "
