@@ -39,6 +39,7 @@ __all__ = [
     "lstm_cell_backward",
     "lstm_cell_forward",
     "matmul",
+    "measure_fp32_peak_gflops",
     "pack_int8_weight",
     "quantize_u8",
     "reduce_inplace",
@@ -106,6 +107,19 @@ def sgemm_kernel_name() -> str:
     True
     """
     return str(_C.sgemm_kernel_name())
+
+
+def measure_fp32_peak_gflops() -> float:
+    """Measured fp32 FMA throughput of this CPU on the kernel threads, in GFLOP/s (0.0 without AVX2/FMA).
+
+    Independent FMA chains with no memory traffic, tens of milliseconds per
+    thread: the ceiling a benchmark reports its kernels against ("% of peak").
+    Other processes on the same cores lower it, as they lower the kernels.
+
+    >>> measure_fp32_peak_gflops() >= 0.0
+    True
+    """
+    return float(_C.measure_fp32_peak_gflops())
 
 
 def _element_strides(x: Any, itemsize: int) -> tuple[int, int]:

@@ -7,14 +7,15 @@
 //
 // The loop nest, for one thread's block of rows and columns:
 //
-//   for j0 in [0, n) step W:                      B panel (k x W)
-//     for k0 in [0, k) step KB:                   B block (KB x W) -> L2
-//       for i in rows:
-//         acc[0:W] = 0                            (W/8 ymm registers)
-//         for p over row i's nonzeros with column in [k0, k0+KB):
-//           acc += values[p] * B[indices[p], j0:j0+W]
-//         C[i, j0:j0+W] = alpha * acc + beta * C   (first k block)
-//         C[i, j0:j0+W] += alpha * acc             (later k blocks)
+//   for i0 in rows step RB:                       C block (RB x W per panel) -> L2
+//     for j0 in [0, n) step W:                    B panel (k x W)
+//       for k0 in [0, k) step KB:                 B block (KB x W) -> L2
+//         for i in [i0, i0 + RB):
+//           acc[0:W] = 0                          (W/8 ymm registers)
+//           for p over row i's nonzeros with column in [k0, k0+KB):
+//             acc += values[p] * B[indices[p], j0:j0+W]
+//           C[i, j0:j0+W] = alpha * acc + beta * C   (first k block)
+//           C[i, j0:j0+W] += alpha * acc             (later k blocks)
 //
 // Why this shape:
 // - A row of C stays in registers while its nonzeros stream past; each nonzero
@@ -32,6 +33,22 @@
 //   C row fragment per k block, small next to ~50 nonzeros per row and block
 //   at 90% sparsity. Measured 1.2-1.8x faster than sweeping the whole panel
 //   (W = 64, 1 thread, 128-512 rows of the target weight).
+// - The C fragments must stay in L2 too: sweeping all 4096 rows per k block
+//   pushed 1.5 MiB of C fragments (and the A stream) through L2 between two
+//   uses of a B block and ran at 14% of FMA peak; RB = 256 rows (96 KiB of C)
+//   per pass over the k blocks runs at 28% (1 thread, target shape, CPU time
+//   of the best of 40 runs: 60 ms -> 34 ms). The B block is then re-read from
+//   L3 once per row block, 1.5 MiB per 256 rows, a few % of the time.
+// - Measured and rejected (same setup, within noise or slower): packing each B
+//   panel contiguously (the 1 KiB row stride of B costs nothing measurable);
+//   software prefetch of B[indices[p + d]] for d = 2, 4, 8 (the out-of-order
+//   core already overlaps the L2 latency of 12 independent loads per
+//   nonzero); KB = 64 or 128 to keep the B block in L1 (a row then has only
+//   6-13 nonzeros per block, and the C update and loop exit per block cost
+//   more than L1 saves: 2x slower at KB = 64); KB = 256 or 1024, RB = 64-512
+//   and W = 48 or 64 (all within noise of the choice above).
+//   With B in L2 the ceiling is its bandwidth, not the FMAs: 384 bytes per
+//   nonzero at 32 bytes/cycle from L2 is 12 cycles for 12 FMAs, 50% of peak.
 // - CSR columns are sorted, so a row's nonzeros for block k0 follow those for
 //   the previous block: a per-row cursor (one int64 per row) resumes each row
 //   where the last block stopped, with no search.
@@ -54,7 +71,6 @@
 #include <array>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -72,6 +88,9 @@ namespace {
 constexpr int kPanelVectors = 12;
 constexpr int64_t kPanel = 8 * kPanelVectors;
 constexpr int64_t kMaxKBlock = 512;
+// Rows per pass over the k blocks (see the top of the file): 256 C fragments of
+// W floats are 96 KiB, which stay in L2 next to the 192 KiB block of B.
+constexpr int64_t kRowBlock = 256;
 
 // Below this many multiply-adds per thread a parallel region costs more than
 // it saves (same figure as sgemm: ~3 us of work against a few us of wake-up).
@@ -218,30 +237,38 @@ RowKernel select_kernel() {
 }
 
 // Rows [row_begin, row_end) times columns [col_begin, col_end) of C, a panel
-// at a time.
+// at a time; when k is blocked, a block of kRowBlock rows at a time, so that
+// the C fragments of those rows stay in L2 across the k blocks.
 void spmm_tile(RowKernel kernel, RowBlock r, int64_t col_begin, int64_t col_end, int64_t k) {
   const float* b = r.b;
   float* c = r.c;
   // Equal k blocks (k = 600 runs as 2 x 300, not 512 + 88): a short block
   // pays a full C update for few nonzeros.
   const int64_t kb = k <= kMaxKBlock ? k : ceil_div(k, ceil_div(k, kMaxKBlock));
-  std::vector<int64_t> cursor;
-  if (kb < k) cursor.resize(r.row_end - r.row_begin);
-  for (int64_t j0 = col_begin; j0 < col_end; j0 += kPanel) {
-    r.b = b + j0;
-    r.c = c + j0;
-    if (kb >= k) {
-      kernel(r, std::min(kPanel, col_end - j0));
-      continue;
+  // Unblocked k writes each C fragment once: sweep all rows per panel, so the
+  // panel of B stays in L2 for all of them.
+  const int64_t row_block = kb < k ? kRowBlock : r.row_end - r.row_begin;
+  int64_t cursor[kRowBlock];
+  const int64_t row_end = r.row_end;
+  for (int64_t i0 = r.row_begin; i0 < row_end; i0 += row_block) {
+    r.row_begin = i0;
+    r.row_end = std::min(row_end, i0 + row_block);
+    for (int64_t j0 = col_begin; j0 < col_end; j0 += kPanel) {
+      r.b = b + j0;
+      r.c = c + j0;
+      if (kb >= k) {
+        kernel(r, std::min(kPanel, col_end - j0));
+        continue;
+      }
+      std::copy(r.indptr + r.row_begin, r.indptr + r.row_end, cursor);
+      r.cursor = cursor;
+      for (int64_t k0 = 0; k0 < k; k0 += kb) {
+        r.k_end = k0 + kb;
+        r.first_block = k0 == 0;
+        kernel(r, std::min(kPanel, col_end - j0));
+      }
+      r.cursor = nullptr;
     }
-    std::copy(r.indptr + r.row_begin, r.indptr + r.row_end, cursor.begin());
-    r.cursor = cursor.data();
-    for (int64_t k0 = 0; k0 < k; k0 += kb) {
-      r.k_end = k0 + kb;
-      r.first_block = k0 == 0;
-      kernel(r, std::min(kPanel, col_end - j0));
-    }
-    r.cursor = nullptr;
   }
 }
 
