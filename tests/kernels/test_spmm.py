@@ -231,3 +231,21 @@ def test_portable_spmm_blocking(run_python) -> None:
         "    np.testing.assert_allclose(out, d.astype(float) @ b, rtol=1e-4, atol=1e-4)\n"
     )
     run_python("-c", code, env={"PYRT_DISABLE_AVX2": "1"})
+
+
+# --- n == 1: the SpMV path (a pruned layer at batch 1) -----------------------------------------------
+
+@pytest.mark.parametrize(("m", "k", "density"), [(1, 1, 1.0), (5, 3, 0.0), (37, 101, 0.3), (3000, 2000, 0.1)])
+def test_spmv_shapes_threads_and_strided_x(m, k, density, rng) -> None:
+    dense = rng.standard_normal((m, k)).astype(np.float32)
+    dense[rng.random((m, k)) >= density] = 0
+    if m > 2:
+        dense[1] = 0                                   # an empty row
+        dense[2, : min(k, 7)] = 1.5                    # a row of 1..7 nonzeros: the unrolled loop's tail
+    csr = csr_of(dense)
+    check(*csr, dense, rng.standard_normal((k, 1)).astype(np.float32))
+    column = rng.standard_normal((k, 5)).astype(np.float32)[:, 2:3]  # x with a row stride of 5
+    check(*csr, dense, column)
+    out = np.full((m, 1), np.nan, np.float32)
+    kernels.spmm(*csr, (m, k), column, out=out)
+    assert np.isfinite(out).all()
