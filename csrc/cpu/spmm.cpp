@@ -35,9 +35,10 @@
 //   (W = 64, 1 thread, 128-512 rows of the target weight).
 // - The C fragments must stay in L2 too: sweeping all 4096 rows per k block
 //   pushed 1.5 MiB of C fragments (and the A stream) through L2 between two
-//   uses of a B block and ran at 14% of FMA peak; RB = 256 rows (96 KiB of C)
-//   per pass over the k blocks runs at 28% (1 thread, target shape, CPU time
-//   of the best of 40 runs: 60 ms -> 34 ms). The B block is then re-read from
+//   uses of a B block and ran at 14 GFLOP/s; RB = 256 rows (96 KiB of C)
+//   per pass over the k blocks runs at 25 GFLOP/s, 28% of the 89 GFLOP/s FMA
+//   peak of one quiet core (1 thread, target shape, CPU time of the best of
+//   40 runs: 60 ms -> 34 ms). The B block is then re-read from
 //   L3 once per row block, 1.5 MiB per 256 rows, a few % of the time.
 // - Measured and rejected (same setup, within noise or slower): packing each B
 //   panel contiguously (the 1 KiB row stride of B costs nothing measurable);

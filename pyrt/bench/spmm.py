@@ -22,6 +22,7 @@ from pyrt.bench.harness import Record, print_table, time_pair
 SPARSITIES = [0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 SIZE, COLUMNS = 4096, 256
 QUICK = (1024, 64, [0.9])
+TARGET_ROUNDS = 15
 
 
 def _csr(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,7 +76,9 @@ def run(quick: bool = False) -> list[Record]:
         if not np.allclose(ours(), expected, rtol=1e-4, atol=1e-3):
             raise AssertionError(f"spmm at sparsity {sparsity}: result differs from numpy")
         for ref_name, ref in _references(dense, csr, b).items():
-            ours_s, ref_s = time_pair(ours, ref, repeats=3)
+            # Best of several alternating rounds survives a busy neighbour; the target case
+            # (90% zeros) gets more, since its ratios are the ones quoted.
+            ours_s, ref_s = time_pair(ours, ref, repeats=TARGET_ROUNDS if sparsity == 0.9 else 5)
             gflops = 2 * len(csr[1]) * columns / ours_s / 1e9
             records.append(Record("spmm", f"{size}x{size} @ {size}x{columns}, {sparsity:.0%} zeros",
                                   ours_s, ref_name, ref_s, {"sparsity": sparsity, "gflops": gflops,
