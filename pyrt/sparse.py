@@ -233,13 +233,15 @@ class SparseLinear(Module):
         tensor (``load_state_dict`` bumps its version); writing into ``.data``
         directly bypasses that, as it bypasses PyTorch's version counters.
         """
-        indptr, indices = self.indptr, self.indices
-        objects = (indptr, indptr.data, indices, indices.data)
-        versions = (indptr._version, indices._version)
-        if self._csr is None or versions != self._csr_source[1] or any(
-                a is not b for a, b in zip(objects, self._csr_source[0], strict=True)):
+        # Runs on every forward: a flat identity/version comparison straight off _buffers (the
+        # Module attribute lookup and tuple building it replaces were 4 us of a 25 us batch-1 call).
+        indptr, indices = self._buffers["indptr"], self._buffers["indices"]
+        known = self._csr_source
+        if (self._csr is None or not known or known[0] is not indptr or known[1] is not indptr.data
+                or known[2] != indptr._version or known[3] is not indices or known[4] is not indices.data
+                or known[5] != indices._version):
             self._csr = kernels.CSRPattern(indptr.data, indices.data, (self.out_features, self.in_features))
-            self._csr_source = (objects, versions)
+            self._csr_source = (indptr, indptr.data, indptr._version, indices, indices.data, indices._version)
         return self._csr
 
     def to_dense(self) -> Linear:

@@ -240,12 +240,17 @@ void kernel_portable(int64_t groups, const uint8_t* ap, const int8_t* bp, int32_
 }
 
 #ifdef PYRT_HAVE_X86
+// ROWS of the MR rows of the tile are computed (ragged m: ROWS = m % MR); the
+// rest of the partial and epilogue tiles are left untouched. A batch of one
+// then issues one vpmaddubsw pair per k group instead of MR: the multiply pipe
+// was doing 4x the work, 3 rows of it on zero padding.
+template <int ROWS>
 __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t groups, const uint8_t* ap,
                                                      const int8_t* bp, int32_t* partial,
                                                      bool load_partial, const Epilogue* epi) {
-  __m256i acc[MR][2];
+  __m256i acc[ROWS][2];
 #pragma GCC unroll 8
-  for (int64_t i = 0; i < MR; ++i) {
+  for (int64_t i = 0; i < ROWS; ++i) {
     if (load_partial) {
       acc[i][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(partial + i * NR));
       acc[i][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(partial + i * NR + 8));
@@ -259,7 +264,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t groups, const uint8
     const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp));
     const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp + 32));
 #pragma GCC unroll 8
-    for (int64_t i = 0; i < MR; ++i) {
+    for (int64_t i = 0; i < ROWS; ++i) {
       int32_t quad;
       std::memcpy(&quad, ap + i * KGROUP, sizeof(quad));
       const __m256i a = _mm256_set1_epi32(quad);
@@ -271,7 +276,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t groups, const uint8
   }
   if (epi == nullptr) {
 #pragma GCC unroll 8
-    for (int64_t i = 0; i < MR; ++i) {
+    for (int64_t i = 0; i < ROWS; ++i) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(partial + i * NR), acc[i][0]);
       _mm256_store_si256(reinterpret_cast<__m256i*>(partial + i * NR + 8), acc[i][1]);
     }
@@ -282,7 +287,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t groups, const uint8
   const __m256 s0 = _mm256_loadu_ps(epi->scales), s1 = _mm256_loadu_ps(epi->scales + 8);
   const __m256 b0 = _mm256_loadu_ps(epi->bias), b1 = _mm256_loadu_ps(epi->bias + 8);
 #pragma GCC unroll 8
-  for (int64_t i = 0; i < MR; ++i) {
+  for (int64_t i = 0; i < ROWS; ++i) {
     float* row = epi->out + i * epi->ldo;
     const __m256 y0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][0], zp0));
     const __m256 y1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][1], zp1));
@@ -292,11 +297,18 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t groups, const uint8
 }
 #endif
 
-MicroKernel select_kernel() {
+// kernels.rows[r] computes the first r rows of a tile (r in 1..MR).
+static_assert(MR == 4, "select_kernels lists one kernel per row count 1..MR");
+
+struct KernelSet {
+  MicroKernel rows[MR + 1];
+};
+
+KernelSet select_kernels() {
 #ifdef PYRT_HAVE_X86
-  if (has_avx2_fma()) return kernel_avx2;
+  if (has_avx2_fma()) return {{nullptr, kernel_avx2<1>, kernel_avx2<2>, kernel_avx2<3>, kernel_avx2<4>}};
 #endif
-  return kernel_portable;
+  return {{nullptr, kernel_portable, kernel_portable, kernel_portable, kernel_portable}};
 }
 
 // ---------------------------------------------------------------------------
@@ -318,7 +330,7 @@ struct BlockArgs {
   int64_t ldo;
 };
 
-void macro_kernel(MicroKernel kernel, const BlockArgs& b) {
+void macro_kernel(const KernelSet& kernels, const BlockArgs& b) {
   alignas(64) float tile[MR * NR];
   const int64_t groups = ceil_div(b.kc, KGROUP);
   const int64_t panels_n = ceil_div(b.nc, NR);
@@ -330,6 +342,7 @@ void macro_kernel(MicroKernel kernel, const BlockArgs& b) {
       const uint8_t* a_panel = b.ap + ir * groups * KGROUP;
       int32_t* partial =
           b.partial == nullptr ? nullptr : b.partial + ((ir / MR) * panels_n + jr / NR) * MR * NR;
+      const MicroKernel kernel = kernels.rows[mr];
       if (!b.last_k_block) {
         kernel(groups, a_panel, w_panel, partial, b.load_partial, nullptr);
         continue;
@@ -360,7 +373,7 @@ struct GemmArgs {
 
 // The whole loop nest for rows [i0, i0 + mt) and columns [j0, j0 + nt) of
 // out, on this thread's buffers. j0 is a multiple of NR.
-void gemm_tile(MicroKernel kernel, const GemmArgs& g, int64_t i0, int64_t mt, int64_t j0,
+void gemm_tile(const KernelSet& kernel, const GemmArgs& g, int64_t i0, int64_t mt, int64_t j0,
                int64_t nt) {
   thread_local ThreadBuffer<uint8_t> a_buffer;
   thread_local ThreadBuffer<int32_t> partial_buffer;
@@ -668,7 +681,7 @@ void int8_gemm(int64_t m, const uint8_t* a, int64_t lda, float a_scale, int32_t 
     if (bias != nullptr) bias_padded[j] = bias[j];
   }
   const GemmArgs g{a, lda, &w, zp_row_sums.data(), scales.data(), bias_padded.data(), out, ldo};
-  static const MicroKernel kernel = select_kernel();
+  static const KernelSet kernel = select_kernels();
 
   // Tiles: split n into whole panels when there are enough, else m. A big
   // product gets several tiles per thread, handed out dynamically, so a

@@ -7,14 +7,15 @@
 //
 // The loop nest, for one thread's block of rows and columns:
 //
-//   for j0 in [0, n) step W:                      B panel (k x W)
-//     for k0 in [0, k) step KB:                   B block (KB x W) -> L2
-//       for i in rows:
-//         acc[0:W] = 0                            (W/8 ymm registers)
-//         for p over row i's nonzeros with column in [k0, k0+KB):
-//           acc += values[p] * B[indices[p], j0:j0+W]
-//         C[i, j0:j0+W] = alpha * acc + beta * C   (first k block)
-//         C[i, j0:j0+W] += alpha * acc             (later k blocks)
+//   for i0 in rows step RB:                       C block (RB x W per panel) -> L2
+//     for j0 in [0, n) step W:                    B panel (k x W)
+//       for k0 in [0, k) step KB:                 B block (KB x W) -> L2
+//         for i in [i0, i0 + RB):
+//           acc[0:W] = 0                          (W/8 ymm registers)
+//           for p over row i's nonzeros with column in [k0, k0+KB):
+//             acc += values[p] * B[indices[p], j0:j0+W]
+//           C[i, j0:j0+W] = alpha * acc + beta * C   (first k block)
+//           C[i, j0:j0+W] += alpha * acc             (later k blocks)
 //
 // Why this shape:
 // - A row of C stays in registers while its nonzeros stream past; each nonzero
@@ -32,6 +33,23 @@
 //   C row fragment per k block, small next to ~50 nonzeros per row and block
 //   at 90% sparsity. Measured 1.2-1.8x faster than sweeping the whole panel
 //   (W = 64, 1 thread, 128-512 rows of the target weight).
+// - The C fragments must stay in L2 too: sweeping all 4096 rows per k block
+//   pushed 1.5 MiB of C fragments (and the A stream) through L2 between two
+//   uses of a B block and ran at 14 GFLOP/s; RB = 256 rows (96 KiB of C)
+//   per pass over the k blocks runs at 25 GFLOP/s, 28% of the 89 GFLOP/s FMA
+//   peak of one quiet core (1 thread, target shape, CPU time of the best of
+//   40 runs: 60 ms -> 34 ms). The B block is then re-read from
+//   L3 once per row block, 1.5 MiB per 256 rows, a few % of the time.
+// - Measured and rejected (same setup, within noise or slower): packing each B
+//   panel contiguously (the 1 KiB row stride of B costs nothing measurable);
+//   software prefetch of B[indices[p + d]] for d = 2, 4, 8 (the out-of-order
+//   core already overlaps the L2 latency of 12 independent loads per
+//   nonzero); KB = 64 or 128 to keep the B block in L1 (a row then has only
+//   6-13 nonzeros per block, and the C update and loop exit per block cost
+//   more than L1 saves: 2x slower at KB = 64); KB = 256 or 1024, RB = 64-512
+//   and W = 48 or 64 (all within noise of the choice above).
+//   With B in L2 the ceiling is its bandwidth, not the FMAs: 384 bytes per
+//   nonzero at 32 bytes/cycle from L2 is 12 cycles for 12 FMAs, 50% of peak.
 // - CSR columns are sorted, so a row's nonzeros for block k0 follow those for
 //   the previous block: a per-row cursor (one int64 per row) resumes each row
 //   where the last block stopped, with no search.
@@ -54,7 +72,6 @@
 #include <array>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -72,10 +89,16 @@ namespace {
 constexpr int kPanelVectors = 12;
 constexpr int64_t kPanel = 8 * kPanelVectors;
 constexpr int64_t kMaxKBlock = 512;
+// Rows per pass over the k blocks (see the top of the file): 256 C fragments of
+// W floats are 96 KiB, which stay in L2 next to the 192 KiB block of B.
+constexpr int64_t kRowBlock = 256;
 
 // Below this many multiply-adds per thread a parallel region costs more than
 // it saves (same figure as sgemm: ~3 us of work against a few us of wake-up).
 constexpr int64_t kMinFmasPerThread = 256 * 1024;
+// The same few microseconds of SpMV (n == 1) at ~1 nonzero per cycle.
+constexpr int64_t kMinNonzerosPerThread = 16 * 1024;
+constexpr int64_t kMaxThreads = 256;
 
 
 // Everything a row kernel needs; rows [row_begin, row_end) and columns
@@ -218,31 +241,93 @@ RowKernel select_kernel() {
 }
 
 // Rows [row_begin, row_end) times columns [col_begin, col_end) of C, a panel
-// at a time.
+// at a time; when k is blocked, a block of kRowBlock rows at a time, so that
+// the C fragments of those rows stay in L2 across the k blocks.
 void spmm_tile(RowKernel kernel, RowBlock r, int64_t col_begin, int64_t col_end, int64_t k) {
   const float* b = r.b;
   float* c = r.c;
   // Equal k blocks (k = 600 runs as 2 x 300, not 512 + 88): a short block
   // pays a full C update for few nonzeros.
   const int64_t kb = k <= kMaxKBlock ? k : ceil_div(k, ceil_div(k, kMaxKBlock));
-  std::vector<int64_t> cursor;
-  if (kb < k) cursor.resize(r.row_end - r.row_begin);
-  for (int64_t j0 = col_begin; j0 < col_end; j0 += kPanel) {
-    r.b = b + j0;
-    r.c = c + j0;
-    if (kb >= k) {
-      kernel(r, std::min(kPanel, col_end - j0));
-      continue;
+  // Unblocked k writes each C fragment once: sweep all rows per panel, so the
+  // panel of B stays in L2 for all of them.
+  const int64_t row_block = kb < k ? kRowBlock : r.row_end - r.row_begin;
+  int64_t cursor[kRowBlock];
+  const int64_t row_end = r.row_end;
+  for (int64_t i0 = r.row_begin; i0 < row_end; i0 += row_block) {
+    r.row_begin = i0;
+    r.row_end = std::min(row_end, i0 + row_block);
+    for (int64_t j0 = col_begin; j0 < col_end; j0 += kPanel) {
+      r.b = b + j0;
+      r.c = c + j0;
+      if (kb >= k) {
+        kernel(r, std::min(kPanel, col_end - j0));
+        continue;
+      }
+      std::copy(r.indptr + r.row_begin, r.indptr + r.row_end, cursor);
+      r.cursor = cursor;
+      for (int64_t k0 = 0; k0 < k; k0 += kb) {
+        r.k_end = k0 + kb;
+        r.first_block = k0 == 0;
+        kernel(r, std::min(kPanel, col_end - j0));
+      }
+      r.cursor = nullptr;
     }
-    std::copy(r.indptr + r.row_begin, r.indptr + r.row_end, cursor.begin());
-    r.cursor = cursor.data();
-    for (int64_t k0 = 0; k0 < k; k0 += kb) {
-      r.k_end = k0 + kb;
-      r.first_block = k0 == 0;
-      kernel(r, std::min(kPanel, col_end - j0));
-    }
-    r.cursor = nullptr;
   }
+}
+
+// ---------------------------------------------------------------------------
+// n == 1: y = A x, a batch of one through a pruned layer. The panel kernel
+// would run one masked lane per nonzero into a single accumulator, one FMA
+// latency (4 cycles) per nonzero. Here each row is a dot product of its values
+// with the gathered x[indices[p]], over four independent sums (unrolled by 4):
+// three loads per nonzero, ~1 nonzero per cycle from L1/L2. Bound by
+// streaming A (12 bytes per nonzero), so at 80% zeros it reads 2.4 bytes per
+// weight where the dense GEMV reads 4.
+
+__attribute__((always_inline)) inline void spmv_body(const int64_t* indptr, const int64_t* indices,
+                                                     const float* values, const float* x, int64_t ldx,
+                                                     float alpha, float beta, float* y, int64_t ldy,
+                                                     int64_t row_begin, int64_t row_end) {
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    int64_t p = indptr[i];
+    const int64_t end = indptr[i + 1];
+    for (; p + 4 <= end; p += 4) {
+      s0 += values[p] * x[indices[p] * ldx];
+      s1 += values[p + 1] * x[indices[p + 1] * ldx];
+      s2 += values[p + 2] * x[indices[p + 2] * ldx];
+      s3 += values[p + 3] * x[indices[p + 3] * ldx];
+    }
+    for (; p < end; ++p) s0 += values[p] * x[indices[p] * ldx];
+    const float dot = (s0 + s1) + (s2 + s3);
+    y[i * ldy] = alpha * dot + (beta == 0.0f ? 0.0f : beta * y[i * ldy]);  // beta == 0 ignores NaNs in y
+  }
+}
+
+void spmv_portable(const int64_t* indptr, const int64_t* indices, const float* values, const float* x,
+                   int64_t ldx, float alpha, float beta, float* y, int64_t ldy, int64_t row_begin,
+                   int64_t row_end) {
+  spmv_body(indptr, indices, values, x, ldx, alpha, beta, y, ldy, row_begin, row_end);
+}
+
+#ifdef PYRT_HAVE_X86
+// The same loop with FMA contraction.
+__attribute__((target("avx2,fma"))) void spmv_avx2(const int64_t* indptr, const int64_t* indices,
+                                                   const float* values, const float* x, int64_t ldx,
+                                                   float alpha, float beta, float* y, int64_t ldy,
+                                                   int64_t row_begin, int64_t row_end) {
+  spmv_body(indptr, indices, values, x, ldx, alpha, beta, y, ldy, row_begin, row_end);
+}
+#endif
+
+using SpmvKernel = decltype(&spmv_portable);
+
+SpmvKernel select_spmv() {
+#ifdef PYRT_HAVE_X86
+  if (has_avx2_fma()) return spmv_avx2;
+#endif
+  return spmv_portable;
 }
 
 // Work of row i is (nnz in row i) + 1; its prefix sum is indptr[i] - indptr[0] + i,
@@ -296,6 +381,20 @@ void spmm_csr(int64_t m, int64_t n, int64_t k, float alpha, const int64_t* indpt
     return;
   }
   static const RowKernel kernel = select_kernel();
+  if (n == 1) {
+    static const SpmvKernel spmv = select_spmv();
+    const int64_t nnz = indptr[m] - indptr[0];
+    const int64_t threads = std::min<int64_t>({max_threads(), kMaxThreads, std::max<int64_t>(1, nnz / kMinNonzerosPerThread)});
+    if (threads == 1 || m < threads) {
+      spmv(indptr, indices, values, b, ldb, alpha, beta, c, ldc, 0, m);
+      return;
+    }
+    int64_t rows[kMaxThreads + 1];
+    split_rows(indptr, m, threads, rows);  // equal nonzeros (+ rows) per thread
+#pragma omp parallel for num_threads(static_cast<int>(threads)) schedule(static)
+    for (int64_t t = 0; t < threads; ++t) spmv(indptr, indices, values, b, ldb, alpha, beta, c, ldc, rows[t], rows[t + 1]);
+    return;
+  }
   const RowBlock all{indptr, indices, values, b, ldb, c, ldc, 0, m, alpha, beta, nullptr, INT64_MAX, true};
 
   const int64_t total_work = indptr[m] - indptr[0] + m;  // in (row of B) units
@@ -308,7 +407,6 @@ void spmm_csr(int64_t m, int64_t n, int64_t k, float alpha, const int64_t* indpt
   }
 
   // Grid tm x tn with the least work in its busiest tile.
-  constexpr int64_t kMaxThreads = 256;
   int64_t rows[kMaxThreads + 1], best_rows[kMaxThreads + 1];
   int64_t tm = 1, tn = 1, best_cost = -1;
   for (int64_t t = 1; t <= std::min(threads, kMaxThreads); ++t) {

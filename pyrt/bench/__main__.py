@@ -49,12 +49,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for pyrt and the references (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="a few small cases (for tests)")
+    parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                        help="wall time (default), or the main thread's CPU time, which ignores the time "
+                             "slices other processes take; needs --threads 1")
     parser.add_argument("--plot-dir", metavar="DIR",
                         help="pipeline suite: write its timeline figures (PNG) into DIR")
     args = parser.parse_args()
     unknown = set(args.suites) - set(ALL_SUITES)
     if unknown:
         parser.error(f"unknown suite(s) {sorted(unknown)}; choose from {ALL_SUITES}")
+    if args.clock == "thread" and args.threads != 1:
+        parser.error("--clock thread needs --threads 1 (it does not see the work of other threads)")
     if os.environ.get("PYRT_BENCH_CHILD") != "1":
         _reexec_with_clean_env(args.threads)
 
@@ -62,6 +67,7 @@ def main() -> None:
     from pyrt.bench import harness
 
     pyrt.set_num_threads(args.threads)
+    harness.set_clock(args.clock)
     records = []
     for suite in args.suites or SUITES:
         module = __import__(f"pyrt.bench.{MODULES.get(suite, suite)}", fromlist=["run"])

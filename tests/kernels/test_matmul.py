@@ -200,3 +200,39 @@ def test_out_overlapping_an_input_is_rejected() -> None:
 def test_set_num_threads_validates() -> None:
     with pytest.raises(ValueError, match="positive integer"):
         pyrt.set_num_threads(0)
+
+
+# --- m == 1 with a column-major b: x @ W.T of a Linear layer at batch 1 (dot products down W's rows) ---
+
+@pytest.mark.parametrize("k", [0, 1, 7, 8, 15, 16, 17, 31, 784, 1031])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 10, 17, 513])
+def test_batch_one_times_transposed_weight(k: int, n: int, rng) -> None:
+    x, w = random_matrix(rng, 1, k), random_matrix(rng, n, k)
+    assert_close(kernels.matmul(x, w.T), x, w.T)
+    strided_x = random_matrix(rng, 1, 2 * k)[:, ::2]           # a row with a column stride of 2
+    assert_close(kernels.matmul(strided_x, w.T), strided_x, w.T)
+    v = random_matrix(rng, k, 1)                                # A @ v runs as v.T @ A.T: the same path
+    assert_close(kernels.matmul(w, v), w, v)
+
+
+def test_batch_one_gemv_threads_and_nan_out(rng) -> None:
+    x, w = random_matrix(rng, 1, 1024), random_matrix(rng, 2049, 1024)  # enough work for 2 threads
+    out = np.full((1, 2049), np.nan, np.float32)
+    assert kernels.matmul(x, w.T, out=out) is out
+    assert_close(out, x, w.T)
+    wide = random_matrix(rng, 2049, 1100)[:, :1024]             # rows of W with a stride > k
+    assert_close(kernels.matmul(x, wide.T), x, wide.T)
+
+
+def test_portable_batch_one_gemv(run_python) -> None:
+    code = (
+        "import numpy as np; from pyrt import kernels\n"
+        "assert kernels.sgemm_kernel_name() == 'portable'\n"
+        "r = np.random.default_rng(0)\n"
+        "for n, k in [(1, 1), (5, 17), (513, 1031), (3, 0)]:\n"
+        "    x = r.standard_normal((1, k)).astype(np.float32)\n"
+        "    w = r.standard_normal((n, k)).astype(np.float32)\n"
+        "    np.testing.assert_allclose(kernels.matmul(x, w.T), x.astype(float) @ w.T, rtol=1e-4,"
+        " atol=1e-4)\n"
+    )
+    run_python("-c", code, env={"PYRT_DISABLE_AVX2": "1"})

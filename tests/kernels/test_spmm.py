@@ -162,3 +162,90 @@ def test_csr_pattern_checks_once_and_keeps_its_own_read_only_copy(rng) -> None:
         kernels.CSRPattern(indptr, np.zeros_like(indices), (7, 5))
     with pytest.raises(ValueError, match=r"values is \(1,\) float32"):
         pattern.matmul(values[:1], b)
+
+
+# --- the blocked loop nest: k blocks of up to 512 rows of B, row blocks of 256, panels of 96 -------
+
+def csr_of(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows, cols = np.nonzero(dense)
+    indptr = np.searchsorted(rows, np.arange(dense.shape[0] + 1)).astype(np.int64)
+    return indptr, cols.astype(np.int64), dense[rows, cols]
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [
+    (300, 513, 97),    # k one past a block (2 blocks of 257), 1 row past a row block, n = W + 1
+    (257, 1031, 200),  # prime k over 3 blocks, n = 2 panels + 8
+    (600, 1300, 1),    # N = 1: one masked lane per nonzero
+    (520, 700, 7),     # n below one vector
+    (256, 2048, 96),   # exact multiples of every block
+])
+def test_k_and_row_blocking_edges(m, k, n, rng) -> None:
+    dense = rng.standard_normal((m, k)).astype(np.float32)
+    dense[rng.random((m, k)) >= 0.1] = 0
+    dense[3] = 0                                       # empty rows, inside the first row block
+    dense[m - 1] = 0
+    dense[5] = rng.standard_normal(k)                  # all-dense row spanning every k block
+    dense[7, :] = 0
+    dense[7, k - 1] = 2.0                              # a row whose only nonzero is in the last block
+    check(*csr_of(dense), dense, rng.standard_normal((k, n)).astype(np.float32))
+
+
+def test_single_nonzero_and_empty_matrix_with_large_k(rng) -> None:
+    dense = np.zeros((270, 1100), np.float32)
+    dense[269, 600] = -3.0
+    b = rng.standard_normal((1100, 33)).astype(np.float32)
+    check(*csr_of(dense), dense, b)
+    out = kernels.spmm(*csr_of(np.zeros((270, 1100), np.float32)), (270, 1100), b)
+    assert out.shape == (270, 33) and not out.any()
+    assert kernels.spmm(*csr_of(np.zeros((0, 1100), np.float32)), (0, 1100), b).shape == (0, 33)
+
+
+def test_non_contiguous_b_views_with_blocking(rng) -> None:
+    dense = rng.standard_normal((280, 900)).astype(np.float32)
+    dense[rng.random((280, 900)) >= 0.2] = 0
+    csr = csr_of(dense)
+    wide = rng.standard_normal((900, 300)).astype(np.float32)
+    check(*csr, dense, wide[:, 3:200])                 # row stride 300 > n: used in place
+    check(*csr, dense, rng.standard_normal((150, 900)).astype(np.float32).T)  # transposed: copied
+    check(*csr, dense, rng.standard_normal((1800, 50)).astype(np.float32)[::2])  # every other row
+
+
+def test_float64_operands_are_rejected_with_their_shapes() -> None:
+    csr = csr_of(np.eye(3, dtype=np.float32))
+    with pytest.raises(TypeError, match=r"b must be a 2-D float32 array, got \(3, 2\) float64"):
+        kernels.spmm(*csr, (3, 3), np.ones((3, 2)))
+    with pytest.raises(TypeError, match=r"values must be float32, got \(3,\) float64"):
+        kernels.spmm(csr[0], csr[1], csr[2].astype(np.float64), (3, 3), np.ones((3, 2), np.float32))
+
+
+def test_portable_spmm_blocking(run_python) -> None:
+    code = (
+        "import numpy as np; from pyrt import kernels\n"
+        "assert kernels.spmm_kernel_name() == 'portable'\n"
+        "r = np.random.default_rng(1); d = r.standard_normal((300, 1100)).astype(np.float32)\n"
+        "d[r.random((300, 1100)) > 0.1] = 0; d[4] = 0; rows, cols = np.nonzero(d)\n"
+        "ip = np.searchsorted(rows, np.arange(301))\n"
+        "for n in (1, 13, 100):\n"
+        "    b = r.standard_normal((1100, n)).astype(np.float32)\n"
+        "    out = kernels.spmm(ip, cols, d[rows, cols], d.shape, b)\n"
+        "    np.testing.assert_allclose(out, d.astype(float) @ b, rtol=1e-4, atol=1e-4)\n"
+    )
+    run_python("-c", code, env={"PYRT_DISABLE_AVX2": "1"})
+
+
+# --- n == 1: the SpMV path (a pruned layer at batch 1) -----------------------------------------------
+
+@pytest.mark.parametrize(("m", "k", "density"), [(1, 1, 1.0), (5, 3, 0.0), (37, 101, 0.3), (3000, 2000, 0.1)])
+def test_spmv_shapes_threads_and_strided_x(m, k, density, rng) -> None:
+    dense = rng.standard_normal((m, k)).astype(np.float32)
+    dense[rng.random((m, k)) >= density] = 0
+    if m > 2:
+        dense[1] = 0                                   # an empty row
+        dense[2, : min(k, 7)] = 1.5                    # a row of 1..7 nonzeros: the unrolled loop's tail
+    csr = csr_of(dense)
+    check(*csr, dense, rng.standard_normal((k, 1)).astype(np.float32))
+    column = rng.standard_normal((k, 5)).astype(np.float32)[:, 2:3]  # x with a row stride of 5
+    check(*csr, dense, column)
+    out = np.full((m, 1), np.nan, np.float32)
+    kernels.spmm(*csr, (m, k), column, out=out)
+    assert np.isfinite(out).all()
