@@ -343,7 +343,7 @@ class Tensor:
                                           else self.data.get()),
                                separator=", ", prefix="tensor(")
         extras = []
-        if self.data.dtype != _DEFAULT_FLOAT and self.data.dtype != np.int64:
+        if self.data.dtype not in (_DEFAULT_FLOAT, np.int64, np.bool_):  # the dtypes PyTorch leaves implied
             extras.append(f"dtype={self.data.dtype}")
         if self.device != "cpu":
             extras.append(f"device='{self.device}'")

@@ -41,6 +41,9 @@ def test_repr() -> None:
     assert "requires_grad=True" in repr(pyrt.tensor([1.0], requires_grad=True))
     assert "grad_fn=<MulBackward>" in repr(pyrt.tensor([1.0], requires_grad=True) * 2)
     assert "dtype=float64" in repr(pyrt.tensor(np.ones(1)))
+    assert repr(pyrt.tensor([True, False])) == "tensor([ True, False])"
+    assert repr(pyrt.tensor([1, 2])) == "tensor([1, 2])"
+    assert "dtype=int32" in repr(pyrt.tensor([1], dtype=pyrt.int32))
 
 
 def test_comparisons_return_bool_tensors() -> None:
