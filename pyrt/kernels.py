@@ -43,6 +43,7 @@ __all__ = [
     "lstm_cell_forward",
     "matmul",
     "measure_fp32_peak_gflops",
+    "measure_int8_peak_gops",
     "pack_int8_weight",
     "quantize_u8",
     "reduce_inplace",
@@ -123,6 +124,17 @@ def measure_fp32_peak_gflops() -> float:
     True
     """
     return float(_C.measure_fp32_peak_gflops())
+
+
+def measure_int8_peak_gops() -> float:
+    """Measured int8 multiply-accumulate throughput of this CPU (AVX2 ``vpmaddubsw`` chains), in GOP/s.
+
+    The int8 GEMM's ceiling, as ``measure_fp32_peak_gflops`` is the SGEMM's.
+
+    >>> measure_int8_peak_gops() >= 0.0
+    True
+    """
+    return float(_C.measure_int8_peak_gops())
 
 
 def _element_strides(x: Any, itemsize: int) -> tuple[int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyrt import _C, kernels
+from pyrt import kernels
 from pyrt.bench.harness import Record, print_table, time_pair
 
 # (m, k, n, layout): layout says which operand arrives transposed, as in a
@@ -26,7 +26,7 @@ def operands(m: int, k: int, n: int, layout: str, rng: np.random.Generator) -> t
 
 def run(quick: bool = False) -> list[Record]:
     rng = np.random.default_rng(0)
-    peak = _C.measure_fp32_peak_gflops()
+    peak = kernels.measure_fp32_peak_gflops()
     records = []
     for m, k, n, layout in QUICK if quick else SHAPES:
         a, b = operands(m, k, n, layout, rng)
