@@ -48,8 +48,8 @@ def main() -> None:
     dist.init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
     pyrt.manual_seed(0)
-    # 8 KB buckets: "last" and "second.bias", "second.weight", "first.bias", "first.weight";
-    # MPI's all-reduce, so the test does not depend on which transport "auto" picks.
+    # 8 KB buckets (several, regrouped in arrival order after the first step); MPI's
+    # all-reduce, so the test does not depend on which transport "auto" picks.
     model = DDP(Net(), bucket_cap_mb=8 / 1024, algorithm="mpi")
     x = pyrt.randn(8, 32)
     model(x).sum().backward()  # before the profile: not recorded
