@@ -601,7 +601,7 @@ def gradcheck(
     backward((out * Tensor(weight)).sum())
 
     for index, t in enumerate(checked):
-        t.data = np.ascontiguousarray(t.data)
+        t.data = np.ascontiguousarray(t.data).reshape(t.shape)  # numpy makes 0-d arrays 1-d
         numeric = np.zeros_like(t.data)
         flat = t.data.reshape(-1)  # a view: writing it perturbs the input in place
         for i in range(flat.size):

@@ -190,3 +190,9 @@ def test_functions_that_saved_nothing_do_not_care_about_in_place_changes() -> No
         w.add_(1.0)
     y.backward()
     assert w.grad.tolist() == [1.0, 1.0]
+
+
+def test_gradcheck_keeps_zero_dim_inputs_zero_dim() -> None:
+    x = pyrt.tensor(np.array(0.5), requires_grad=True)
+    assert pyrt.gradcheck(lambda t: (t * t).exp(), [x])
+    assert x.shape == ()
