@@ -71,6 +71,7 @@
 
 #include "cpu/blocking.h"
 #include "cpu/cpu_features.h"
+#include "cpu/threads.h"
 
 namespace pyrt::cpu {
 
@@ -563,14 +564,6 @@ void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t rsc, int64_t cs
       x = beta == 0.0f ? 0.0f : beta * x;
     }
   }
-}
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-  return 1;
-#endif
 }
 
 }  // namespace

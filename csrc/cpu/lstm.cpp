@@ -13,9 +13,9 @@
 
 #include <cmath>
 
-#include <omp.h>
 
 #include "cpu/cpu_features.h"
+#include "cpu/threads.h"
 
 namespace pyrt::cpu {
 
@@ -117,16 +117,13 @@ void backward_row(const float* a, const float* c_prev, const float* tanh_c, cons
   }
 }
 
-int threads_for(int64_t elements) {
-  return elements >= kMinElementsForThreads ? omp_get_max_threads() : 1;
-}
 
 }  // namespace
 
 void lstm_cell_forward(float* gates, const float* c_prev, float* c, float* tanh_c, float* h,
                        int64_t batch, int64_t hidden) {
   const bool avx2 = has_avx2_fma();
-#pragma omp parallel for schedule(static) num_threads(threads_for(batch * 4 * hidden))
+#pragma omp parallel for schedule(static) num_threads(threads_for(batch * 4 * hidden, kMinElementsForThreads))
   for (int64_t b = 0; b < batch; ++b) {
     forward_row(gates + b * 4 * hidden, c_prev + b * hidden, c + b * hidden, tanh_c + b * hidden,
                 h + b * hidden, hidden, avx2);
@@ -136,7 +133,7 @@ void lstm_cell_forward(float* gates, const float* c_prev, float* c, float* tanh_
 void lstm_cell_backward(const float* gates, const float* c_prev, const float* tanh_c,
                         const float* grad_h, const float* grad_h_next, float* grad_c,
                         float* grad_gates, int64_t batch, int64_t hidden) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(batch * 4 * hidden))
+#pragma omp parallel for schedule(static) num_threads(threads_for(batch * 4 * hidden, kMinElementsForThreads))
   for (int64_t b = 0; b < batch; ++b) {
     backward_row(gates + b * 4 * hidden, c_prev + b * hidden, tanh_c + b * hidden, grad_h + b * hidden,
                  grad_h_next != nullptr ? grad_h_next + b * hidden : nullptr, grad_c + b * hidden,

@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include <omp.h>
+#include "cpu/threads.h"
 
 namespace pyrt::cpu {
 
@@ -18,7 +18,6 @@ namespace {
 // OpenMP fork would cost as much as it saves.
 constexpr int64_t kMinElementsForThreads = 1 << 16;
 
-int threads_for(int64_t n) { return n >= kMinElementsForThreads ? omp_get_max_threads() : 1; }
 
 }  // namespace
 
@@ -27,7 +26,7 @@ void sgd_step(float* p, const float* grad, float* momentum_buffer, int64_t n, fl
               bool first_step) {
   const float sign = maximize ? -1.0f : 1.0f;
   const float keep = 1.0f - dampening;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n, kMinElementsForThreads))
   for (int64_t i = 0; i < n; ++i) {
     float g = sign * grad[i] + weight_decay * p[i];
     if (momentum != 0.0f) {
@@ -50,7 +49,7 @@ void adam_step(float* p, const float* grad, float* exp_avg, float* exp_avg_sq,
   const float step_size = lr / bias_correction1;
   const float decay = decoupled_weight_decay ? 1.0f - lr * weight_decay : 1.0f;
   const float coupled = decoupled_weight_decay ? 0.0f : weight_decay;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n, kMinElementsForThreads))
   for (int64_t i = 0; i < n; ++i) {
     const float param = p[i] * decay;
     const float g = sign * grad[i] + coupled * param;

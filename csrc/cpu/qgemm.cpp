@@ -105,6 +105,7 @@
 
 #include "cpu/blocking.h"
 #include "cpu/cpu_features.h"
+#include "cpu/threads.h"
 
 namespace pyrt::cpu {
 
@@ -127,13 +128,6 @@ constexpr int64_t kMaxTilesPerThread = 4;
 // Same for the quantizer's element-wise passes.
 constexpr int64_t kMinElementsPerThread = 64 * 1024;
 
-int max_threads() {
-#ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 void* aligned_bytes(size_t bytes) {
   // 64-byte alignment: one packed k group of a weight panel is one cache line.

@@ -35,6 +35,7 @@
 #endif
 
 #include "cpu/cpu_features.h"
+#include "cpu/threads.h"
 
 namespace pyrt::cpu {
 
@@ -197,14 +198,9 @@ void scale_slice(T* dst, int64_t count, T alpha) {
 
 // Threads to use for `count` elements of T.
 template <typename T>
-int threads_for(int64_t count, Threading threading) {
+int threads_for_reduction(int64_t count, Threading threading) {
   if (threading == Threading::kSingleThread) return 1;
-  if (count * static_cast<int64_t>(sizeof(T)) < kMinBytesForThreads) return 1;
-#ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-  return 1;
-#endif
+  return threads_for(count * static_cast<int64_t>(sizeof(T)), kMinBytesForThreads);
 }
 
 // Runs body(begin, end) over [0, count) on `threads` threads, in chunks of
@@ -235,7 +231,7 @@ void for_chunks(int64_t count, int threads, Body body) {
 template <typename T>
 void reduce_any(T* dst, const T* src, int64_t count, ReduceOp op, Threading threading) {
   if (count <= 0) return;
-  for_chunks<T>(count, threads_for<T>(count, threading), [&](int64_t begin, int64_t end) {
+  for_chunks<T>(count, threads_for_reduction<T>(count, threading), [&](int64_t begin, int64_t end) {
     reduce_slice(dst + begin, src + begin, end - begin, op);
   });
 }
@@ -243,7 +239,7 @@ void reduce_any(T* dst, const T* src, int64_t count, ReduceOp op, Threading thre
 template <typename T>
 void scale_any(T* dst, int64_t count, T alpha, Threading threading) {
   if (count <= 0 || alpha == T(1)) return;
-  for_chunks<T>(count, threads_for<T>(count, threading), [&](int64_t begin, int64_t end) {
+  for_chunks<T>(count, threads_for_reduction<T>(count, threading), [&](int64_t begin, int64_t end) {
     scale_slice(dst + begin, end - begin, alpha);
   });
 }

@@ -79,6 +79,7 @@
 
 #include "cpu/blocking.h"
 #include "cpu/cpu_features.h"
+#include "cpu/threads.h"
 
 namespace pyrt::cpu {
 
@@ -351,13 +352,6 @@ void split_rows(const int64_t* indptr, int64_t m, int64_t parts, int64_t* rows) 
   for (int64_t t = 0; t <= parts; ++t) rows[t] = row_at_work(indptr, m, total * t / parts);
 }
 
-int max_threads() {
-#ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i) {
