@@ -13,7 +13,6 @@
 
 #include <cmath>
 
-
 #include "cpu/cpu_features.h"
 #include "cpu/threads.h"
 
