@@ -13,9 +13,11 @@ The server is a single loop over incoming messages (see ``protocol.py``):
 - DONE: the worker has finished; its pushes all arrived before it (MPI keeps
   one sender's order), so its count is checked at once and it stops holding
   back the complete clock.
-- HEARTBEAT: a waiting worker is alive. A working worker that sends nothing
-  for ``cluster.timeout`` seconds is declared dead: the server raises, which
-  ends the MPI job (``init_process_group`` installs that), naming the rank.
+- HEARTBEAT: a waiting worker is alive. A working worker from which the
+  server, while listening, hears nothing for ``cluster.timeout`` seconds is
+  declared dead (time spent applying updates does not count: the worker's
+  messages queue up meanwhile): the server raises, which ends the MPI job
+  (``init_process_group`` installs that), naming the rank.
 
 Each push records its staleness in clocks (its clock minus the complete clock
 of the parameters it was computed on: at most s under SSP) and its delay in
@@ -110,7 +112,8 @@ class ParameterServer:
         from mpi4py import MPI
 
         comm, status, backoff = self.cluster.comm, MPI.Status(), Backoff()
-        self._last_heard = [time.monotonic()] * self.cluster.num_workers
+        self._busy_seconds = 0.0
+        self._last_heard = [self._listening_clock()] * self.cluster.num_workers
         while any(reported is None for reported in self._reported):
             self._check_workers_alive()
             message = comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
@@ -118,7 +121,9 @@ class ParameterServer:
                 backoff.sleep()
                 continue
             backoff.reset()
+            start = time.monotonic()
             self._handle(message, status)
+            self._busy_seconds += time.monotonic() - start
             self._replies = [(req, buf) for req, buf in self._replies if not req.Test()]
         # Every reply answers a receive its worker waits on before closing.
         MPI.Request.Waitall([req for req, _ in self._replies])
@@ -161,7 +166,7 @@ class ParameterServer:
             )
         message.Recv([buffer, MPI.BYTE])
         header, payload = split_message(buffer)
-        self._last_heard[worker] = time.monotonic()
+        self._last_heard[worker] = self._listening_clock()
         if tag == Tag.PULL:
             self._waiting_pulls[worker] = int(header[0])
         elif tag == Tag.PUSH:
@@ -226,8 +231,17 @@ class ParameterServer:
             self._replies.append((self.cluster.comm.Isend([buffer, MPI.BYTE], dest=worker, tag=Tag.REPLY),
                                   buffer))
 
+    def _listening_clock(self) -> float:
+        """Seconds this server has spent ready to receive: wall time less the time spent handling.
+
+        Silence is measured on this clock, so a server busy applying updates for longer than
+        the timeout, with the workers' messages (heartbeats included) queued meanwhile, blames
+        nobody for its own deafness.
+        """
+        return time.monotonic() - self._busy_seconds
+
     def _check_workers_alive(self) -> None:
-        now = time.monotonic()
+        now = self._listening_clock()
         for worker, (heard, reported) in enumerate(zip(self._last_heard, self._reported, strict=True)):
             if reported is None and now - heard > self.cluster.timeout:
                 raise RuntimeError(

@@ -309,12 +309,44 @@ def flow_control_run(num_servers: int) -> None:
     cluster.destroy()
 
 
+class StallOnceSGD(optim.SGD):
+    """A server whose first update takes 1.6 s, longer than the timeout; the rest are instant."""
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        if not getattr(self, "stalled", False):
+            self.stalled = True
+            time.sleep(1.6)
+        return super().step(closure)
+
+
+def busy_server_run(num_servers: int) -> None:
+    """A server busy for longer than the timeout declares no live worker dead.
+
+    While the server applies one push for 1.6 s (timeout 1.2 s), the waiting
+    workers' heartbeats queue up unreceived; they prove the workers alive.
+    """
+    cluster = ps.init(num_servers=num_servers, staleness=None, timeout=1.2)
+    model = nn.Linear(2, 2)
+    if cluster.is_server:
+        ps.ParameterServer(cluster, model, lambda params: StallOnceSGD(params, lr=0.1)).run()
+    else:
+        worker = ps.Worker(cluster, model)
+        for _ in range(3):
+            worker.pull()
+            model(pyrt.ones(1, 2)).sum().backward()
+            worker.push()
+            worker.clock()
+        worker.close()
+    say(f"rank {cluster.rank} busy server ok")
+    cluster.destroy()
+
 def main() -> None:
     num_servers = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     dist.init_process_group()
     misuse_run(num_servers)
     overlap_run(num_servers)
     flow_control_run(num_servers)
+    busy_server_run(num_servers)
     for staleness in (0, 1, 3, None):
         counting_run(num_servers, staleness)
     for name in ("sgd", "adam"):
