@@ -47,10 +47,11 @@ class ReduceOp(enum.Enum):
 # Below this many bytes MPI_Allreduce's latency-optimised algorithms win; above
 # it the ring's bandwidth-optimal schedule does. Measured here (docs/benchmarks.md):
 # the ring leads from 64 KB at 2 ranks and from 256 KB at 4 (oversubscribed) ranks.
-# Both only matter across nodes: on one node the shared-memory path takes over
-# from SHM_THRESHOLD_BYTES.
+# "auto" does not take "shm" or "hierarchical": measured on this machine
+# (python -m pyrt.bench allreduce), the shared-memory path is still slower than
+# MPICH's own at every size (1 MB at 2 ranks: 664 us against 422 us; it copies
+# in and out of the window from Python, two flag barriers per chunk).
 RING_THRESHOLD_BYTES = 256 * 1024
-SHM_THRESHOLD_BYTES = 16 * 1024
 
 _DTYPE_CODES = {np.dtype(t): i for i, t in enumerate(
     ["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"])}
@@ -174,11 +175,6 @@ def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: Process
         algorithm = "shm"  # one node: the hierarchy is its first level
     if algorithm != "auto":
         return algorithm
-    if array.nbytes >= SHM_THRESHOLD_BYTES:
-        if pg.on_one_node:
-            return "shm"
-        if pg.most_ranks_per_node > 1:
-            return "hierarchical"
     ring_ok = array.dtype in (np.float32, np.float64) and op is not ReduceOp.PRODUCT and _ring_available()
     return "ring" if ring_ok and array.nbytes >= RING_THRESHOLD_BYTES else "mpi"
 
@@ -187,7 +183,8 @@ def select_algorithm(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.
                      group: ProcessGroup | None = None, algorithm: str = "auto") -> str:
     """The algorithm ``all_reduce(tensor, op, group, algorithm=algorithm)`` runs (no communication).
 
-    Example: ``select_algorithm(np.zeros(1 << 20, np.float32))`` is ``"shm"`` on one node.
+    Example: ``select_algorithm(np.zeros(1 << 20, np.float32))`` is ``"ring"`` (``"mpi"``
+    without pyrt's ring module).
     """
     pg = resolve_group(group, "select_algorithm")
     return _pick_algorithm(algorithm, _array(tensor, "select_algorithm"), _as_op(op), pg)
@@ -203,9 +200,8 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
     ``shm.py``), ``"hierarchical"`` through shared memory inside each node
     and MPI between node leaders, ``"ring"`` runs pyrt's C++ ring
     (reduce-scatter then all-gather over point-to-point, float32/float64),
-    ``"mpi"`` calls ``MPI_Allreduce``. ``"auto"`` takes shm (one node) or
-    hierarchical (several ranks per node) from 16 KB, otherwise the ring
-    from 256 KB, otherwise MPI.
+    ``"mpi"`` calls ``MPI_Allreduce``. ``"auto"`` takes the ring from 256 KB,
+    otherwise MPI (the shared-memory paths are not yet faster than MPICH's).
 
     Example (under ``mpiexec -n 2``)::
 

@@ -31,10 +31,11 @@ def test_ddp_mlp_matches_single_process_accuracy(nprocs: int) -> None:
     assert final is not None, out
     assert float(final.group(1)) >= 0.97, out
     assert re.search(rf"throughput: [\d,]+ samples/s over {nprocs} ranks", out), out
-    # Which all-reduce the buckets ran: shared memory on one node (the small last bucket: MPI).
+    # Which all-reduce each bucket ran, counted per algorithm.
     buckets = re.search(r"^all-reduce: .* per step \((\d+) buckets?: (.*)\), ", out, re.M)
     assert buckets is not None, out
-    assert "shm" in buckets.group(2), out
+    counts = re.findall(r"(\d+) (shm|hierarchical|ring|mpi)", buckets.group(2))
+    assert counts and sum(int(c) for c, _ in counts) == int(buckets.group(1)), out
 
 
 def test_ddp_mlp_writes_a_profile_of_both_ranks_and_a_loss_curve(tmp_path: Path) -> None:
