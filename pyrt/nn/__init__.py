@@ -38,7 +38,7 @@ from pyrt.nn.parameter import Parameter
 from pyrt.nn.pooling import AvgPool2d, MaxPool2d
 from pyrt.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
 from pyrt.nn.sparse import Embedding
-from pyrt.nn.transformer import TransformerEncoderLayer
+from pyrt.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "ELU", "GELU", "GRU", "LSTM", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d",
@@ -46,6 +46,6 @@ __all__ = [
     "DataParallel", "Dropout", "Embedding", "Flatten", "GRUCell", "Hardswish", "Hardtanh", "Identity",
     "LSTMCell", "LayerNorm", "LeakyReLU", "Linear", "LogSigmoid", "LogSoftmax", "MSELoss", "MaxPool2d",
     "Module", "ModuleList", "MultiheadAttention", "NLLLoss", "Parameter", "ReLU", "ReLU6", "Sequential",
-    "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "functional", "init",
-    "parallel", "utils",
+    "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh", "TransformerEncoder", "TransformerEncoderLayer",
+    "functional", "init", "parallel", "utils",
 ]

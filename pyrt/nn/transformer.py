@@ -1,6 +1,6 @@
 """``TransformerEncoderLayer``: self-attention and a feed-forward block, each with a
-residual connection and layer norm, as PyTorch's (same submodule names, so
-``state_dict`` keys copy across).
+residual connection and layer norm, and ``TransformerEncoder``, a stack of copies of
+one layer; as PyTorch's (same submodule names, so ``state_dict`` keys copy across).
 
 Post-norm (``norm_first=False``, PyTorch's default):
     x = norm1(x + dropout1(self_attn(x)));  x = norm2(x + dropout2(ff(x)))
@@ -11,18 +11,20 @@ with ``ff(x) = linear2(dropout(activation(linear1(x))))``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
 from pyrt.nn import functional as F
 from pyrt.nn.activation import Dropout
 from pyrt.nn.attention import MultiheadAttention
+from pyrt.nn.container import ModuleList
 from pyrt.nn.linear import Linear
 from pyrt.nn.module import Module
 from pyrt.nn.normalization import LayerNorm
 from pyrt.tensor import Tensor
 
-__all__ = ["TransformerEncoderLayer"]
+__all__ = ["TransformerEncoder", "TransformerEncoderLayer"]
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}
 
@@ -81,3 +83,38 @@ class TransformerEncoderLayer(Module):
 
     def _feed_forward_block(self, x: Tensor) -> Tensor:
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+
+class TransformerEncoder(Module):
+    """``num_layers`` independent copies of ``encoder_layer`` applied in turn, then ``norm``.
+
+    ``forward(src, mask=None, src_key_padding_mask=None, is_causal=None)`` passes the
+    masks to every layer. (PyTorch's nested-tensor fast path for padded batches is an
+    inference optimisation with the same results; ``enable_nested_tensor`` is accepted
+    and has no effect.)
+
+    >>> import pyrt
+    >>> layer = TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True, norm_first=True)
+    >>> encoder = TransformerEncoder(layer, num_layers=3, norm=LayerNorm(16))
+    >>> encoder(pyrt.randn(2, 7, 16), is_causal=True).shape
+    (2, 7, 16)
+    >>> sorted({name.split(".")[0] for name in encoder.state_dict()})
+    ['layers', 'norm']
+    """
+
+    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None,
+                 enable_nested_tensor: bool = True, mask_check: bool = True) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"TransformerEncoder: num_layers must be >= 1, got {num_layers}")
+        # Deep copies, as PyTorch makes: each layer trains its own weights.
+        self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
+        self.num_layers = num_layers
+        self.norm = norm
+
+    def forward(self, src: Tensor, mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
+                is_causal: bool | None = None) -> Tensor:
+        x = src
+        for layer in self.layers:
+            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
+        return x if self.norm is None else self.norm(x)

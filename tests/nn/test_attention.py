@@ -311,3 +311,21 @@ def test_attention_modules_gradcheck_every_parameter() -> None:
     layer = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.0, activation="gelu", norm_first=True,
                                        dtype=np.float64)
     assert pyrt.gradcheck(lambda x, *_: layer(x, is_causal=True), [x, *layer.parameters()])
+
+
+@pytest.mark.parametrize("with_norm", [True, False])
+def test_encoder_stack_matches_torch(with_norm) -> None:
+    kwargs = {"dim_feedforward": FF, "dropout": 0.0, "activation": "gelu", "batch_first": True,
+              "norm_first": True}
+    theirs = torch.nn.TransformerEncoder(
+        torch.nn.TransformerEncoderLayer(D, 4, dtype=torch.float64, **kwargs), num_layers=2,
+        norm=torch.nn.LayerNorm(D, dtype=torch.float64) if with_norm else None, enable_nested_tensor=False)
+    ours = nn.TransformerEncoder(nn.TransformerEncoderLayer(D, 4, dtype=np.float64, **kwargs), num_layers=2,
+                                 norm=nn.LayerNorm(D, dtype=np.float64) if with_norm else None)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    layers = ours.layers
+    assert layers[0].linear1.weight is not layers[1].linear1.weight  # copies, not one shared layer
+    causal = np.triu(np.full((7, 7), -np.inf), 1)
+    assert_module_matches_torch(ours, theirs, [_rand(3, 7, D), causal],
+                                lambda m, x, mask: m(x, mask=mask, is_causal=True),
+                                requires_grad=[True, False])
