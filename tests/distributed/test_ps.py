@@ -58,6 +58,7 @@ def test_ssp_bound_no_lost_update_and_synchronous_equivalence(nprocs: int, num_s
     assert out.count("overlap ok") == nprocs - num_servers, out
     assert out.count("flow control ok") == nprocs - num_servers, out
     assert out.count("busy server ok") == nprocs, out
+    assert out.count("shutdown ok") == nprocs, out
 
 
 @pytest.mark.parametrize(("frozen", "blamed"), [

@@ -163,7 +163,9 @@ class Worker:
         for server in self.cluster.server_ranks:
             self._send_header(server, Tag.DONE, self.pushes)
         if self._pull_requests is not None:  # the servers answer it on DONE
-            self._wait(self._pull_requests, "the answer to its last pull")
+            # No heartbeats after DONE: a server that has every DONE stops reading, and a
+            # stray message would be left on the communicator.
+            self._wait(self._pull_requests, "the answer to its last pull", heartbeat=False)
             self._pull_requests = None
         MPI.Request.Waitall([req for req, _ in self._header_sends])
         self._header_sends = []
@@ -208,7 +210,7 @@ class Worker:
         split_message(buffer)[0][0] = value
         self._header_sends.append((self.cluster.comm.Isend([buffer, MPI.BYTE], dest=server, tag=tag), buffer))
 
-    def _wait(self, requests: list[Any], what: str) -> None:
+    def _wait(self, requests: list[Any], what: str, heartbeat: bool = True) -> None:
         from mpi4py import MPI
 
         start = last_beat = time.monotonic()
@@ -220,7 +222,7 @@ class Worker:
                     f"Worker (rank {self.cluster.rank}): waited {now - start:.1f} s for {what} from the "
                     f"parameter servers (ranks {self.cluster.server_ranks}): a server died or hung"
                 )
-            if now - last_beat > timeout / 4:
+            if heartbeat and now - last_beat > timeout / 4:
                 for server in self.cluster.server_ranks:
                     self._send_header(server, Tag.HEARTBEAT, self.current_clock)
                 last_beat = now

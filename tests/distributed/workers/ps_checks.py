@@ -227,10 +227,14 @@ def misuse_run(num_servers: int) -> None:
 
 
 class SlowSGD(optim.SGD):
-    """A server that needs 0.1 s per update, so a worker's messages are still in flight."""
+    """A server that needs 0.1 s (or ``seconds``) per update, so a worker's messages are still in flight."""
+
+    def __init__(self, params, lr: float, seconds: float = 0.1):  # type: ignore[no-untyped-def]
+        super().__init__(params, lr=lr)
+        self.seconds = seconds
 
     def step(self, closure=None):  # type: ignore[no-untyped-def]
-        time.sleep(0.1)
+        time.sleep(self.seconds)
         return super().step(closure)
 
 
@@ -340,6 +344,39 @@ def busy_server_run(num_servers: int) -> None:
     say(f"rank {cluster.rank} busy server ok")
     cluster.destroy()
 
+def shutdown_run(num_servers: int) -> None:
+    """Nothing is left unreceived when the servers stop (a stray would meet a later job's servers).
+
+    Under staleness 0 a closing worker's last pull is answered only once the
+    server has finished a 0.6 s update (timeout 1 s: heartbeats every 0.25 s);
+    a worker must not heartbeat after its DONE, which the server no longer reads.
+    """
+    from mpi4py import MPI
+
+    cluster = ps.init(num_servers=num_servers, staleness=0, timeout=1.0)
+    model = nn.Linear(2, 2)
+    if cluster.is_server:
+        ps.ParameterServer(cluster, model, lambda params: SlowSGD(params, lr=0.1, seconds=0.6)).run()
+        deadline, strays = time.monotonic() + 0.5, []
+        status = MPI.Status()
+        while time.monotonic() < deadline:
+            if cluster.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
+                source, tag = status.Get_source(), status.Get_tag()
+                strays.append((source, tag))
+                cluster.comm.Recv(bytearray(status.Get_count(MPI.BYTE)), source, tag)
+            time.sleep(0.01)
+        assert not strays, f"server rank {cluster.rank}: (source, tag) left unreceived: {strays}"
+    else:
+        worker = ps.Worker(cluster, model)
+        for _ in range(2):
+            worker.pull()
+            model(pyrt.ones(1, 2)).sum().backward()
+            worker.push()
+            worker.clock()
+        worker.close()
+    say(f"rank {cluster.rank} shutdown ok")
+    cluster.destroy()
+
 def main() -> None:
     num_servers = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     dist.init_process_group()
@@ -347,6 +384,7 @@ def main() -> None:
     overlap_run(num_servers)
     flow_control_run(num_servers)
     busy_server_run(num_servers)
+    shutdown_run(num_servers)
     for staleness in (0, 1, 3, None):
         counting_run(num_servers, staleness)
     for name in ("sgd", "adam"):
