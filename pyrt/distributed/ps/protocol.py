@@ -5,8 +5,10 @@ of ``HEADER_WORDS`` int64 followed, for pushes and replies, by a float32 payload
 (one server's shard of the flattened parameters). Header and payload travel in
 one buffer so they can never be separated or reordered; the tag says what the
 message is. MPI delivers the messages of one sender on one communicator in the
-order they were sent, which the protocol relies on: a worker's push reaches the
-server before its next pull request, and its DONE after its last push.
+order they were sent to a receive that matches them all (non-overtaking holds per
+source, tag and communicator, so the server receives with ANY_SOURCE and
+ANY_TAG), which the protocol relies on: a worker's push reaches the server before
+its next pull request, and its DONE after its last push.
 
     kind       direction        header                                payload
     PULL       worker -> server [clock]                               -
