@@ -32,7 +32,10 @@ class Cluster:
     ``staleness`` is SSP's bound s: a worker at clock c reads parameters holding
     every worker's updates of clocks below c - s (``0``: bulk synchronous,
     ``None``: fully asynchronous). ``timeout`` is how long a server lets a worker
-    stay silent before declaring it dead; it must exceed the longest step.
+    stay silent before declaring it dead; it must exceed the longest step. A
+    worker gives up on the servers after waiting ``2 * timeout``, which must
+    exceed a server's longest backlog: up to two pushes per worker, so about
+    ``2 * num_workers`` optimizer updates.
 
     Example (under ``mpiexec -n 4``)::
 
