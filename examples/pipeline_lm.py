@@ -1,6 +1,6 @@
-# Run: mpiexec -n 4 python examples/pipeline_lm.py [CORPUS] [--steps 300] [--batch-size 32] [--seq-len 64]
+# Run: mpiexec -n 4 python examples/pipeline_lm.py [CORPUS] [--arch lstm|transformer] [--steps 300]
 # One process, the same model and batches (the reference curve): python examples/pipeline_lm.py
-"""A character-level LSTM language model, cut into pipeline stages and trained with 1F1B.
+"""A character-level language model (LSTM or Transformer), cut into pipeline stages and trained with 1F1B.
 
 The corpus is Python source: by default the first ~1 MB of the standard
 library's own ``.py`` files (sorted by path), which every machine with Python
@@ -8,9 +8,11 @@ has; pass a directory or a text file to read something else. The vocabulary is
 the sorted set of characters seen, and each step trains on ``--batch-size``
 random windows of ``--seq-len`` characters, every character predicting the next.
 
-The model is one ``nn.Sequential``: Embedding -> 3 LSTM blocks -> Linear head.
+The model is one ``nn.Sequential``: Embedding -> 3 LSTM blocks -> Linear head,
+or with ``--arch transformer`` token and position embeddings -> 3 pre-norm GELU
+Transformer encoder layers with a causal mask -> LayerNorm -> Linear head.
 Under ``mpiexec -n 4``, ``split_sequential`` cuts it into 4 stages (embedding
-and the first LSTM | LSTM | LSTM | head), one per rank, and ``Schedule1F1B``
+and the first block | block | block | head), one per rank, and ``Schedule1F1B``
 streams ``--microbatches`` micro-batches through them; each rank's Adam (or
 ``--optimizer sgd``) updates its own stage. Every rank seeds the same generator, so it builds the same
 initial weights and draws the same batches. Run in one process, the script
@@ -62,8 +64,40 @@ class LSTMBlock(nn.Module):
         return self.lstm(x)[0]
 
 
-def build_model(vocab_size: int, embed: int, hidden: int, blocks: int) -> nn.Sequential:
-    """Embedding -> ``blocks`` LSTM blocks -> a linear head giving next-character logits."""
+class TokenAndPosition(nn.Module):
+    """Character embeddings plus learned position embeddings: attention alone has no notion of order."""
+
+    def __init__(self, vocab_size: int, embed: int, max_len: int) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, embed)
+        self.positions = nn.Embedding(max_len, embed)
+
+    def forward(self, ids: pyrt.Tensor) -> pyrt.Tensor:  # (B, T) -> (B, T, embed)
+        return self.tokens(ids) + self.positions(pyrt.arange(ids.shape[1]))
+
+
+class CausalBlock(nn.Module):
+    """A pre-norm GELU Transformer encoder layer in which each character sees only earlier ones."""
+
+    def __init__(self, embed: int, heads: int) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(embed, heads, dim_feedforward=4 * embed, dropout=0.0,
+                                                activation="gelu", batch_first=True, norm_first=True)
+
+    def forward(self, x: pyrt.Tensor) -> pyrt.Tensor:  # (B, T, embed) -> (B, T, embed)
+        steps = x.shape[1]
+        future = pyrt.tensor(np.triu(np.ones((steps, steps), dtype=bool), k=1))  # True: masked out
+        return self.layer(x, src_mask=future, is_causal=True)
+
+
+def build_model(vocab_size: int, embed: int, hidden: int, blocks: int, arch: str = "lstm",
+                max_len: int = 64) -> nn.Sequential:
+    """Embedding -> ``blocks`` LSTM (or causal Transformer) blocks -> a head giving next-character logits."""
+    if arch == "transformer":
+        layers = [TokenAndPosition(vocab_size, embed, max_len)]
+        layers += [CausalBlock(embed, heads=4) for _ in range(blocks)]
+        layers += [nn.LayerNorm(embed), nn.Linear(embed, vocab_size)]
+        return nn.Sequential(*layers)
     layers = [nn.Embedding(vocab_size, embed)]
     layers += [LSTMBlock(embed if i == 0 else hidden, hidden) for i in range(blocks)]
     layers.append(nn.Linear(hidden, vocab_size))
@@ -103,16 +137,22 @@ def random_batch(data: np.ndarray, rng: np.random.Generator, batch_size: int,
 
 
 def generate(model: nn.Sequential, vocab: str, prompt: str, length: int, temperature: float,
-             seed: int) -> str:
-    """``prompt`` followed by ``length`` characters sampled from the model, carrying each LSTM's state."""
+             seed: int, context: int) -> str:
+    """``prompt`` followed by ``length`` characters sampled from the model.
+
+    An LSTM carries its state and reads one new character per step; a
+    Transformer re-reads the last ``context`` characters (its positions end there).
+    """
     index = {ch: i for i, ch in enumerate(vocab)}
     rng = np.random.default_rng(seed)
+    recurrent = any(isinstance(layer, LSTMBlock) for layer in model)
     states: dict[int, tuple] = {}
     ids, out = [index[ch] for ch in prompt], []
     model.eval()
     with pyrt.no_grad():
         for _ in range(length):
-            x = pyrt.tensor(np.array([ids], dtype=np.int64))  # the prompt, then one character at a time
+            window = ids if recurrent else ids[-context:]
+            x = pyrt.tensor(np.array([window], dtype=np.int64))
             for i, layer in enumerate(model):
                 if isinstance(layer, LSTMBlock):
                     x, states[i] = layer.forward_with_state(x, states.get(i))
@@ -120,8 +160,9 @@ def generate(model: nn.Sequential, vocab: str, prompt: str, length: int, tempera
                     x = layer(x)
             logits = x.data[0, -1].astype(np.float64) / temperature
             p = np.exp(logits - logits.max())
-            ids = [int(rng.choice(len(vocab), p=p / p.sum()))]
-            out.append(vocab[ids[0]])
+            choice = int(rng.choice(len(vocab), p=p / p.sum()))
+            ids = [choice] if recurrent else [*ids, choice]
+            out.append(vocab[choice])
     model.train()
     return prompt + "".join(out)
 
@@ -222,7 +263,8 @@ def main() -> None:
     parser.add_argument("--microbatches", type=int, default=4)
     parser.add_argument("--embed", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--blocks", type=int, default=3, help="LSTM blocks")
+    parser.add_argument("--arch", choices=["lstm", "transformer"], default="lstm")
+    parser.add_argument("--blocks", type=int, default=3, help="LSTM or Transformer blocks")
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
@@ -242,7 +284,7 @@ def main() -> None:
         raise SystemExit(f"--prompt has characters the corpus never shows: {missing}")
     data = np.array([index[ch] for ch in text], dtype=np.int32)
     pyrt.manual_seed(args.seed)  # the same initial weights on every rank and in one process
-    model = build_model(len(vocab), args.embed, args.hidden, args.blocks)
+    model = build_model(len(vocab), args.embed, args.hidden, args.blocks, args.arch, args.seq_len)
 
     pipelined = launched_on_ranks() > 1
     if pipelined:
@@ -264,7 +306,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         per_step = 1e3 * seconds / max(args.steps, 1)
         print(f"trained {args.steps} steps in {seconds:.1f}s ({per_step:.0f} ms/step)")
-        sample = generate(model, vocab, args.prompt, args.sample_length, args.temperature, args.seed)
+        sample = generate(model, vocab, args.prompt, args.sample_length, args.temperature, args.seed,
+                          context=args.seq_len)
         print(f"sample:\n{sample}\n-- end of sample")
     if pipelined:
         dist.destroy_process_group()

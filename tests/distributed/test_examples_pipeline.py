@@ -42,3 +42,15 @@ def test_four_stages_follow_the_single_process_loss_curve(optimizer: list[str]) 
         sample = re.search(r"^sample:\n(.*)\n-- end of sample$", out, re.M | re.S)
         assert sample is not None, out
         assert sample.group(1).startswith("def ") and len(sample.group(1)) == 4 + 40, out
+
+
+def test_transformer_stages_follow_the_single_process_loss_curve() -> None:
+    # The Transformer encoder blocks of issue 14 (pre-norm, GELU, causal mask) as pipeline stages.
+    args = [*TINY, "--arch", "transformer"]
+    single = run_workers(1, str(SCRIPT), *args, timeout=60).stdout
+    piped = run_workers(4, str(SCRIPT), *args, timeout=90).stdout
+    assert "4 stages: TokenAndPosition" in piped and "CausalBlock | CausalBlock" in piped, piped
+    expected, got = _losses(single), _losses(piped)
+    assert len(expected) == 3 and len(got) == 3, (single, piped)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    assert "sample:\ndef " in piped, piped
