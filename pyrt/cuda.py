@@ -16,7 +16,7 @@ from typing import Any
 
 from pyrt import kernels
 
-__all__ = ["current_device", "device_count", "is_available", "parse_device", "set_device"]
+__all__ = ["current_device", "device_count", "is_available", "is_device", "parse_device", "set_device"]
 
 
 def _cupy_device_count() -> int:
@@ -59,6 +59,28 @@ def _absent(request: Any, index: int) -> RuntimeError:
         + (" (no GPU, no driver, or neither cupy nor pyrt._cuda installed); keep the model on the "
            "CPU (drop the .to(...) call, or use .to('cpu')), or run where a GPU is visible"
            if count == 0 else f"; valid indices are 0..{count - 1}"))
+
+
+def is_device(value: Any) -> bool:
+    """Whether ``.to(value)`` names a device: an int, a string that is not a dtype name
+    (``"cpu"``, ``"cuda:1"``; ``parse_device`` checks it), or a device object (``torch.device``).
+
+    >>> is_device(0), is_device("cuda:1"), is_device("float32"), is_device(True)
+    (True, True, False, False)
+    """
+    import numpy as np
+
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, str):
+        try:
+            np.dtype(value)
+        except TypeError:
+            return True
+        return False
+    return hasattr(value, "type") and hasattr(value, "index")
 
 
 def parse_device(device: Any) -> tuple[str, int | None]:

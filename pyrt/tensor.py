@@ -36,22 +36,6 @@ def _as_array(data: Any, dtype: Any = None) -> Any:
     return array
 
 
-def _is_device(value: Any) -> bool:
-    """An int, a ``"cpu"``/``"cuda[:N]"``-like string (anything that is not a dtype name), or a
-    device object (``torch.device``): the forms ``Tensor.to`` reads as a device."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    if isinstance(value, str):
-        try:
-            np.dtype(value)
-        except TypeError:
-            return True
-        return False
-    return hasattr(value, "type") and hasattr(value, "index")
-
-
 class Tensor:
     """A multi-dimensional array that can record operations for autograd.
 
@@ -264,7 +248,7 @@ class Tensor:
         >>> x.to("cpu") is x, x.to("cpu", "float64").dtype
         (True, dtype('float64'))
         """
-        from pyrt.cuda import parse_device
+        from pyrt.cuda import is_device, parse_device
 
         unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy", "memory_format"}
         if unknown or len(args) > 2:
@@ -273,7 +257,7 @@ class Tensor:
         for value in args:
             if isinstance(value, Tensor):  # to(other): its device and dtype
                 device, dtype = value.device, value.dtype
-            elif _is_device(value):
+            elif is_device(value):
                 device = value
             else:
                 dtype = value

@@ -42,24 +42,9 @@ def _addindent(text: str, spaces: int) -> str:
     return "\n".join([lines[0]] + [" " * spaces + line for line in lines[1:]])
 
 
-def _looks_like_device(value: Any) -> bool:
-    """An int, ``"cpu"``/``"cuda[:N]"``-like string, or a device object (``torch.device``)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    if isinstance(value, str):
-        try:
-            np.dtype(value)
-        except TypeError:
-            return True  # not a dtype name, so a device name (checked by parse_device)
-        return False
-    return hasattr(value, "type") and hasattr(value, "index")
-
-
 def _parse_to_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
     """``Module.to``'s PyTorch forms -> ((kind, index) or None, float dtype or None)."""
-    from pyrt.cuda import parse_device
+    from pyrt.cuda import is_device, parse_device
 
     unknown = set(kwargs) - {"device", "dtype", "non_blocking", "memory_format"}
     if unknown:
@@ -70,7 +55,7 @@ def _parse_to_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
     for value in args:
         if isinstance(value, Tensor):  # to(other): its device and dtype
             device, dtype = value.device, value.dtype
-        elif _looks_like_device(value):
+        elif is_device(value):
             device = value
         else:
             dtype = value
