@@ -94,19 +94,20 @@ class _Bucket:
         return self.buffer[self.offsets[i]:self.offsets[i] + p.numel()].reshape(p.shape)
 
 
-# PyTorch's first bucket is capped at 1 MB whatever bucket_cap_mb says: the
-# first gradients are then on the wire while most of backward is still to run.
-FIRST_BUCKET_BYTES = 1024 * 1024
-
-
 def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int) -> list[_Bucket]:
-    """Buckets of the parameters in the order their gradients are expected, the first one small."""
+    """Buckets of the parameters in the order their gradients are expected, up to ``cap_bytes`` each.
+
+    PyTorch also caps the first bucket at 1 MB, so communication starts early;
+    measured here (python -m pyrt.bench ddp, 784-1024-512-10 MLP, 2 ranks on 2
+    cores) that cost 1.5 ms of all-reduce per step (4.3 -> 5.9 ms): with one core
+    per rank, an early all-reduce takes the core from backward rather than
+    running beside it. So every bucket has the same cap.
+    """
     buckets: list[_Bucket] = []
     current: list[tuple[str, Parameter]] = []
     size = 0
     for name, p in ready_order:
-        cap = min(cap_bytes, FIRST_BUCKET_BYTES) if not buckets else cap_bytes
-        fits = size + p.data.nbytes <= cap and (not current or current[0][1].dtype == p.dtype)
+        fits = size + p.data.nbytes <= cap_bytes and (not current or current[0][1].dtype == p.dtype)
         if current and not fits:
             buckets.append(_Bucket(len(buckets), current))
             current, size = [], 0
