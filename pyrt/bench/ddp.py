@@ -6,12 +6,17 @@ per rank. Each run trains the MLP 784-1024-512-10 on a fixed global batch of
 can overlap backward, and reports the throughput and the share of all-reduce
 time hidden behind backward (``DistributedDataParallel.comm_stats``). The
 reference is the same training at 1 rank: ratio = speedup over one rank.
+
+Where PyTorch is installed, the same processes then train the same model, data
+and buckets with ``torch.nn.parallel.DistributedDataParallel`` over gloo (one
+thread each), and the table shows its samples/s beside ours.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -56,14 +61,51 @@ def worker(steps: int, out_path: str) -> None:
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    elapsed = model.process_group.comm.allreduce(time.perf_counter() - start, op=_max_op())
+    comm = model.process_group.comm
+    elapsed = comm.allreduce(time.perf_counter() - start, op=_max_op())
+    torch_elapsed = _torch_ddp_seconds(steps, rank, world, x.data, y.data, comm)
     if rank == 0:
         stats = model.comm_stats
         Path(out_path).write_text(json.dumps({
             "ranks": world, "step_s": elapsed / steps, "samples_per_s": GLOBAL_BATCH * steps / elapsed,
             "allreduce_ms_per_step": 1e3 * stats.allreduce_seconds / max(stats.steps, 1),
-            "hidden_fraction": stats.hidden_fraction, "buckets": len(model._buckets)}))
+            "hidden_fraction": stats.hidden_fraction, "buckets": len(model._buckets),
+            "torch_samples_per_s": None if torch_elapsed is None else GLOBAL_BATCH * steps / torch_elapsed}))
     dist.destroy_process_group()
+
+
+def _torch_ddp_seconds(steps: int, rank: int, world: int, x: np.ndarray, y: np.ndarray, comm) -> float | None:
+    """PyTorch DDP over gloo on the same model, data and bucket size: the slowest rank's seconds."""
+    try:
+        import torch
+        import torch.distributed as tdist
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    # gloo's rendezvous: MASTER_ADDR / MASTER_PORT come from the parent, rank and size from MPI.
+    tdist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512),
+                              torch.nn.ReLU(), torch.nn.Linear(512, 10))
+    model = torch.nn.parallel.DistributedDataParallel(net, bucket_cap_mb=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss_fn(model(tx), ty).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    comm.Barrier()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = comm.allreduce(time.perf_counter() - start, op=_max_op())
+    tdist.destroy_process_group()
+    return elapsed
 
 
 def _max_op():
@@ -80,7 +122,8 @@ def run(quick: bool = False) -> list[Record]:
     for world in RANKS[:2] if quick else RANKS:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "ddp.json"
-            env = dict(os.environ, OMP_NUM_THREADS="1")
+            env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
+                       MASTER_PORT=str(_free_port()))
             subprocess.run([find_mpiexec(), "-n", str(world), sys.executable, "-m", "pyrt.bench.ddp",
                             str(steps), str(out)], check=True, timeout=900, env=env)
             results.append(json.loads(out.read_text()))
@@ -93,8 +136,17 @@ def run(quick: bool = False) -> list[Record]:
         ("speedup", lambda r: r.ratio), ("buckets", lambda r: r.extra["buckets"]),
         ("all-reduce ms/step", lambda r: r.extra["allreduce_ms_per_step"]),
         ("% hidden", lambda r: 100 * r.extra["hidden_fraction"]),
+        ("torch DDP (gloo) samples/s", lambda r: r.extra["torch_samples_per_s"]),
+        ("pyrt / torch", lambda r: (r.extra["samples_per_s"] / r.extra["torch_samples_per_s"]
+                                    if r.extra["torch_samples_per_s"] else None)),
     ])
     return records
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -85,3 +85,12 @@ def test_compress_suite_compares_pruned_sparse_and_int8_with_pytorch(run_python,
                                            if f["model"] == r["model"] and f["variant"] == "fp32")
         if r["variant"].endswith("sparse"):
             assert r["speedup_vs_masked"] == pytest.approx(r["masked_s"] / r["ours_s"])
+
+
+def test_ddp_suite_runs_pytorch_ddp_beside_ours(run_python, tmp_path) -> None:
+    records = run_bench(run_python, tmp_path, "ddp")
+    assert [r["ranks"] for r in records] == [1, 2]  # --quick
+    for r in records:
+        assert REQUIRED <= set(r) and r["samples_per_s"] > 0
+        assert r["torch_samples_per_s"] is None or r["torch_samples_per_s"] > 0
+    assert records[0]["ratio"] == pytest.approx(1.0)  # 1 rank is the reference
