@@ -36,23 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.bench.harness import Record, print_table
+from pyrt.bench.harness import Record, normalized_digits, print_table
 
 BATCH = 16  # samples per training rank per step
 TARGET = 0.95
 EVAL_EVERY = 5
 SYNC_EVERY = 8  # local SGD
 MODES = {"ddp": None, "ps s=0": 0, "ps s=1": 1, "ps s=3": 3, "async": None, "local sgd": None}
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from pyrt.datasets import load_digits
-
-    x_train, y_train = load_digits("train")
-    x_test, y_test = load_digits("test")
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 0.01  # as examples/train_mlp.py
-    x_train, x_test = ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
-    return x_train, y_train, x_test, y_test
 
 
 def _mlp() -> Any:
@@ -101,7 +91,7 @@ def worker(mode: str, epochs: int, out_path: str) -> None:
     dist.init_process_group()
     comm = default_group().comm
     rank, size = dist.get_rank(), dist.get_world_size()
-    x_train, y_train, x_test, y_test = _digits()
+    x_train, y_train, x_test, y_test = normalized_digits()
     model, loss_fn = _mlp(), nn.CrossEntropyLoss()
     server_mode = mode.startswith("ps") or mode == "async"
     cluster = ps.init(num_servers=1, staleness=MODES[mode]) if server_mode else None

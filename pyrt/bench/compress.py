@@ -31,22 +31,12 @@ import numpy as np
 
 import pyrt
 from pyrt import kernels, nn
-from pyrt.bench.harness import Record, print_table, time_best
+from pyrt.bench.harness import Record, normalized_digits, print_table, time_best
 from pyrt.nn.utils import prune
 from pyrt.quantization import quantize_dynamic
 
 LEVELS = [0.5, 0.8, 0.9, 0.95]
 BATCHES = [1, 64]
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from pyrt.datasets import load_digits
-
-    x_train, y_train = load_digits("train")
-    x_test, y_test = load_digits("test")
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 0.01  # as examples/train_mlp.py
-    x_train, x_test = ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
-    return x_train, y_train, x_test, y_test
 
 
 def _mlp(*widths: int) -> nn.Sequential:
@@ -249,7 +239,7 @@ def run(quick: bool = False) -> list[Record]:
     levels = [0.9] if quick else LEVELS
     rounds, min_seconds = (1, 0.01) if quick else (5, 0.05)
     rng = np.random.default_rng(0)
-    x_train, y_train, x_test, y_test = _digits()
+    x_train, y_train, x_test, y_test = normalized_digits()
     pyrt.manual_seed(0)
     digits = _mlp(64, 256, 128, 10)
     _train(digits, x_train, y_train, epochs=2 if quick else 20)

@@ -114,6 +114,22 @@ def print_table(title: str, records: Iterable[Record], columns: list[Column]) ->
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
 
 
+def normalized_digits() -> tuple[Any, Any, Any, Any]:
+    """The bundled digits as float32 ``x_train, y_train, x_test, y_test``, standardized per pixel
+    with the training set's statistics (as examples/train_mlp.py), for the training benchmarks.
+
+    >>> normalized_digits()[0].dtype
+    dtype('float32')
+    """
+    from pyrt.datasets import load_digits
+
+    x_train, y_train = load_digits("train")
+    x_test, y_test = load_digits("test")
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 0.01
+    return (((x_train - mean) / std).astype("float32"), y_train,
+            ((x_test - mean) / std).astype("float32"), y_test)
+
+
 def write_json(path: str | Path, records: Iterable[Record]) -> None:
     """Write records as a JSON list, the format that compares across commits."""
     Path(path).write_text(json.dumps([r.to_json() for r in records], indent=2) + "\n")
