@@ -16,7 +16,8 @@ from typing import Any
 
 from pyrt import kernels
 
-__all__ = ["current_device", "device_count", "is_available", "is_device", "parse_device", "set_device"]
+__all__ = ["current_device", "device_count", "is_available", "is_device", "parse_device", "set_device",
+           "sort_to_args"]
 
 
 def _cupy_device_count() -> int:
@@ -81,6 +82,25 @@ def is_device(value: Any) -> bool:
             return True
         return False
     return hasattr(value, "type") and hasattr(value, "index")
+
+
+def sort_to_args(args: tuple[Any, ...], device: Any = None, dtype: Any = None) -> tuple[Any, Any]:
+    """``.to(*args, device=, dtype=)``'s positional arguments sorted into (device, dtype), as
+    PyTorch reads them: a device, a dtype, or a tensor standing for both.
+
+    >>> sort_to_args(("cpu", "float64"))
+    ('cpu', 'float64')
+    """
+    from pyrt.tensor import Tensor  # pyrt.tensor imports this module lazily too
+
+    for value in args:
+        if isinstance(value, Tensor):  # to(other): its device and dtype
+            device, dtype = value.device, value.dtype
+        elif is_device(value):
+            device = value
+        else:
+            dtype = value
+    return device, dtype
 
 
 def parse_device(device: Any) -> tuple[str, int | None]:

@@ -248,19 +248,12 @@ class Tensor:
         >>> x.to("cpu") is x, x.to("cpu", "float64").dtype
         (True, dtype('float64'))
         """
-        from pyrt.cuda import is_device, parse_device
+        from pyrt.cuda import parse_device, sort_to_args
 
         unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy", "memory_format"}
         if unknown or len(args) > 2:
             raise TypeError(f"Tensor.to() got unexpected arguments: {args} {sorted(unknown)}")
-        device, dtype = kwargs.get("device"), kwargs.get("dtype")
-        for value in args:
-            if isinstance(value, Tensor):  # to(other): its device and dtype
-                device, dtype = value.device, value.dtype
-            elif is_device(value):
-                device = value
-            else:
-                dtype = value
+        device, dtype = sort_to_args(args, kwargs.get("device"), kwargs.get("dtype"))
         if device is not None:
             kind, index = parse_device(device)  # raises for an absent CUDA device
             wanted = "cpu" if kind == "cpu" else f"cuda:{index}"

@@ -44,21 +44,14 @@ def _addindent(text: str, spaces: int) -> str:
 
 def _parse_to_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
     """``Module.to``'s PyTorch forms -> ((kind, index) or None, float dtype or None)."""
-    from pyrt.cuda import is_device, parse_device
+    from pyrt.cuda import parse_device, sort_to_args
 
     unknown = set(kwargs) - {"device", "dtype", "non_blocking", "memory_format"}
     if unknown:
         raise TypeError(f"Module.to() got unexpected keyword arguments {sorted(unknown)}")
-    device, dtype = kwargs.get("device"), kwargs.get("dtype")
     if len(args) > 2:
         raise TypeError(f"Module.to() takes at most 2 positional arguments, got {len(args)}")
-    for value in args:
-        if isinstance(value, Tensor):  # to(other): its device and dtype
-            device, dtype = value.device, value.dtype
-        elif is_device(value):
-            device = value
-        else:
-            dtype = value
+    device, dtype = sort_to_args(args, kwargs.get("device"), kwargs.get("dtype"))
     if dtype is not None:
         dtype = np.dtype(dtype)
         if not np.issubdtype(dtype, np.floating):
