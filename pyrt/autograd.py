@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pyrt.backend import get_array_module
+from pyrt.backend import get_array_module, is_cuda_array
 from pyrt.profiler import recorder as _profiling
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = [
     "WeightGradients",
     "backward",
     "backward_input",
+    "common_device",
     "enable_grad",
     "gradcheck",
     "is_grad_enabled",
@@ -143,6 +144,7 @@ class Function:
     _saved: tuple[Any, ...] | None = ()
     _released = False
     _grad_mask: tuple[bool, ...] | None = None  # set by the engine around one backward call
+    _device: int | None = None  # the CUDA device its arrays are on (None: the CPU)
 
     def forward(self, *args: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
@@ -182,19 +184,60 @@ class Function:
 
         fn = cls()
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-        out = (fn.forward(*arrays, **kwargs) if _profiling.active is None
-               else _profiling.active.call(cls.__name__, "forward", fn.forward, *arrays, **kwargs))
+        device = common_device(*arrays)
+        with _on_device(device):
+            out = (fn.forward(*arrays, **kwargs) if _profiling.active is None
+                   else _profiling.active.call(cls.__name__, "forward", fn.forward, *arrays, **kwargs))
         if _grad_mode.enabled and any(isinstance(a, Tensor) and a.requires_grad for a in args):
             fn.inputs = tuple(
                 a if isinstance(a, Tensor) and a.requires_grad else None for a in args
             )
             fn._input_versions = tuple(t._version if t is not None else 0 for t in fn.inputs)
+            fn._device = device
             return Tensor._from_function(out, fn)
         fn.release()
         return Tensor(out)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}Backward>"
+
+
+def common_device(*arrays: Any) -> int | None:
+    """The CUDA device index all arrays among ``arrays`` are on, or None when they are on the
+    CPU (numbers and other arguments are ignored); mixing devices is PyTorch's RuntimeError.
+
+    Every op goes through ``Function.apply``, so this one check covers them all.
+
+    >>> common_device(np.zeros(2), 3.0, np.ones(1)) is None
+    True
+    """
+    first: Any = None
+    for a in arrays:
+        if type(a) is np.ndarray:
+            where: Any = "cpu"
+        elif is_cuda_array(a):
+            where = a.device.id
+        elif isinstance(a, np.ndarray):
+            where = "cpu"
+        else:  # numbers and numpy scalars go with any device
+            continue
+        if first is None:
+            first = where
+        elif where != first:
+            names = [w if w == "cpu" else f"cuda:{w}" for w in (first, where)]
+            raise RuntimeError("Expected all tensors to be on the same device, but found at least two "
+                               f"devices, {names[0]} and {names[1]}!")
+    return None if first in (None, "cpu") else first
+
+
+def _on_device(device: int | None) -> Any:
+    """A context making CUDA device ``device`` current (as PyTorch's device guard does), so an
+    op on ``cuda:1`` tensors allocates and launches there; nothing for the CPU."""
+    if device is None:
+        return contextlib.nullcontext()
+    import cupy
+
+    return cupy.cuda.Device(device)
 
 
 _FREED_GRAPH_MESSAGE = (
@@ -394,8 +437,10 @@ def _call_backward(fn: Function, grad_out: Any, mask: tuple[bool, ...]) -> Seque
     """
     fn._grad_mask = mask
     try:
-        grads = (fn.backward(grad_out) if _profiling.active is None else
-                 _profiling.active.call(f"{type(fn).__name__}Backward", "backward", fn.backward, grad_out))
+        with _on_device(fn._device):
+            grads = (fn.backward(grad_out) if _profiling.active is None else
+                     _profiling.active.call(f"{type(fn).__name__}Backward", "backward", fn.backward,
+                                            grad_out))
     finally:
         fn._grad_mask = None
     if len(grads) != len(fn.inputs):

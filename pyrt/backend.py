@@ -48,6 +48,28 @@ def device_of(x: Any) -> str:
     return "cpu"
 
 
+def move_array(array: Any, kind: str, index: int | None) -> Any:
+    """``array`` on the CPU (``kind="cpu"``: numpy) or on CUDA device ``index`` (cupy), copied
+    only when it is elsewhere (``pyrt.cuda.parse_device`` gives ``kind`` and ``index``).
+
+    A move between two GPUs goes through host memory: simple, and correct whether or not
+    the devices can reach each other's memory (peer access).
+
+    >>> a = np.zeros(2)
+    >>> move_array(a, "cpu", None) is a
+    True
+    """
+    if kind == "cpu":
+        return array.get() if is_cuda_array(array) else array
+    import cupy
+
+    if is_cuda_array(array) and array.device.id == index:
+        return array
+    host = array.get() if is_cuda_array(array) else array
+    with cupy.cuda.Device(index):
+        return cupy.asarray(host)
+
+
 def describe(x: Any) -> str:
     """Shape and dtype of an array for error messages, e.g. ``(64, 784) float32``.
 

@@ -1,19 +1,26 @@
-"""Tensor factories with PyTorch's names: zeros, ones, full, arange, rand, randn, ..."""
+"""Tensor factories with PyTorch's names: zeros, ones, full, arange, rand, randn, ...
+
+Each takes PyTorch's ``device=`` (``"cpu"``, ``"cuda[:N]"``, an int, a ``torch.device``): on a
+GPU the array is made by cupy on that device; random draws come from pyrt's one CPU generator
+and are then copied, so a seed gives the same values on every device.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from pyrt import random
+from pyrt.backend import device_of
 from pyrt.ops.promotion import scalar_type
 from pyrt.tensor import _DEFAULT_FLOAT, Tensor
 
 __all__ = [
-    "arange", "empty", "from_numpy", "full", "ones", "ones_like", "rand", "randint", "randn",
-    "zeros", "zeros_like",
+    "arange", "empty", "empty_like", "from_numpy", "full", "full_like", "ones", "ones_like", "rand",
+    "rand_like", "randint", "randn", "randn_like", "zeros", "zeros_like",
 ]
 
 
@@ -23,36 +30,52 @@ def _shape(size: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(int(n) for n in size)
 
 
-def zeros(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT,
+def _on(device: Any, build: Callable[[ModuleType], Any]) -> Any:
+    """``build(xp)`` with the array library of ``device`` (None: the CPU), run with that GPU
+    current so cupy allocates there."""
+    if device is not None:
+        from pyrt.cuda import parse_device
+
+        kind, index = parse_device(device)
+        if kind == "cuda":
+            import cupy
+
+            with cupy.cuda.Device(index):
+                return build(cupy)
+    return build(np)
+
+
+def zeros(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT, device: Any = None,
           requires_grad: bool = False) -> Tensor:
     """A tensor of zeros.
 
-    >>> zeros(2, 3).shape
+    >>> zeros(2, 3, device="cpu").shape
     (2, 3)
     """
-    return Tensor(np.zeros(_shape(size), dtype=dtype), requires_grad=requires_grad)
+    return Tensor(_on(device, lambda xp: xp.zeros(_shape(size), dtype=dtype)), requires_grad=requires_grad)
 
 
-def ones(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT,
+def ones(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT, device: Any = None,
          requires_grad: bool = False) -> Tensor:
     """A tensor of ones.
 
     >>> ones(2).tolist()
     [1.0, 1.0]
     """
-    return Tensor(np.ones(_shape(size), dtype=dtype), requires_grad=requires_grad)
+    return Tensor(_on(device, lambda xp: xp.ones(_shape(size), dtype=dtype)), requires_grad=requires_grad)
 
 
-def empty(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT) -> Tensor:
+def empty(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT, device: Any = None,
+          requires_grad: bool = False) -> Tensor:
     """An uninitialised tensor.
 
     >>> empty(4).shape
     (4,)
     """
-    return Tensor(np.empty(_shape(size), dtype=dtype))
+    return Tensor(_on(device, lambda xp: xp.empty(_shape(size), dtype=dtype)), requires_grad=requires_grad)
 
 
-def full(size: Sequence[int], fill_value: bool | int | float, dtype: Any = None,
+def full(size: Sequence[int], fill_value: bool | int | float, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
     """A tensor filled with ``fill_value``; without ``dtype``, the value's own (as PyTorch):
     bool -> bool, int -> int64, float -> float32.
@@ -62,32 +85,82 @@ def full(size: Sequence[int], fill_value: bool | int | float, dtype: Any = None,
     >>> full((2, 2), 4).dtype, full((1,), True).dtype
     (dtype('int64'), dtype('bool'))
     """
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
     if dtype is None:
-        if isinstance(fill_value, Tensor):
-            fill_value = fill_value.item()
         dtype = scalar_type(fill_value)
-    return Tensor(np.full(_shape((size,)), fill_value, dtype=dtype), requires_grad=requires_grad)
+    return Tensor(_on(device, lambda xp: xp.full(_shape((size,)), fill_value, dtype=dtype)),
+                  requires_grad=requires_grad)
 
 
-def zeros_like(x: Tensor) -> Tensor:
-    """Zeros with ``x``'s shape, dtype and array library.
+def _like(x: Tensor, device: Any) -> Any:
+    """``device`` if given, else ``x``'s own."""
+    return device_of(x.data) if device is None else device
+
+
+def zeros_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Zeros with ``x``'s shape, and its dtype and device unless given.
 
     >>> zeros_like(ones(3)).tolist()
     [0.0, 0.0, 0.0]
     """
-    return Tensor(x.data * 0)
+    return zeros(x.shape, dtype=x.dtype if dtype is None else dtype, device=_like(x, device),
+                 requires_grad=requires_grad)
 
 
-def ones_like(x: Tensor) -> Tensor:
-    """Ones with ``x``'s shape, dtype and array library.
+def ones_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Ones with ``x``'s shape, and its dtype and device unless given.
 
     >>> ones_like(zeros(2)).tolist()
     [1.0, 1.0]
     """
-    return Tensor(x.data * 0 + 1)
+    return ones(x.shape, dtype=x.dtype if dtype is None else dtype, device=_like(x, device),
+                requires_grad=requires_grad)
 
 
-def arange(start: float, end: float | None = None, step: float = 1, dtype: Any = None) -> Tensor:
+def empty_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """An uninitialised tensor with ``x``'s shape, and its dtype and device unless given.
+
+    >>> empty_like(zeros(2, 3)).shape
+    (2, 3)
+    """
+    return empty(x.shape, dtype=x.dtype if dtype is None else dtype, device=_like(x, device),
+                 requires_grad=requires_grad)
+
+
+def full_like(x: Tensor, fill_value: bool | int | float, dtype: Any = None, device: Any = None,
+              requires_grad: bool = False) -> Tensor:
+    """``fill_value`` in ``x``'s shape, and its dtype and device unless given.
+
+    >>> full_like(zeros(2), 3).tolist()
+    [3.0, 3.0]
+    """
+    return full(x.shape, fill_value, dtype=x.dtype if dtype is None else dtype, device=_like(x, device),
+                requires_grad=requires_grad)
+
+
+def rand_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Uniform samples in ``[0, 1)`` in ``x``'s shape, and its dtype and device unless given.
+
+    >>> rand_like(zeros(2, 2)).shape
+    (2, 2)
+    """
+    return rand(x.shape, dtype=x.dtype if dtype is None else dtype, device=_like(x, device),
+                requires_grad=requires_grad)
+
+
+def randn_like(x: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Standard normal samples in ``x``'s shape, and its dtype and device unless given.
+
+    >>> randn_like(zeros(3)).dtype
+    dtype('float32')
+    """
+    return randn(x.shape, dtype=x.dtype if dtype is None else dtype, device=_like(x, device),
+                 requires_grad=requires_grad)
+
+
+def arange(start: float, end: float | None = None, step: float = 1, dtype: Any = None,
+           device: Any = None, requires_grad: bool = False) -> Tensor:
     """Evenly spaced values in ``[start, end)``; integers unless a bound is a float.
 
     >>> arange(3).tolist()
@@ -95,39 +168,43 @@ def arange(start: float, end: float | None = None, step: float = 1, dtype: Any =
     """
     if end is None:
         start, end = 0, start
-    values = np.arange(start, end, step, dtype=dtype)
+    values = np.arange(start, end, step, dtype=dtype)  # on the CPU: numpy's rules decide the dtype
     if dtype is None and values.dtype == np.float64:
         values = values.astype(_DEFAULT_FLOAT)
-    return Tensor(values)
+    return Tensor(_on(device, lambda xp: xp.arange(start, end, step, dtype=values.dtype)),
+                  requires_grad=requires_grad)
 
 
-def rand(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT,
+def rand(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT, device: Any = None,
          requires_grad: bool = False) -> Tensor:
     """Uniform samples in ``[0, 1)`` from pyrt's generator.
 
     >>> rand(2, 2).shape
     (2, 2)
     """
-    return Tensor(random.uniform(_shape(size), dtype=dtype), requires_grad=requires_grad)
+    return Tensor(_on(device, lambda xp: random.uniform(_shape(size), xp, dtype=dtype)),
+                  requires_grad=requires_grad)
 
 
-def randn(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT,
+def randn(*size: int | Sequence[int], dtype: Any = _DEFAULT_FLOAT, device: Any = None,
           requires_grad: bool = False) -> Tensor:
     """Standard normal samples from pyrt's generator.
 
     >>> randn(3).shape
     (3,)
     """
-    return Tensor(random.normal(_shape(size), dtype=dtype), requires_grad=requires_grad)
+    return Tensor(_on(device, lambda xp: random.normal(_shape(size), xp, dtype=dtype)),
+                  requires_grad=requires_grad)
 
 
-def randint(low: int, high: int, size: Sequence[int]) -> Tensor:
+def randint(low: int, high: int, size: Sequence[int], dtype: Any = np.int64, device: Any = None) -> Tensor:
     """Integers in ``[low, high)`` from pyrt's generator.
 
     >>> int(randint(0, 1, (3,)).sum())
     0
     """
-    return Tensor(random.default_generator().integers(low, high, size=tuple(size), dtype=np.int64))
+    values = random.default_generator().integers(low, high, size=tuple(size), dtype=np.int64).astype(dtype)
+    return Tensor(_on(device, lambda xp: values if xp is np else xp.asarray(values)))
 
 
 def from_numpy(array: np.ndarray) -> Tensor:

@@ -203,7 +203,8 @@ class Tensor:
 
     # --- conversion ------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """The array itself (a copy from the GPU); refused while it requires grad.
+        """The numpy array itself (shared memory); refused while it requires grad, and for a
+        GPU tensor (copy it to the host with ``.cpu()`` first), as in PyTorch.
 
         >>> tensor([1, 2]).numpy()
         array([1, 2])
@@ -212,8 +213,10 @@ class Tensor:
             raise RuntimeError(
                 "Can't call numpy() on a Tensor that requires grad. Use tensor.detach().numpy()"
             )
-        xp = get_array_module(self.data)
-        return self.data if xp is np else xp.asnumpy(self.data)
+        if self.device != "cpu":
+            raise TypeError(f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() "
+                            "to copy the tensor to host memory first.")
+        return self.data
 
     def item(self) -> float | int | bool:
         """The value of a one-element tensor as a Python number.
@@ -236,35 +239,66 @@ class Tensor:
         return self.data.tolist()
 
     def to(self, *args: Any, **kwargs: Any) -> Tensor:
-        """Cast and/or name a device, as ``torch.Tensor.to``: ``to(dtype)``, ``to(device)``,
+        """Move and/or cast, as ``torch.Tensor.to``: ``to(dtype)``, ``to(device)``,
         ``to(device, dtype)``, ``to(other_tensor)``, keywords ``device=``, ``dtype=``, ``copy=``.
 
         A device is ``"cpu"``, ``"cuda"``/``"cuda:N"``, an int ``N`` (``x.to(rank)``) or a
-        ``torch.device``. A CUDA device that is not there raises a RuntimeError saying so;
-        the tensor's own device returns it unchanged. pyrt does not copy arrays between
-        devices (a ValueError says so): create them with cupy or numpy where they belong.
+        ``torch.device``; a CUDA device that is not there raises a RuntimeError saying so.
+        Moving copies the array (cupy on a GPU, numpy on the CPU) and stays in the graph: the
+        gradient flows back to the source device. A tensor already on the device and of the
+        dtype is returned itself (unless ``copy=True``), as in PyTorch.
 
         >>> x = tensor([1.0])
         >>> x.to("cpu") is x, x.to("cpu", "float64").dtype
         (True, dtype('float64'))
         """
         from pyrt.cuda import parse_device, sort_to_args
+        from pyrt.ops.device import to_device
 
         unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy", "memory_format"}
         if unknown or len(args) > 2:
             raise TypeError(f"Tensor.to() got unexpected arguments: {args} {sorted(unknown)}")
         device, dtype = sort_to_args(args, kwargs.get("device"), kwargs.get("dtype"))
+        out = self
         if device is not None:
-            kind, index = parse_device(device)  # raises for an absent CUDA device
-            wanted = "cpu" if kind == "cpu" else f"cuda:{index}"
-            if wanted != self.device:
-                raise ValueError(
-                    f"Tensor.to({device!r}): the tensor is on {self.device}; pyrt does not move "
-                    "arrays between devices (create them with cupy or numpy where they belong)"
-                )
-        if dtype is not None and np.dtype(dtype) != self.dtype:
-            return _ops.cast(self, dtype)
-        return _ops.clone(self) if kwargs.get("copy") else self
+            out = to_device(out, *parse_device(device))  # raises for an absent CUDA device
+        if dtype is not None and np.dtype(dtype) != out.dtype:
+            return _ops.cast(out, dtype)
+        return _ops.clone(out) if kwargs.get("copy") and out is self else out
+
+    def cuda(self, device: Any = None) -> Tensor:
+        """A copy on CUDA device ``device`` (default: the current one); itself when already there.
+
+        >>> import pyrt
+        >>> if not pyrt.cuda.is_available():
+        ...     tensor([1.0]).cuda()
+        Traceback (most recent call last):
+        ...
+        RuntimeError: CUDA device 0 was requested ('cuda') but this machine has 0 visible CUDA devices ...
+        """
+        if device is None:
+            from pyrt.cuda import current_device, is_available
+
+            device = f"cuda:{current_device()}" if is_available() else "cuda"
+        return self.to(device)
+
+    def cpu(self) -> Tensor:
+        """A copy in host memory (numpy); itself when already there.
+
+        >>> x = tensor([1.0])
+        >>> x.cpu() is x
+        True
+        """
+        return self.to("cpu")
+
+    @property
+    def is_cuda(self) -> bool:
+        """True when the tensor is on a GPU.
+
+        >>> tensor([1.0]).is_cuda
+        False
+        """
+        return self.device != "cpu"
 
     def contiguous(self) -> Tensor:
         """This tensor if its array is C-contiguous, else a contiguous copy (in the graph)."""
@@ -385,7 +419,11 @@ class Tensor:
 
     # Comparisons are not differentiable: they return boolean tensors.
     def _compare(self, other: Any, op: Callable[[Any, Any], Any]) -> Tensor:
-        return Tensor(op(self.data, other.data if isinstance(other, Tensor) else other))
+        from pyrt.autograd import _on_device, common_device
+
+        other = other.data if isinstance(other, Tensor) else other
+        with _on_device(common_device(self.data, other)):
+            return Tensor(op(self.data, other))
 
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
         return self._compare(other, lambda a, b: a == b)
@@ -996,8 +1034,14 @@ class Tensor:
         >>> tensor([1.0, 2.0]).copy_(tensor([5.0, 6.0])).tolist()
         [5.0, 6.0]
         """
+        from pyrt.backend import move_array
+        from pyrt.cuda import parse_device
+
         self._check_inplace("copy_")
-        self.data[...] = src.data if isinstance(src, Tensor) else src
+        value = src.data if isinstance(src, Tensor) else src
+        if hasattr(value, "shape"):  # from another device too, as in PyTorch
+            value = move_array(value, *parse_device(self.device))
+        self.data[...] = value
         return self
 
     def add_(self, other: Tensor | Any, alpha: float = 1.0) -> Tensor:
@@ -1022,16 +1066,20 @@ class Tensor:
         return self
 
 
-def tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+def tensor(data: Any, dtype: Any = None, requires_grad: bool = False, *, device: Any = None) -> Tensor:
     """Create a tensor from a list, scalar or array (copied, like ``torch.tensor``).
 
     Python floats become float32 and Python ints int64; numpy arrays keep their dtype.
+    ``device`` (``"cpu"``, ``"cuda[:N]"``, an int, a ``torch.device``) places it; by default it
+    stays where ``data`` is (a cupy array on its GPU, anything else on the CPU).
 
     >>> tensor([[1.0, 2.0]]).dtype
     dtype('float32')
-    >>> tensor(np.arange(3)).dtype
+    >>> tensor(np.arange(3), device="cpu").dtype
     dtype('int64')
     """
+    from pyrt.backend import move_array
+
     if isinstance(data, Tensor):
         data = data.data
     xp = get_array_module(data)
@@ -1041,6 +1089,10 @@ def tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
         array = np.array(data, dtype=dtype)
         if dtype is None and array.dtype == np.float64:
             array = array.astype(_DEFAULT_FLOAT)
+    if device is not None:
+        from pyrt.cuda import parse_device
+
+        array = move_array(array, *parse_device(device))
     return Tensor(array, requires_grad=requires_grad)
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,3 +43,63 @@ def run_python(tmp_path) -> Callable[..., subprocess.CompletedProcess]:
         return result
 
     return run
+
+
+# --- the GPU path without a GPU --------------------------------------------------------------
+
+def _real_gpu_reason() -> str | None:
+    """Why the real-cupy variant of a device test cannot run here (None: it can)."""
+    try:
+        import cupy
+    except ImportError:
+        return "cupy is not installed"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "cupy sees no CUDA device"
+    except Exception as exc:  # no driver: cupy raises CUDARuntimeError
+        return f"cupy sees no CUDA device ({type(exc).__name__})"
+    try:
+        from pyrt import _cuda  # noqa: F401
+    except ImportError:
+        return "pyrt was built without CUDA (pyrt._cuda)"
+    return None
+
+
+def install_fake_gpu(monkeypatch: pytest.MonkeyPatch, device_count: int = 2) -> Any:
+    """Make ``import cupy`` give the CPU fake (tests/fake_cupy.py) and pyrt's CUDA kernels run on
+    host pointers (``pyrt._cuda_emulator`` when built, else ``fake_cupy.FakeCudaKernels``);
+    monkeypatch undoes all of it. Returns the fake cupy module."""
+    import fake_cupy
+
+    import pyrt.kernels
+
+    cupy, cupyx = fake_cupy.make_cupy(device_count)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    monkeypatch.setitem(sys.modules, "cupyx.scipy", cupyx.scipy)
+    monkeypatch.setitem(sys.modules, "cupyx.scipy.special", cupyx.scipy.special)
+    try:
+        from pyrt import _cuda_emulator as kernels
+    except ImportError:
+        kernels = fake_cupy.FakeCudaKernels()
+    monkeypatch.setattr(pyrt.kernels, "_cuda_module", kernels)
+    return cupy
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fake cupy with two fake devices, installed for one test (see ``install_fake_gpu``)."""
+    return install_fake_gpu(monkeypatch)
+
+
+@pytest.fixture(params=["fake", "real"])
+def gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The cupy module a device test runs on: the CPU fake always, real cupy on a GPU machine."""
+    if request.param == "fake":
+        return install_fake_gpu(monkeypatch)
+    reason = _real_gpu_reason()
+    if reason is not None:
+        pytest.skip(f"real GPU variant: {reason}")
+    import cupy
+
+    return cupy

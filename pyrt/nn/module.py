@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pyrt.backend import get_array_module, is_cuda_array
+from pyrt.backend import get_array_module, move_array
 from pyrt.nn.parameter import Parameter
 from pyrt.tensor import Tensor
 from pyrt.utils.hooks import RemovableHandle
@@ -57,18 +57,6 @@ def _parse_to_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
         if not np.issubdtype(dtype, np.floating):
             raise TypeError(f"Module.to only accepts floating point dtypes, got {dtype}")
     return (None if device is None else parse_device(device)), dtype
-
-
-def _move_array(array: Any, kind: str, index: int | None) -> Any:
-    """``array`` on the CPU (numpy) or on CUDA device ``index`` (cupy); unchanged if already there."""
-    if kind == "cpu":
-        return array.get() if is_cuda_array(array) else array
-    import cupy
-
-    if is_cuda_array(array) and array.device.id == index:
-        return array
-    with cupy.cuda.Device(index):
-        return cupy.asarray(array.get() if is_cuda_array(array) else array)
 
 
 class Module:
@@ -504,9 +492,9 @@ class Module:
         if device is not None:
             kind, index = device
             for tensor in self._state_tensors():
-                tensor.data = _move_array(tensor.data, kind, index)
+                tensor.data = move_array(tensor.data, kind, index)
                 if tensor.grad is not None:
-                    tensor.grad.data = _move_array(tensor.grad.data, kind, index)
+                    tensor.grad.data = move_array(tensor.grad.data, kind, index)
         if dtype is not None:
             for tensor in self._state_tensors():
                 if np.issubdtype(tensor.dtype, np.floating):
