@@ -184,7 +184,8 @@ class Function:
 
         fn = cls()
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-        device = common_device(*arrays)
+        # Tensors only, as PyTorch checks: a numpy index array may index a GPU tensor.
+        device = common_device(*(a.data for a in args if isinstance(a, Tensor)))
         with _on_device(device):
             out = (fn.forward(*arrays, **kwargs) if _profiling.active is None
                    else _profiling.active.call(cls.__name__, "forward", fn.forward, *arrays, **kwargs))
@@ -323,7 +324,8 @@ def _seed_gradients(roots: list[Tensor], grad_tensors: Any) -> list[Any]:
                     "grad can be implicitly created only for scalar outputs; "
                     f"got an output of shape {tuple(root.shape)}. Pass a gradient to backward()"
                 )
-            seeds.append(xp.ones_like(root.data))
+            with _on_device(common_device(root.data)):
+                seeds.append(xp.ones_like(root.data))
             continue
         grad = grad.data if isinstance(grad, Tensor) else grad
         if tuple(grad.shape) != tuple(root.shape):
@@ -331,7 +333,8 @@ def _seed_gradients(roots: list[Tensor], grad_tensors: Any) -> list[Any]:
                 f"backward: grad has shape {tuple(grad.shape)} but the output has shape "
                 f"{tuple(root.shape)}"
             )
-        seeds.append(xp.array(grad, dtype=root.dtype, copy=True))
+        with _on_device(common_device(root.data)):
+            seeds.append(xp.array(grad, dtype=root.dtype, copy=True))
     return seeds
 
 
@@ -419,10 +422,11 @@ class WeightGradients:
         for leaf, seed in self._seeds:
             self._leaves.deliver(leaf, seed)
         for fn, grad_out, kept, deferred in self._work:
-            computed = kept if grad_out is None else _call_backward(fn, grad_out, deferred)
-            for t, d, g_kept, g in zip(fn.inputs, deferred, kept, computed, strict=True):
-                if d:
-                    self._leaves.deliver(t, g_kept if g_kept is not None else g)
+            with _on_device(fn._device):
+                computed = kept if grad_out is None else _call_backward(fn, grad_out, deferred)
+                for t, d, g_kept, g in zip(fn.inputs, deferred, kept, computed, strict=True):
+                    if d:
+                        self._leaves.deliver(t, g_kept if g_kept is not None else g)
             if not self._retain_graph:
                 fn.release()
         self._work.clear()
@@ -492,36 +496,47 @@ def _run_backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any, retain_
 
     grads: dict[int, Any] = {}
     for root, seed in zip(roots, seeds, strict=True):
-        if root.grad_fn is not None:
-            key = id(root.grad_fn)
-            grads[key] = seed if key not in grads else grads[key] + seed
-        elif owner(root) is now:
-            now.deliver(root, seed)
-        elif owner(root) is not None:
-            deferred._seeds.append((root, seed))
+        with _on_device(common_device(root.data)):
+            if root.grad_fn is not None:
+                key = id(root.grad_fn)
+                grads[key] = seed if key not in grads else grads[key] + seed
+            elif owner(root) is now:
+                now.deliver(root, seed)
+            elif owner(root) is not None:
+                deferred._seeds.append((root, seed))
 
     for fn in order:
-        grad_out = grads.pop(id(fn), None)
-        leaf = [t is not None and t.grad_fn is None for t in fn.inputs]
-        later_leaf = tuple(is_leaf and later is not None and owner(t) is later
-                           for t, is_leaf in zip(fn.inputs, leaf, strict=True))
-        now_mask = tuple((t is not None and not is_leaf) or (is_leaf and owner(t) is now)
-                         for t, is_leaf in zip(fn.inputs, leaf, strict=True))
-        computed = (None,) * len(fn.inputs) if grad_out is None else _call_backward(fn, grad_out, now_mask)
-        if any(later_leaf):
-            deferred._defer(fn, grad_out, computed, later_leaf)
-        elif not retain_graph:
-            fn.release()
-        for t, g, wanted, is_leaf in zip(fn.inputs, computed, now_mask, leaf, strict=True):
-            if not wanted:
-                continue
-            if is_leaf:
-                now.deliver(t, g)
-            elif g is not None:
-                g = sum_to_shape(g, tuple(t.shape))
-                key = id(t.grad_fn)
-                grads[key] = g if key not in grads else grads[key] + g
+        # The gradients of fn's inputs are on fn's device: sum them there (a GPU graph may
+        # span devices through .to()).
+        with _on_device(fn._device):
+            _backward_step(fn, grads, now, later, owner, deferred, retain_graph)
     return deferred
+
+
+def _backward_step(fn: Function, grads: dict[int, Any], now: _Leaves, later: _Leaves | None,
+                   owner: Callable[[Tensor], _Leaves | None], deferred: WeightGradients,
+                   retain_graph: bool) -> None:
+    """One function of a backward pass: its backward, then its inputs' gradients handed on."""
+    grad_out = grads.pop(id(fn), None)
+    leaf = [t is not None and t.grad_fn is None for t in fn.inputs]
+    later_leaf = tuple(is_leaf and later is not None and owner(t) is later
+                       for t, is_leaf in zip(fn.inputs, leaf, strict=True))
+    now_mask = tuple((t is not None and not is_leaf) or (is_leaf and owner(t) is now)
+                     for t, is_leaf in zip(fn.inputs, leaf, strict=True))
+    computed = (None,) * len(fn.inputs) if grad_out is None else _call_backward(fn, grad_out, now_mask)
+    if any(later_leaf):
+        deferred._defer(fn, grad_out, computed, later_leaf)
+    elif not retain_graph:
+        fn.release()
+    for t, g, wanted, is_leaf in zip(fn.inputs, computed, now_mask, leaf, strict=True):
+        if not wanted:
+            continue
+        if is_leaf:
+            now.deliver(t, g)
+        elif g is not None:
+            g = sum_to_shape(g, tuple(t.shape))
+            key = id(t.grad_fn)
+            grads[key] = g if key not in grads else grads[key] + g
 
 
 def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
@@ -591,7 +606,9 @@ def _accumulate_leaf(t: Tensor, g: Any, handed_to_leaves: set[int]) -> None:
     # node's pending gradient; one referenced from anywhere else (a function that saved
     # it, a deferred weight pass, a send in flight, user code) must not change under it.
     # Three references: t.grad's slot, ``current`` and getrefcount's own argument.
-    if (id(current) not in handed_to_leaves and current.flags.owndata and current.flags.writeable
+    # (cupy's flags have no ``writeable``: device arrays always are.)
+    if (id(current) not in handed_to_leaves and current.flags.owndata
+            and getattr(current.flags, "writeable", True)
             and current.shape == g.shape and sys.getrefcount(current) <= 3):
         current += g
     else:

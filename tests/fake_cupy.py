@@ -572,6 +572,8 @@ def _numpy_forward(numpy_namespace: Any, name: str, allowed: frozenset[str], whe
     if not hasattr(numpy_namespace, name):
         raise AttributeError(f"the fake cupy cannot emulate {where}.{name} (numpy has no {name})")
     target = getattr(numpy_namespace, name)
+    if isinstance(target, types.ModuleType):  # the submodules we emulate are set on the module
+        raise AttributeError(f"the fake cupy does not emulate {where}.{name}")
     if not callable(target) or isinstance(target, type):
         return target
     if where == "cupy" and name in _HOST_TO_DEVICE:
@@ -627,9 +629,14 @@ def make_cupy(device_count: int = 2) -> tuple[types.ModuleType, types.ModuleType
     random_names = frozenset(_API["random"])
     linalg = _make_module("cupy.linalg", lambda n: _numpy_forward(np.linalg, n, linalg_names, "cupy.linalg"))
     random = _make_module("cupy.random", lambda n: _numpy_forward(np.random, n, random_names, "cupy.random"))
+    stride_tricks = _make_module(
+        "cupy.lib.stride_tricks",
+        lambda n: _numpy_forward(np.lib.stride_tricks, n, frozenset({"as_strided", "sliding_window_view"}),
+                                 "cupy.lib.stride_tricks"))
+    lib = _make_module("cupy.lib", stride_tricks=stride_tricks)
     cupy = _make_module(
         "cupy", lambda n: _numpy_forward(np, n, _CUPY_NAMES, "cupy"),
-        ndarray=ndarray, cuda=cuda, linalg=linalg, random=random, asnumpy=asnumpy,
+        ndarray=ndarray, cuda=cuda, linalg=linalg, random=random, lib=lib, asnumpy=asnumpy,
         get_array_module=get_array_module, ufunc=_Ufunc, __version__="14.2.0+fake",
     )
     special = _make_module("cupyx.scipy.special", erf=_erf)

@@ -23,6 +23,7 @@ import numpy as np
 
 from pyrt import ops
 from pyrt.autograd import Function
+from pyrt.creation import zeros
 from pyrt.nn import functional as F
 from pyrt.nn import init
 from pyrt.nn.module import Module
@@ -122,7 +123,7 @@ class _RNNBase(Module):
         """``state`` checked against (num_layers, batch, hidden_size), or zeros when None."""
         shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         if state is None:
-            return Tensor(np.zeros(shape, dtype=like.dtype))
+            return zeros(shape, dtype=like.dtype, device=like.device)
         expected = shape if batched else (shape[0], self.hidden_size)
         if not isinstance(state, Tensor) or state.shape != expected:
             got = state.shape if isinstance(state, Tensor) else type(state).__name__
@@ -300,7 +301,7 @@ class _CellBase(Module):
     def _state(self, state: Tensor | None, label: str, x: Tensor, batched: bool) -> Tensor:
         batch = x.shape[1]
         if state is None:
-            return Tensor(np.zeros((batch, self.hidden_size), dtype=x.dtype))
+            return zeros((batch, self.hidden_size), dtype=x.dtype, device=x.device)
         expected = (batch, self.hidden_size) if batched else (self.hidden_size,)
         if not isinstance(state, Tensor) or state.shape != expected:
             got = state.shape if isinstance(state, Tensor) else type(state).__name__
