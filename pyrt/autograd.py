@@ -19,6 +19,7 @@ a graph of any depth works without touching Python's recursion limit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +43,8 @@ __all__ = [
     "gradcheck",
     "is_grad_enabled",
     "no_grad",
+    "on_device_of",
+    "runs_on_input_device",
     "set_grad_enabled",
     "sum_to_shape",
 ]
@@ -239,6 +242,55 @@ def _on_device(device: int | None) -> Any:
     import cupy
 
     return cupy.cuda.Device(device)
+
+
+def _first_cuda_device(values: Any) -> int | None:
+    """The device of the first GPU tensor or array among ``values`` (and inside lists/tuples)."""
+    from pyrt.tensor import Tensor
+
+    for v in values:
+        if isinstance(v, list | tuple):
+            found = _first_cuda_device(v)
+            if found is not None:
+                return found
+            continue
+        data = v.data if isinstance(v, Tensor) else v
+        if type(data) is not np.ndarray and is_cuda_array(data):
+            return int(data.device.id)
+    return None
+
+
+def on_device_of(*values: Any) -> contextlib.AbstractContextManager[Any]:
+    """A context with the GPU of the first GPU tensor (or array) among ``values`` current, as
+    PyTorch's device guard: code outside ``Function.apply`` that computes on a tensor's
+    arrays (argument checks, in-place updates) runs on that tensor's device. Nothing on the CPU.
+
+    >>> import pyrt
+    >>> with on_device_of(pyrt.ones(2)):
+    ...     pass
+    """
+    return _on_device(_first_cuda_device(values))
+
+
+def runs_on_input_device(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate an op so it runs with its first GPU input's device current (see ``on_device_of``).
+
+    >>> import pyrt
+    >>> runs_on_input_device(lambda x: x + 1)(pyrt.ones(1)).tolist()
+    [2.0]
+    """
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        device = _first_cuda_device(args)
+        if device is None:
+            device = _first_cuda_device(kwargs.values())
+        if device is None:
+            return fn(*args, **kwargs)
+        with _on_device(device):
+            return fn(*args, **kwargs)
+
+    return guarded
 
 
 _FREED_GRAPH_MESSAGE = (

@@ -1015,7 +1015,8 @@ class Tensor:
         [0.0, 0.0]
         """
         self._check_inplace("zero_")
-        self.data[...] = 0
+        with _on_device_of(self):
+            self.data[...] = 0
         return self
 
     def fill_(self, value: float) -> Tensor:
@@ -1025,7 +1026,8 @@ class Tensor:
         [3.0, 3.0]
         """
         self._check_inplace("fill_")
-        self.data[...] = value
+        with _on_device_of(self):
+            self.data[...] = value
         return self
 
     def copy_(self, src: Tensor | Any) -> Tensor:
@@ -1041,7 +1043,8 @@ class Tensor:
         value = src.data if isinstance(src, Tensor) else src
         if hasattr(value, "shape"):  # from another device too, as in PyTorch
             value = move_array(value, *parse_device(self.device))
-        self.data[...] = value
+        with _on_device_of(self):
+            self.data[...] = value
         return self
 
     def add_(self, other: Tensor | Any, alpha: float = 1.0) -> Tensor:
@@ -1052,7 +1055,8 @@ class Tensor:
         """
         self._check_inplace("add_")
         other = other.data if isinstance(other, Tensor) else other
-        self.data += other if alpha == 1.0 else alpha * other
+        with _on_device_of(self):
+            self.data += other if alpha == 1.0 else alpha * other
         return self
 
     def mul_(self, other: Tensor | Any) -> Tensor:
@@ -1062,7 +1066,8 @@ class Tensor:
         [6.0]
         """
         self._check_inplace("mul_")
-        self.data *= other.data if isinstance(other, Tensor) else other
+        with _on_device_of(self):
+            self.data *= other.data if isinstance(other, Tensor) else other
         return self
 
 
@@ -1098,3 +1103,4 @@ def tensor(data: Any, dtype: Any = None, requires_grad: bool = False, *, device:
 
 # Imported last: the ops modules import Tensor from this (by now complete) module.
 from pyrt import ops as _ops  # noqa: E402
+from pyrt.autograd import on_device_of as _on_device_of  # noqa: E402

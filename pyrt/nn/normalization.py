@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from pyrt.autograd import on_device_of
 from pyrt.backend import describe
 from pyrt.nn import functional as F
 from pyrt.nn.module import Module
@@ -81,7 +82,8 @@ class _BatchNorm(Module):
                              f"{self.num_features}, ...))")
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1
+            with on_device_of(self.num_batches_tracked):
+                self.num_batches_tracked.data += 1
             if self.momentum is None:  # a cumulative average over every batch so far
                 momentum = 1.0 / float(self.num_batches_tracked.data)
         # Without running statistics, evaluation normalises with the batch's, as in PyTorch.

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import describe, get_array_module
 from pyrt.ops.activation import dropout
 from pyrt.ops.linalg import matmul
@@ -102,6 +102,7 @@ def attention_with_weights(query: Tensor, key: Tensor, value: Tensor, bias: Tens
     return matmul(weights, value), weights
 
 
+@runs_on_input_device
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                                  attn_mask: Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None) -> Tensor:

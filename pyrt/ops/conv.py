@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import describe, get_array_module
 from pyrt.errors import ShapeError
 from pyrt.ops.linalg import matmul_arrays
@@ -196,6 +196,7 @@ def _same_padding(op: str, kernel: tuple[int, ...], stride: tuple[int, ...],
             for k, d in zip(kernel, dilation, strict=True)]
 
 
+@runs_on_input_device
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
            padding: IntPair | str = 0, dilation: IntPair = 1, groups: int = 1) -> Tensor:
     """2-D cross-correlation, PyTorch's ``F.conv2d``: input (N, C, H, W) or (C, H, W),
@@ -262,6 +263,7 @@ def _single(name: str, value: int | tuple[int], minimum: int) -> int:
     return _pair(name, items[0], minimum)[0]
 
 
+@runs_on_input_device
 def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tuple[int] = 1,
            padding: int | tuple[int] | str = 0, dilation: int | tuple[int] = 1,
            groups: int = 1) -> Tensor:
@@ -336,6 +338,7 @@ class ConvTranspose2d(Function):
         return grad_z, grad_weight, grad_bias, None, None, None, None, None
 
 
+@runs_on_input_device
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
                      padding: IntPair = 0, output_padding: IntPair = 0, groups: int = 1,
                      dilation: IntPair = 1) -> Tensor:

@@ -20,7 +20,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import get_array_module
 from pyrt.errors import ShapeError
 from pyrt.tensor import Tensor
@@ -112,6 +112,7 @@ class Einsum(Function):
         return (*grads, None, None)
 
 
+@runs_on_input_device
 def einsum(equation: str, *operands: Tensor | Sequence[Tensor]) -> Tensor:
     """Einstein summation, as ``torch.einsum``: ``einsum("ij,jk->ik", a, b)`` is ``a @ b``.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import get_array_module
 from pyrt.ops.promotion import BOOL, FLOATING, INTEGER, category, float_type, result_type
 from pyrt.tensor import Tensor
@@ -416,6 +416,7 @@ def minimum(a: Operand, b: Operand) -> Tensor:
     return Minimum.apply(*promoted(a, b))
 
 
+@runs_on_input_device
 def where(condition: Tensor | Any, a: Operand, b: Operand) -> Tensor:
     """Pick ``a`` where ``condition`` holds, else ``b`` (gradients flow to the picked side).
 
@@ -441,6 +442,7 @@ def lerp(start: Tensor, end: Tensor, weight: Operand) -> Tensor:
     return add(start, mul(weight, sub(end, start)))
 
 
+@runs_on_input_device
 def masked_fill(x: Tensor, mask: Tensor | Any, value: Operand) -> Tensor:
     """``x`` with ``value`` where ``mask`` is True; the result keeps ``x``'s dtype, and has the
     broadcast shape of ``x`` and ``mask`` (as PyTorch's out-of-place ``masked_fill``).

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import describe, get_array_module
 from pyrt.tensor import Tensor
 
@@ -53,6 +53,7 @@ class Embedding(Function):
         return grad_weight, None, None
 
 
+@runs_on_input_device
 def embedding(input: Tensor | Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     """Look up rows of ``weight`` (V, D): an index tensor of shape S gives S + (D,).
 
@@ -88,6 +89,7 @@ def embedding(input: Tensor | Any, weight: Tensor, padding_idx: int | None = Non
     return Embedding.apply(weight, indices, padding_idx)
 
 
+@runs_on_input_device
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     """int64 one-hot encoding: shape S of class indices -> S + (num_classes,).
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import get_array_module
 from pyrt.errors import ShapeError
 from pyrt.ops.shape import _axis
@@ -69,6 +69,7 @@ class Triangle(Function):
         return (xp.triu(grad, self.diagonal) if self.upper else xp.tril(grad, self.diagonal)), None, None
 
 
+@runs_on_input_device
 def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
     """Pick along ``dim`` by ``index`` (int64, same number of dims as ``x``, no larger elsewhere).
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pyrt import kernels
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import describe, get_array_module
 from pyrt.errors import ShapeError
 from pyrt.tensor import Tensor
@@ -93,6 +93,7 @@ class Linear(Function):
         return grad_x, grad_weight, grad_bias
 
 
+@runs_on_input_device
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product with PyTorch's rules: 1-D operands are promoted, batch dims broadcast.
 
@@ -126,6 +127,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return out.reshape(shape)
 
 
+@runs_on_input_device
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight.T + bias``: x is (..., in_features), weight (out_features, in_features).
 

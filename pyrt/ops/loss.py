@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import describe, get_array_module
 from pyrt.tensor import Tensor
 
@@ -49,6 +49,7 @@ def _check_same_shape(name: str, input: Tensor, target: Tensor) -> None:
         )
 
 
+@runs_on_input_device
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean squared error ``(input - target) ** 2``, reduced.
 
@@ -211,6 +212,7 @@ def _check_weight(name: str, weight: Tensor | None, input: Tensor) -> None:
                          f"{describe(input.data)} has {classes} classes; expected ({classes},)")
 
 
+@runs_on_input_device
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
                   ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0) -> Tensor:
@@ -275,6 +277,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     return losses.reshape(sample_shape) if reduction == "none" else losses
 
 
+@runs_on_input_device
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
              ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of class indices under log-probabilities.
@@ -361,6 +364,7 @@ class BinaryCrossEntropyWithLogits(Function):
         return grad_x, grad_target, grad_weight, grad_pos_weight, None
 
 
+@runs_on_input_device
 def binary_cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy of probabilities in [0, 1] against targets in [0, 1].
 
@@ -376,6 +380,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean")
     return BinaryCrossEntropy.apply(input, target.to(input.dtype), reduction)
 
 
+@runs_on_input_device
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
                                      reduction: str = "mean",
                                      pos_weight: Tensor | None = None) -> Tensor:

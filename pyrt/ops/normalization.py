@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import describe, get_array_module
 from pyrt.tensor import Tensor
 
@@ -106,6 +106,7 @@ class LayerNorm(Function):
         return grad_x, grad_weight, grad_bias, None, None
 
 
+@runs_on_input_device
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
@@ -142,6 +143,7 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
                            float(momentum), float(eps))
 
 
+@runs_on_input_device
 def layer_norm(input: Tensor, normalized_shape: int | Sequence[int], weight: Tensor | None = None,
                bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Normalise over the trailing ``normalized_shape`` dims, PyTorch's ``F.layer_norm``.

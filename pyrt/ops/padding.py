@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import describe, get_array_module
 from pyrt.tensor import Tensor
 
@@ -72,6 +72,7 @@ class IndexPad(Function):
         return grad, None, None
 
 
+@runs_on_input_device
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
     """Pad the trailing dims of ``input``; ``pad`` is ``(last_lo, last_hi, prev_lo, prev_hi, ...)``.
 

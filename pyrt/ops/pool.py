@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import describe, get_array_module
 from pyrt.errors import ShapeError
 from pyrt.ops.conv import IntPair, _pair, _window_slice
@@ -240,6 +240,7 @@ def _check_pool_args(op: str, input: Tensor, kernel_size: IntPair, stride: IntPa
     return kernel, strides, pads, dilations
 
 
+@runs_on_input_device
 def max_pool2d(input: Tensor, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0, dilation: IntPair = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -270,6 +271,7 @@ def max_pool2d(input: Tensor, kernel_size: IntPair, stride: IntPair | None = Non
     return (out, Tensor(sink[0])) if sink is not None else out
 
 
+@runs_on_input_device
 def avg_pool2d(input: Tensor, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: int | None = None) -> Tensor:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import get_array_module
 from pyrt.ops.elementwise import Cast
 from pyrt.ops.promotion import FLOATING, category
@@ -232,6 +232,7 @@ def _logical_reduce(name: str, x: Tensor, dim: Dim, keepdim: bool) -> Tensor:
     return Tensor(get_array_module(reduced).asarray(reduced))
 
 
+@runs_on_input_device
 def any(x: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
     """True where some element (over ``dim``, or all) is nonzero; a bool tensor, not differentiable.
 
@@ -242,6 +243,7 @@ def any(x: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
     return _logical_reduce("any", x, dim, keepdim)
 
 
+@runs_on_input_device
 def all(x: Tensor, dim: Dim = None, keepdim: bool = False) -> Tensor:
     """True where every element (over ``dim``, or all) is nonzero; a bool tensor, not differentiable.
 
@@ -292,6 +294,7 @@ def _extremum(name: str, x: Tensor, dim: int | None, keepdim: bool,
     return ValuesIndices(values, Tensor(indices.astype("int64")))
 
 
+@runs_on_input_device
 def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices:
     """Maximum of all elements, or ``(values, indices)`` along ``dim``.
 
@@ -302,6 +305,7 @@ def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | Va
     return _extremum("max", x, dim, keepdim, largest=True)
 
 
+@runs_on_input_device
 def min(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | ValuesIndices:
     """Minimum of all elements, or ``(values, indices)`` along ``dim``.
 
@@ -312,6 +316,7 @@ def min(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | Va
     return _extremum("min", x, dim, keepdim, largest=False)
 
 
+@runs_on_input_device
 def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     """Index of the maximum (over the flattened tensor when ``dim`` is None).
 
@@ -324,6 +329,7 @@ def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     return _extremum("argmax", x.detach(), dim, keepdim, largest=True).indices
 
 
+@runs_on_input_device
 def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     """Index of the minimum (over the flattened tensor when ``dim`` is None).
 
@@ -364,6 +370,7 @@ def std(x: Tensor, dim: Dim = None, unbiased: bool | None = None, keepdim: bool 
     return sqrt(var(x, dim, unbiased, keepdim, correction=correction))
 
 
+@runs_on_input_device
 def logsumexp(x: Tensor, dim: Dim, keepdim: bool = False) -> Tensor:
     """``log(sum(exp(x)))`` over ``dim``, stable for large inputs.
 

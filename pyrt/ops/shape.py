@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import get_array_module
 from pyrt.errors import ShapeError
 from pyrt.tensor import Tensor
@@ -200,6 +200,7 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     return Permute.apply(x, tuple(axes))
 
 
+@runs_on_input_device
 def getitem(x: Tensor, index: Any) -> Tensor:
     """``x[index]`` with numpy indexing; the gradient is scattered back (repeats add up).
 

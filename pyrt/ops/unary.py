@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import Function
+from pyrt.autograd import Function, runs_on_input_device
 from pyrt.backend import get_array_module
 from pyrt.ops.elementwise import Cast
 from pyrt.ops.promotion import FLOATING, category, float_type
@@ -139,6 +139,7 @@ def _floating(a: Tensor) -> Tensor:
     return a if a.dtype == target else Cast.apply(a, target)
 
 
+@runs_on_input_device
 def exp(a: Tensor) -> Tensor:
     """Elementwise ``e ** a``.
 
@@ -229,6 +230,7 @@ def abs(a: Tensor) -> Tensor:
     return Abs.apply(a)
 
 
+@runs_on_input_device
 def sign(a: Tensor) -> Tensor:
     """-1, 0 or 1 by the sign of each element, in ``a``'s dtype; zero gradient.
 
@@ -241,6 +243,7 @@ def sign(a: Tensor) -> Tensor:
     return Step.apply(a, get_array_module(a.data).sign)
 
 
+@runs_on_input_device
 def floor(a: Tensor) -> Tensor:
     """Round down to an integer value (integer tensors are returned unchanged, as a copy).
 
@@ -253,6 +256,7 @@ def floor(a: Tensor) -> Tensor:
     return Step.apply(a, get_array_module(a.data).floor)
 
 
+@runs_on_input_device
 def ceil(a: Tensor) -> Tensor:
     """Round up to an integer value (integer tensors are returned unchanged, as a copy).
 
@@ -265,6 +269,7 @@ def ceil(a: Tensor) -> Tensor:
     return Step.apply(a, get_array_module(a.data).ceil)
 
 
+@runs_on_input_device
 def round(a: Tensor, *, decimals: int = 0) -> Tensor:
     """Round half to even (``2.5 -> 2``), to ``decimals`` places; zero gradient.
 

@@ -221,11 +221,17 @@ def _host(t: pyrt.Tensor | None) -> np.ndarray | None:
     return None if t is None else t.detach().cpu().numpy()
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_op_on_gpu_equals_cpu(gpu, name: str) -> None:
+def test_op_on_gpu_equals_cpu(gpu, name: str, device: str) -> None:
+    """On cuda:1 while device 0 is current, too: ops and backward must make the tensors' GPU
+    current (cupy refuses kernels on arrays of another device)."""
+    if device == "cuda:1" and gpu.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two GPUs")
     case = CASES[name]
     want_out, want_grad = _run(case, "cpu")
-    got_out, got_grad = _run(case, "cuda")
+    got_out, got_grad = _run(case, device)
+    assert gpu.cuda.runtime.getDevice() == 0  # nothing left another device current
     assert len(got_out) == len(want_out) and len(got_grad) == len(want_grad)
     for i, (got, want) in enumerate(zip(got_out + got_grad, want_out + want_grad, strict=True)):
         what = f"output {i}" if i < len(got_out) else f"gradient {i - len(got_out)}"
@@ -234,5 +240,6 @@ def test_op_on_gpu_equals_cpu(gpu, name: str) -> None:
             continue
         assert got is not None, what
         assert isinstance(got.data, gpu.ndarray), f"{what} is a {type(got.data)}, not a cupy array"
-        assert got.device == "cuda:0" and got.dtype == want.dtype and got.shape == want.shape, what
+        assert got.device == ("cuda:0" if device == "cuda" else device), what
+        assert got.dtype == want.dtype and got.shape == want.shape, what
         np.testing.assert_allclose(_host(got), _host(want), rtol=RTOL, atol=1e-6, err_msg=what)
