@@ -39,7 +39,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from pyrt.backend import get_array_module
+from pyrt.backend import get_array_module, is_cuda_array, move_array
+from pyrt.cuda import parse_device
 from pyrt.tensor import Tensor
 
 __all__ = ["load", "save"]
@@ -59,7 +60,7 @@ PathOrFile = str | os.PathLike[str] | IO[bytes]
 # --- the tree <-> (JSON, arrays) codec ---------------------------------------------
 
 def _encode(obj: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
-    if isinstance(obj, (Tensor, np.ndarray)):
+    if isinstance(obj, (Tensor, np.ndarray)) or is_cuda_array(obj):
         array = obj.data if isinstance(obj, Tensor) else obj
         xp = get_array_module(array)
         array = np.asarray(array) if xp is np else xp.asnumpy(array)
@@ -88,7 +89,8 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
                     "holds tensors, numpy arrays, numbers, strings, None, and dicts/lists of them")
 
 
-def _decode(node: Any, archive: _Archive, depth: int = 0) -> Any:
+def _decode(node: Any, archive: _Archive, depth: int = 0,
+            device: tuple[str, int | None] = ("cpu", None)) -> Any:
     source = archive.source
     if depth > _MAX_DEPTH:
         # A state dict is a few levels deep; a deeper manifest is an attack on the
@@ -98,7 +100,7 @@ def _decode(node: Any, archive: _Archive, depth: int = 0) -> Any:
         raise ValueError(f"pyrt.load: {source} is corrupt (unexpected manifest entry {node!r:.80})")
     if "array" in node:
         array = archive.read_once(node["array"])
-        return Tensor(array) if node.get("tensor") else array
+        return Tensor(move_array(array, *device)) if node.get("tensor") else array
     if "value" in node:
         return node["value"]
     if "dict" in node:
@@ -107,11 +109,11 @@ def _decode(node: Any, archive: _Archive, depth: int = 0) -> Any:
                 isinstance(item, list) and len(item) == 2 and isinstance(item[0], (str, int))
                 for item in items):
             raise ValueError(f"pyrt.load: {source} is corrupt (malformed mapping {items!r:.80})")
-        return OrderedDict((key, _decode(value, archive, depth + 1)) for key, value in items)
+        return OrderedDict((key, _decode(value, archive, depth + 1, device)) for key, value in items)
     if "list" in node:
-        return [_decode(value, archive, depth + 1) for value in node["list"]]
+        return [_decode(value, archive, depth + 1, device) for value in node["list"]]
     if "tuple" in node:
-        return tuple(_decode(value, archive, depth + 1) for value in node["tuple"])
+        return tuple(_decode(value, archive, depth + 1, device) for value in node["tuple"])
     raise ValueError(f"pyrt.load: {source} is corrupt (unknown manifest entry {node!r:.80})")
 
 
@@ -290,8 +292,10 @@ def load(f: PathOrFile, map_location: Any = None, *, weights_only: bool = True) 
     """Read a checkpoint written by ``save`` (or a plain ``np.savez`` archive).
 
     Mappings come back as ``OrderedDict`` in saved order, tensors as Tensors.
-    ``map_location`` may be ``None`` or ``"cpu"`` and ``weights_only`` must be
-    True: they exist so ``torch.load(path, map_location="cpu")`` ports as is.
+    ``map_location`` is the device the tensors load onto: ``None`` or ``"cpu"``
+    (host memory; ``save`` always copies GPU arrays to the host), or a GPU
+    (``"cuda[:N]"``, an int, a ``torch.device``), as in ``torch.load``.
+    ``weights_only`` must be True: pyrt never unpickles.
 
     >>> import io, pyrt
     >>> buffer = io.BytesIO()
@@ -300,9 +304,10 @@ def load(f: PathOrFile, map_location: Any = None, *, weights_only: bool = True) 
     >>> pyrt.load(buffer)["w"].tolist()
     [1.0, 1.0]
     """
-    if map_location not in (None, "cpu"):
-        raise ValueError(f"pyrt.load: map_location={map_location!r} is not supported; "
-                         "checkpoints always load as CPU arrays")
+    if isinstance(map_location, Mapping) or callable(map_location):
+        raise ValueError(f"pyrt.load: map_location={map_location!r} is not supported; pass a device "
+                         "('cpu', 'cuda:N', an int or a torch.device): checkpoints hold host arrays")
+    device = ("cpu", None) if map_location is None else parse_device(map_location)
     if not weights_only:
         raise ValueError("pyrt.load: weights_only=False is not supported; pyrt never unpickles")
     source = repr(os.fspath(f)) if isinstance(f, (str, os.PathLike)) else "the file object"
@@ -322,10 +327,11 @@ def load(f: PathOrFile, map_location: Any = None, *, weights_only: bool = True) 
                              f"{exc}") from None
         archive = _Archive(zf, source)
         if _MANIFEST not in archive.members:
-            return OrderedDict((name, Tensor(archive.read_once(name))) for name in archive.names)
+            return OrderedDict((name, Tensor(move_array(archive.read_once(name), *device)))
+                               for name in archive.names)
         manifest = _read_manifest(archive.read_once(_MANIFEST), source)
         try:
-            return _decode(manifest["tree"], archive)
+            return _decode(manifest["tree"], archive, device=device)
         except (TypeError, KeyError) as exc:  # a manifest edited into the wrong shape
             raise ValueError(f"pyrt.load: {source} is corrupt (bad manifest: {exc!r})") from None
 

@@ -53,8 +53,9 @@ _SAME_AS_NUMPY = frozenset(_API["same_as_numpy"])  # numpy's own objects re-expo
 _UFUNCS = frozenset(_API["ufuncs"])
 _NDARRAY_NAMES = frozenset(_API["ndarray"])
 # Methods that return a view: no kernel runs, so cupy neither checks nor changes the device.
+# (``copy``/``astype`` launch a copy kernel onto the current device: checked like any kernel.)
 _VIEW_METHODS = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "ravel", "diagonal",
-                           "copy", "astype", "get", "item", "tolist", "tobytes"})
+                           "get", "item", "tolist", "tobytes"})
 # Functions that take host data (numpy arrays, lists) and copy it to the device.
 _HOST_TO_DEVICE = frozenset({"asarray", "array", "asanyarray"})
 _SCALARS = (bool, int, float, complex, np.generic)
@@ -412,6 +413,8 @@ class ndarray:
                     shares = result.base is not None and np.may_share_memory(result, self._array)
                     return ndarray._of(result, self._device, owndata=not shares)
                 return _wrap(result, self._device)
+            if name == "astype" and kwargs.get("copy", True) is False and np.dtype(args[0]) == self.dtype:
+                return self  # no cast, no copy: the array itself
             _check_device([self, *found])
             return _wrap(method(*args, **kwargs))
 

@@ -212,8 +212,11 @@ def test_load_options() -> None:
     pyrt.save({"w": pyrt.ones(1)}, buffer)
     buffer.seek(0)
     assert pyrt.load(buffer, map_location="cpu")["w"].item() == 1.0
+    if not pyrt.cuda.is_available():  # a GPU is a device like any other (tests/cuda on the fake GPU)
+        with pytest.raises(RuntimeError, match="CUDA device 0 was requested"):
+            pyrt.load(buffer, map_location="cuda:0")
     with pytest.raises(ValueError, match="map_location"):
-        pyrt.load(buffer, map_location="cuda:0")
+        pyrt.load(buffer, map_location={"cuda:0": "cpu"})
     with pytest.raises(ValueError, match="never unpickles"):
         pyrt.load(buffer, weights_only=False)
 

@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pyrt.backend import get_array_module, move_array
+from pyrt.autograd import on_device_of
+from pyrt.backend import move_array
 from pyrt.nn.parameter import Parameter
 from pyrt.tensor import Tensor
 from pyrt.utils.hooks import RemovableHandle
@@ -449,7 +450,8 @@ class Module:
             if set_to_none:
                 param.grad = None
             else:
-                param.grad.data = param.grad.data * 0
+                with on_device_of(param.grad):
+                    param.grad.data = param.grad.data * 0
 
     def apply(self, fn: Callable[[Module], Any]) -> Module:
         """Call ``fn`` on every submodule (children first) and then on this module.
@@ -498,9 +500,10 @@ class Module:
         if dtype is not None:
             for tensor in self._state_tensors():
                 if np.issubdtype(tensor.dtype, np.floating):
-                    tensor.data = tensor.data.astype(dtype)
-                    if tensor.grad is not None:
-                        tensor.grad.data = tensor.grad.data.astype(dtype)
+                    with on_device_of(tensor):
+                        tensor.data = tensor.data.astype(dtype)
+                        if tensor.grad is not None:
+                            tensor.grad.data = tensor.grad.data.astype(dtype)
         return self
 
     def _state_tensors(self) -> list[Tensor]:
@@ -627,8 +630,11 @@ class Module:
             # In place: optimizers and DDP hold these very arrays. The version bump tells
             # whoever derived something from the old values (a saved graph, a layer's
             # validated sparsity pattern) that they changed.
-            xp = get_array_module(target.data)
-            target.data[...] = xp.asarray(array).astype(target.dtype, copy=False)
+            # From any device (a CPU checkpoint into a GPU model, too), as in PyTorch.
+            kind, _, index = target.device.partition(":")
+            with on_device_of(target):
+                target.data[...] = move_array(array, kind, int(index) if index else None).astype(
+                    target.dtype, copy=False)
             target._version += 1
         return IncompatibleKeys(missing, unexpected)
 
