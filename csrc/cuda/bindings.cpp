@@ -10,7 +10,11 @@
 // RuntimeError (e.g. cudaErrorInsufficientDriver (35)) and device_count()
 // is 0. Device pointers are never dereferenced on the host, so a call that
 // cannot launch cannot crash.
-#include <cuda_runtime.h>
+//
+// The same file, built by the host compiler with PYRT_SIMT_EMULATION, is
+// pyrt._cuda_emulator: identical functions running the kernels' own source
+// on the CPU (csrc/cuda/emulator/simt.h), with host pointers in place of
+// device pointers. PYRT_CUDA_MODULE names the module being built.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -20,6 +24,10 @@
 #include "cuda/gemm.h"
 
 namespace py = pybind11;
+
+#ifdef PYRT_SIMT_EMULATION
+void register_selftests(py::module_& m);  // csrc/cuda/emulator/selftest.cpp
+#endif
 
 namespace {
 
@@ -78,7 +86,7 @@ void synchronize() {
 
 }  // namespace
 
-PYBIND11_MODULE(_cuda, m) {
+PYBIND11_MODULE(PYRT_CUDA_MODULE, m) {
   m.doc() = "pyrt CUDA kernels (private: use pyrt.kernels)";
 
   m.def("sgemm", &sgemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("alpha"),
@@ -91,4 +99,7 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("device_count", &device_count, "Number of visible CUDA devices; 0 without driver or GPU.");
   m.def("synchronize", &synchronize,
         "Wait for all work on the current device; raises RuntimeError on a CUDA error.");
+#ifdef PYRT_SIMT_EMULATION
+  register_selftests(m);
+#endif
 }

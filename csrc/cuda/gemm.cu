@@ -63,14 +63,6 @@ static_assert(kBlockM == kBlockN, "A and B tiles share one loader and one shared
 static_assert(kThreadM == 8 && kThreadN == 8, "fragments are two float4 runs");
 static_assert(kThreads % kBlockK == 0 && kThreads % kBlockM == 0, "loads tile evenly");
 
-// Full unrolling keeps acc[][] in registers; the host compiler (which sees the
-// __host__ __device__ functions below) does not know the pragma.
-#ifdef __CUDA_ARCH__
-#define PYRT_UNROLL _Pragma("unroll")
-#else
-#define PYRT_UNROLL
-#endif
-
 // A shared tile, k-major: tile[kk][r] is element (r, kk) of a 128 x 8 slice of
 // A, or of B^T.
 using SharedTile = float[kBlockK][kBlockM + kSmemPad];
@@ -258,7 +250,7 @@ cudaError_t sgemm(int64_t m, int64_t n, int64_t k, float alpha,
     if (beta == 1.0f) return cudaSuccess;
     constexpr int kScaleThreads = 256;
     const int64_t blocks = std::min<int64_t>(ceil_div(m * n, kScaleThreads), 65536);
-    scale_c<<<static_cast<unsigned>(blocks), kScaleThreads, 0, stream>>>(m, n, beta, c, rsc, csc);
+    PYRT_LAUNCH(scale_c, static_cast<unsigned>(blocks), kScaleThreads, stream, m, n, beta, c, rsc, csc);
     return cudaGetLastError();
   }
 
@@ -266,7 +258,7 @@ cudaError_t sgemm(int64_t m, int64_t n, int64_t k, float alpha,
   const int64_t tiles_n = ceil_div(n, kBlockN);
   if (tiles_m > INT_MAX / tiles_n) return cudaErrorInvalidValue;  // gridDim.x limit
   const GemmParams p{m, n, k, alpha, beta, a, rsa, csa, b, rsb, csb, c, rsc, csc, tiles_n};
-  sgemm_tiled<<<static_cast<unsigned>(tiles_m * tiles_n), kThreads, 0, stream>>>(p);
+  PYRT_LAUNCH(sgemm_tiled, static_cast<unsigned>(tiles_m * tiles_n), kThreads, stream, p);
   return cudaGetLastError();
 }
 

@@ -6,7 +6,7 @@
 // is, never copied.
 #pragma once
 
-#include <cuda_runtime.h>
+#include "cuda/runtime.h"
 
 #include <cstdint>
 
