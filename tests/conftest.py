@@ -78,11 +78,7 @@ def install_fake_gpu(monkeypatch: pytest.MonkeyPatch, device_count: int = 2) -> 
     monkeypatch.setitem(sys.modules, "cupyx", cupyx)
     monkeypatch.setitem(sys.modules, "cupyx.scipy", cupyx.scipy)
     monkeypatch.setitem(sys.modules, "cupyx.scipy.special", cupyx.scipy.special)
-    try:
-        from pyrt import _cuda_emulator as kernels
-    except ImportError:
-        kernels = fake_cupy.FakeCudaKernels()
-    monkeypatch.setattr(pyrt.kernels, "_cuda_module", kernels)
+    monkeypatch.setattr(pyrt.kernels, "_cuda_module", fake_cupy.kernels_module())
     return cupy
 
 

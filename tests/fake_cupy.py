@@ -649,6 +649,31 @@ def make_cupy(device_count: int = 2) -> tuple[types.ModuleType, types.ModuleType
     return cupy, cupyx
 
 
+def kernels_module() -> Any:
+    """What stands in for ``pyrt._cuda``: ``pyrt._cuda_emulator`` (the CUDA kernels' own source
+    built for the CPU) when it is built, else ``FakeCudaKernels``."""
+    try:
+        from pyrt import _cuda_emulator
+    except ImportError:
+        return FakeCudaKernels()
+    return _cuda_emulator
+
+
+def install(device_count: int = 2) -> types.ModuleType:
+    """Install the fake for the rest of this process (an MPI worker): ``sys.modules["cupy"]``,
+    ``["cupyx"]`` and ``pyrt.kernels._cuda_module``. Tests use the ``fake_gpu`` fixture instead,
+    which undoes it."""
+    import sys
+
+    import pyrt.kernels
+
+    cupy, cupyx = make_cupy(device_count)
+    sys.modules.update({"cupy": cupy, "cupyx": cupyx, "cupyx.scipy": cupyx.scipy,
+                        "cupyx.scipy.special": cupyx.scipy.special})
+    pyrt.kernels._cuda_module = kernels_module()
+    return cupy
+
+
 # --- the CUDA kernels, emulated on host pointers ---------------------------------------------
 
 def _strided(ptr: int, shape: tuple[int, int], element_strides: tuple[int, int]) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pyrt.backend import describe
-from pyrt.distributed import agreement, watchdog
+from pyrt.distributed import agreement, staging, watchdog
 from pyrt.distributed.agreement import Call
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.distributed.work import Work
@@ -59,6 +59,9 @@ _DTYPE_CODES = {np.dtype(t): i for i, t in enumerate(
 
 def _array(x: Tensor | np.ndarray, what: str) -> np.ndarray:
     array = x.data if isinstance(x, Tensor) else x
+    if staging.device_array(array) is not None:
+        raise TypeError(f"{what}: got a GPU (cupy) array; all_reduce and broadcast take GPU tensors "
+                        "(staged through host memory), the other collectives host ones: use .cpu()")
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{what}: expected a Tensor or numpy array, got {type(x).__name__}")
     if array.dtype not in _DTYPE_CODES:
@@ -187,7 +190,9 @@ def select_algorithm(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.
     without pyrt's ring module).
     """
     pg = resolve_group(group, "select_algorithm")
-    return _pick_algorithm(algorithm, _array(tensor, "select_algorithm"), _as_op(op), pg)
+    array = staging.device_array(tensor)  # a GPU array's host copy takes the same algorithm
+    return _pick_algorithm(algorithm, _array(tensor, "select_algorithm") if array is None else array,
+                           _as_op(op), pg)
 
 
 def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
@@ -203,11 +208,18 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
     ``"mpi"`` calls ``MPI_Allreduce``. ``"auto"`` takes the ring from 256 KB,
     otherwise MPI (the shared-memory paths are not yet faster than MPICH's).
 
+    A GPU tensor is reduced through a pinned host copy (``staging.py``): the
+    current stream is synchronised before MPI reads it, the result is copied
+    back (for ``async_op``, when the returned ``Work`` is waited for).
+
     Example (under ``mpiexec -n 2``)::
 
         x = pyrt.ones(4) * (dist.get_rank() + 1)
         dist.all_reduce(x)            # x is now [3, 3, 3, 3] on both ranks
     """
+    if (on_gpu := staging.device_array(tensor)) is not None:
+        return staging.through_host(
+            on_gpu, lambda host: all_reduce(host, op, group, async_op, algorithm), async_op)
     pg = resolve_group(group, "all_reduce")
     array = _writable_array(tensor, "all_reduce")
     reduce_op = _as_op(op)
@@ -250,8 +262,12 @@ def broadcast(tensor: Tensor | np.ndarray, src: int, group: ProcessGroup | None 
               async_op: bool = False) -> Work | None:
     """Copy ``tensor`` from global rank ``src`` to every rank of the group, in place.
 
+    A GPU tensor goes through a pinned host copy, as in ``all_reduce``.
+
     Example: ``dist.broadcast(weights, src=0)`` makes every rank hold rank 0's values.
     """
+    if (on_gpu := staging.device_array(tensor)) is not None:
+        return staging.through_host(on_gpu, lambda host: broadcast(host, src, group, async_op), async_op)
     pg = resolve_group(group, "broadcast")
     array = _writable_array(tensor, "broadcast")
     root = pg.group_rank(src, "broadcast: src")

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import is_grad_enabled
+from pyrt.autograd import is_grad_enabled, on_device_of
+from pyrt.backend import get_array_module
 from pyrt.distributed import agreement
 from pyrt.distributed.collectives import ReduceOp, all_reduce, broadcast, select_algorithm
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
@@ -74,7 +75,12 @@ class CommStats:
 
 
 class _Bucket:
-    """A flat buffer holding the gradients of a few parameters, all-reduced as one message."""
+    """A flat buffer holding the gradients of a few parameters, all-reduced as one message.
+
+    The buffer lives where the parameters do: for a model on a GPU it is a cupy array on that
+    device (the averaged gradients stay views of it), which ``all_reduce`` stages through pinned
+    host memory.
+    """
 
     def __init__(self, index: int, params: list[tuple[str, Parameter]]) -> None:
         self.index = index
@@ -84,12 +90,14 @@ class _Bucket:
         for _, p in params:
             self.offsets.append(total)
             total += p.numel()
-        self.buffer = np.zeros(total, dtype=params[0][1].dtype)
+        first = params[0][1]
+        with on_device_of(first):
+            self.buffer = get_array_module(first.data).zeros(total, dtype=first.dtype)
         self.done = [False] * len(params)
         self.ready = 0
         self.work: Work | None = None
 
-    def slot(self, i: int) -> np.ndarray:
+    def slot(self, i: int) -> Any:
         p = self.params[i][1]
         return self.buffer[self.offsets[i]:self.offsets[i] + p.numel()].reshape(p.shape)
 
@@ -111,6 +119,9 @@ def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int) -> 
         if current and not fits:
             buckets.append(_Bucket(len(buckets), current))
             current, size = [], 0
+        if current and current[0][1].device != p.device:
+            raise ValueError(f"DistributedDataParallel: parameters {current[0][0]} ({current[0][1].device}) "
+                             f"and {name} ({p.device}) are on different devices; one device per rank")
         current.append((name, p))
         size += p.data.nbytes
     if current:
@@ -324,10 +335,11 @@ class DistributedDataParallel(Module):
         for b, i in unused:
             p = b.params[i][1]
             # A gradient accumulated under no_sync() still has to be reduced.
-            if p.grad is not None:
-                np.copyto(b.slot(i), p.grad.data)
-            else:
-                b.slot(i)[...] = 0
+            with on_device_of(p):
+                if p.grad is not None:
+                    b.slot(i)[...] = p.grad.data
+                else:
+                    b.slot(i)[...] = 0
             self._locally_used[self._index[id(p)]] = p.grad is not None
             self._mark_ready(b, i)
 
@@ -340,7 +352,8 @@ class DistributedDataParallel(Module):
                 f"DistributedDataParallel: parameter {bucket.params[i][0]} received its gradient "
                 "twice in one backward; call forward again before the next backward"
             )
-        np.copyto(bucket.slot(i), p.grad.data)
+        with on_device_of(p):
+            bucket.slot(i)[...] = p.grad.data
         self._locally_used[self._index[id(p)]] = True
         self._mark_ready(bucket, i)
 
@@ -456,7 +469,8 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_iteration", self._iteration + 1)
         with agreement.context("DDP iteration", self._iteration):
             for b in self._buckets:
-                b.buffer[...] = 0
+                with on_device_of(b.buffer):
+                    b.buffer[...] = 0
                 all_reduce(b.buffer, op=ReduceOp.AVG, group=self.process_group, algorithm=self.algorithm)
             if self.find_unused_parameters:
                 all_reduce(np.zeros(len(self._named), np.uint8), op=ReduceOp.MAX,

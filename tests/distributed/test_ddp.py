@@ -13,6 +13,17 @@ def test_ddp_matches_single_process_training(nprocs: int, bucket_cap_mb: str) ->
     assert result.stdout.count("ddp matches single-process") == nprocs
 
 
+@pytest.mark.parametrize("nprocs", [1, 2])
+@pytest.mark.parametrize(("bucket_cap_mb", "algorithm"), [("0.001", "auto"), ("25", "ring")])
+def test_ddp_with_one_gpu_per_rank_matches_single_process_cpu_training(nprocs: int, bucket_cap_mb: str,
+                                                                       algorithm: str) -> None:
+    """Each rank on its own GPU (the CPU fake of cupy without one): gradient buckets are device
+    arrays staged through pinned host memory around MPI; the result equals CPU training."""
+    result = run_workers(nprocs, "ddp_equivalence.py", bucket_cap_mb, algorithm, "cuda", timeout=120)
+    assert result.stdout.count("ddp matches single-process") == nprocs
+    assert all(f"on cuda:{r}" in result.stdout for r in range(nprocs))
+
+
 @pytest.mark.parametrize("nprocs", [1, 2, 4])
 def test_ddp_errors_instead_of_hanging(nprocs: int) -> None:
     result = run_workers(nprocs, "ddp_errors.py", timeout=120)

@@ -5,12 +5,18 @@ also trains an identical unwrapped model on the whole batch. After several SGD
 steps the parameters must agree to 1e-5. Small buckets force several
 all-reduces in flight; the worker also checks no_sync accumulation.
 
-Run: mpiexec -n 2 python tests/distributed/workers/ddp_equivalence.py [bucket_cap_mb] [algorithm]
+With ``device`` "cuda" each rank trains on its own GPU (cuda:rank, one per rank):
+real cupy where a GPU is visible, else the CPU fake of cupy (tests/fake_cupy.py),
+so the buckets are device arrays staged through pinned host memory for MPI; the
+reference still trains on the CPU, so GPU DDP must equal CPU training.
+
+Run: mpiexec -n 2 python tests/distributed/workers/ddp_equivalence.py [bucket_cap_mb] [algorithm] [device]
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -25,26 +31,47 @@ def make_model(seed: int) -> nn.Module:
     return nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 5))
 
 
+def gpu_of(rank: int) -> str:
+    """This rank's GPU: real cupy's when one is visible, else a device of the CPU fake."""
+    try:
+        import cupy
+
+        real = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no cupy, or no driver
+        real = False
+    if not real:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/
+        import fake_cupy
+
+        fake_cupy.install(device_count=2)
+    index = rank % pyrt.cuda.device_count()
+    pyrt.cuda.set_device(index)  # the usual one-GPU-per-rank setup (torch.cuda.set_device(local_rank))
+    return f"cuda:{index}"
+
+
 def main() -> None:
     bucket_cap_mb = float(sys.argv[1]) if len(sys.argv) > 1 else 0.001
     algorithm = sys.argv[2] if len(sys.argv) > 2 else "auto"
     dist.init_process_group()
     world, rank = dist.get_world_size(), dist.get_rank()
+    device = gpu_of(rank) if len(sys.argv) > 3 and sys.argv[3] == "cuda" else "cpu"
     global_batch = 24
     rng = np.random.default_rng(0)
     xs = rng.standard_normal((6, global_batch, 20)).astype(np.float32)
     ys = rng.integers(0, 5, size=(6, global_batch))
 
     # Different seeds per rank: DDP must broadcast rank 0's initial parameters.
-    ddp = DDP(make_model(seed=1 + rank), bucket_cap_mb=bucket_cap_mb, algorithm=algorithm)
+    ddp = DDP(make_model(seed=1 + rank).to(device), bucket_cap_mb=bucket_cap_mb, algorithm=algorithm)
     reference = make_model(seed=1)
+    if device != "cpu":  # the buckets are GPU arrays, which all_reduce stages through the host
+        assert all(type(b.buffer).__module__.startswith("cupy") for b in ddp._buckets)
     opt = pyrt.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
     ref_opt = pyrt.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     shard = slice(rank * global_batch // world, (rank + 1) * global_batch // world)
 
     for step in range(6):
-        x, y = pyrt.tensor(xs[step]), pyrt.tensor(ys[step])
+        x, y = pyrt.tensor(xs[step], device=device), pyrt.tensor(ys[step], device=device)
         opt.zero_grad()
         if step % 3 == 2:
             # Gradient accumulation: two half-shards, the first without syncing.
@@ -60,22 +87,24 @@ def main() -> None:
         opt.step()
 
         ref_opt.zero_grad()
-        loss_fn(reference(x), y).backward()
+        loss_fn(reference(x.cpu()), y.cpu()).backward()
         ref_opt.step()
 
     worst = 0.0
     for (name, p), (_, q) in zip(ddp.module.named_parameters(), reference.named_parameters(),
                                  strict=True):
-        diff = float(np.abs(p.data - q.data).max())
+        assert p.device == device and (p.grad is None or p.grad.device == device), (name, p.device)
+        diff = float(np.abs(p.detach().cpu().numpy() - q.detach().numpy()).max())
         worst = max(worst, diff)
         assert diff <= 1e-5, f"rank {rank}: {name} differs from single-process by {diff}"
     # Every rank holds identical parameters.
     for p in ddp.parameters():
-        gathered = [np.empty_like(p.data) for _ in range(world)]
-        dist.all_gather(gathered, p.data)
+        host = p.detach().cpu().numpy()
+        gathered = [np.empty_like(host) for _ in range(world)]
+        dist.all_gather(gathered, host)
         assert all((g == gathered[0]).all() for g in gathered)
     print(f"rank {rank}: ddp matches single-process, max abs diff {worst:.2e}, "
-          f"{len(ddp._buckets)} buckets")
+          f"{len(ddp._buckets)} buckets on {device}")
     dist.destroy_process_group()
 
 

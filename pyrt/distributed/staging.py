@@ -1,0 +1,119 @@
+"""GPU arrays in the collectives: staged through pinned host memory around each MPI call.
+
+An MPI that is not CUDA-aware (the ``mpich`` wheel's is not) reads and writes
+host memory only. A collective on a cupy array therefore runs on a host copy:
+the current stream is synchronised first (the kernels that wrote the array must
+have finished before MPI reads it), the array is copied into a page-locked
+(pinned) host buffer, the ordinary numpy collective runs on that buffer, and
+the result is copied back into the GPU array, for an asynchronous collective
+when it is waited for, on the thread that waits. Pinned memory makes both
+copies DMA transfers, and cupy's pinned pool reuses the buffers across steps.
+
+``cuda_aware_mpi()`` reports whether the MPI library could take device pointers
+directly (mpi4py's ``MPI.Query_cuda_support()``); that route is not taken yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pyrt.backend import is_cuda_array
+from pyrt.distributed.work import Work
+from pyrt.tensor import Tensor
+
+__all__ = ["cuda_aware_mpi", "device_array", "through_host"]
+
+
+def device_array(x: Any) -> Any | None:
+    """``x``'s array when it is a GPU (cupy) array, else None.
+
+    >>> device_array(np.zeros(2)) is None
+    True
+    """
+    array = x.data if isinstance(x, Tensor) else x
+    return array if is_cuda_array(array) else None
+
+
+def cuda_aware_mpi() -> bool:
+    """True when the MPI library says it can read GPU memory (``MPI.Query_cuda_support()``,
+    MPI 4.1 / MPICH and Open MPI extensions); False when it cannot or cannot tell.
+
+    >>> isinstance(cuda_aware_mpi(), bool)
+    True
+    """
+    from mpi4py import MPI
+
+    query = getattr(MPI, "Query_cuda_support", None)
+    if query is None:
+        return False
+    try:
+        return bool(query())
+    except Exception:  # an MPI without the extension raises NotImplementedError
+        return False
+
+
+def to_host(array: Any) -> np.ndarray:
+    """A pinned host copy of GPU ``array``, taken after the current stream's work is done."""
+    import cupy
+
+    with array.device:
+        cupy.cuda.get_current_stream().synchronize()
+        memory = cupy.cuda.alloc_pinned_memory(max(array.nbytes, 1))
+        host = np.frombuffer(memory, array.dtype, array.size).reshape(array.shape)
+        cupy.ascontiguousarray(array).get(out=host)
+    return host
+
+
+def from_host(host: np.ndarray, array: Any) -> None:
+    """Copy ``host`` back into GPU ``array``, in place (views of it see the new values)."""
+    with array.device:
+        array[...] = host
+
+
+class _CopyBack(Work):
+    """An asynchronous collective on a host copy: finishing it copies the result to the GPU."""
+
+    def __init__(self, inner: Work, copy_back: Callable[[], None]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._copy_back = copy_back
+
+    def _done(self) -> None:
+        self._copy_back()
+        self._finished = True
+        self._result = self._inner._result
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._finished:
+            self._inner.wait(timeout)
+            self._done()
+        return True
+
+    def is_completed(self) -> bool:
+        if not self._finished and self._inner.is_completed():
+            self._done()
+        return self._finished
+
+    @property
+    def seconds(self) -> float | None:
+        return self._inner.seconds
+
+
+def through_host(array: Any, run: Callable[[np.ndarray], Work | None], async_op: bool,
+                 copy_back: bool = True) -> Work | None:
+    """Run collective ``run`` on a pinned host copy of GPU ``array``; copy the result back into
+    ``array`` (unless ``copy_back`` is False: an input the collective only reads)."""
+    host = to_host(array)
+    work = run(host)
+
+    def back() -> None:
+        if copy_back:
+            from_host(host, array)
+
+    if work is None:
+        back()
+        return None
+    return _CopyBack(work, back)
