@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from pyrt import random
-from pyrt.autograd import no_grad
+from pyrt.autograd import no_grad, runs_on_input_device
 from pyrt.backend import get_array_module
 from pyrt.tensor import Tensor
 
@@ -55,6 +55,7 @@ def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
     return tensor.shape[1] * receptive_field, tensor.shape[0] * receptive_field
 
 
+@runs_on_input_device  # the tensor may be on another GPU than the current one
 def _fill_uniform(tensor: Tensor, low: float, high: float) -> Tensor:
     with no_grad():
         xp = get_array_module(tensor.data)
@@ -62,6 +63,7 @@ def _fill_uniform(tensor: Tensor, low: float, high: float) -> Tensor:
     return tensor
 
 
+@runs_on_input_device
 def _fill_normal(tensor: Tensor, mean: float, std: float) -> Tensor:
     with no_grad():
         xp = get_array_module(tensor.data)
@@ -89,6 +91,7 @@ def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
     return _fill_normal(tensor, mean, std)
 
 
+@runs_on_input_device
 def constant_(tensor: Tensor, val: float) -> Tensor:
     """Fill with ``val``.
 

@@ -284,3 +284,42 @@ def test_digits_mlp_trains_the_same_on_the_gpu(gpu) -> None:
     got = run("cuda")
     np.testing.assert_allclose(got, want, rtol=1e-5)
     assert got[-1] < got[0]
+
+
+# --- initialisers, pruning, quantization ----------------------------------------------------
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_initialisers_fill_gpu_tensors_with_the_cpu_values(fake_gpu, device: str) -> None:
+    for name in ("uniform_", "normal_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
+                 "kaiming_normal_", "zeros_", "ones_"):
+        fill = getattr(nn.init, name)
+        pyrt.manual_seed(5)
+        want = fill(pyrt.empty(4, 3)).tolist()
+        pyrt.manual_seed(5)
+        got = fill(pyrt.empty(4, 3, device=device))
+        assert got.device == ("cuda:0" if device == "cuda" else device) and got.tolist() == want, name
+    assert nn.init.constant_(pyrt.empty(2, device=device), 0.5).tolist() == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_pruning_a_gpu_model(fake_gpu, device: str) -> None:
+    prune = nn.utils.prune
+    a, b = _net().to(device), _net()
+    for model in (a, b):
+        prune.l1_unstructured(model[0], "weight", amount=0.5)
+        prune.global_unstructured([(model[0], "bias"), (model[3], "weight")],
+                                  pruning_method=prune.L1Unstructured, amount=0.3)
+        prune.ln_structured(model[3], "weight", amount=1, n=2, dim=0)
+    x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    got = a(pyrt.tensor(x, device=device))
+    want = b(pyrt.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(got.detach().cpu().numpy(), want, rtol=1e-6, atol=1e-6)
+    got.sum().backward()
+    assert a[0].weight_orig.grad.device == got.device
+    prune.remove(a[0], "weight")
+    assert a[0].weight.device == got.device and int((a[0].weight.cpu() == 0).sum().item()) == 16
+
+
+def test_quantize_dynamic_of_a_gpu_model_says_it_runs_on_the_cpu(gpu) -> None:
+    with pytest.raises(ValueError, match=r"the model is on cuda:0.*quantize model\.cpu\(\)"):
+        pyrt.quantization.quantize_dynamic(_net().cuda(), {nn.Linear}, dtype=pyrt.qint8)

@@ -27,14 +27,16 @@ Masks are computed on arrays (numpy or cupy) and are not part of any graph.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
 from pyrt import random
+from pyrt.autograd import on_device_of
 from pyrt.backend import get_array_module
 from pyrt.nn.module import Module
 from pyrt.tensor import Tensor
@@ -49,6 +51,18 @@ __all__ = [
 def _array(value: Any) -> Any:
     return value.data if isinstance(value, Tensor) else value
 
+
+
+def _on_module_device(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn(first, module, ...)`` with the module's GPU current (masks are computed on its
+    parameters' arrays, outside any op's device guard)."""
+
+    @functools.wraps(fn)
+    def guarded(first: Any, module: Module, *args: Any, **kwargs: Any) -> Any:
+        with on_device_of([*module.parameters(), *module.buffers()]):
+            return fn(first, module, *args, **kwargs)
+
+    return guarded
 
 class BasePruningMethod(ABC):
     """A pruning rule: ``compute_mask`` says which entries live; ``apply`` installs it on a module.
@@ -67,6 +81,7 @@ class BasePruningMethod(ABC):
     PRUNING_TYPE: ClassVar[str]
     _tensor_name: str | None = None
 
+    @_on_module_device
     def __call__(self, module: Module, inputs: tuple[Any, ...]) -> None:
         # Recomputed every forward so optimizer updates to <name>_orig show through the mask.
         setattr(module, self._tensor_name, self.apply_mask(module))  # type: ignore[arg-type]
@@ -92,6 +107,7 @@ class BasePruningMethod(ABC):
         return Tensor(mask.data.astype(orig.dtype, copy=False)) * orig
 
     @classmethod
+    @_on_module_device
     def apply(cls, module: Module, name: str, *args: Any, importance_scores: Any = None,
               **kwargs: Any) -> BasePruningMethod:
         """Prune ``module.<name>`` with ``cls(*args, **kwargs)``, composing with earlier pruning.
@@ -152,6 +168,7 @@ class BasePruningMethod(ABC):
             default_mask = Tensor(get_array_module(t.data).ones_like(t.data))
         return t * self.compute_mask(importance_scores, default_mask=default_mask)
 
+    @_on_module_device
     def remove(self, module: Module) -> None:
         """Make the pruned tensor the parameter again; drop ``<name>_orig`` and ``<name>_mask``.
 
@@ -546,6 +563,12 @@ def global_unstructured(parameters: Iterable[tuple[Module, str]], pruning_method
     importance_scores = importance_scores if importance_scores is not None else {}
     if not isinstance(importance_scores, dict):
         raise TypeError("global_unstructured(): importance_scores must be of type dict")
+    with on_device_of([getattr(module, name) for module, name in parameters]):
+        _global_unstructured(parameters, pruning_method, importance_scores, kwargs)
+
+
+def _global_unstructured(parameters: list[tuple[Module, str]], pruning_method: type[BasePruningMethod],
+                         importance_scores: dict[Any, Any], kwargs: dict[str, Any]) -> None:
     tensors = [_array(importance_scores.get((module, name), getattr(module, name)))
                for module, name in parameters]
     xp = get_array_module(tensors[0]) if tensors else np
