@@ -65,34 +65,21 @@ def _real_gpu_reason() -> str | None:
     return None
 
 
-def install_fake_gpu(monkeypatch: pytest.MonkeyPatch, device_count: int = 2) -> Any:
-    """Make ``import cupy`` give the CPU fake (tests/fake_cupy.py) and pyrt's CUDA kernels run on
-    host pointers (``pyrt._cuda_emulator`` when built, else ``fake_cupy.FakeCudaKernels``);
-    monkeypatch undoes all of it. Returns the fake cupy module."""
-    import fake_cupy
-
-    import pyrt.kernels
-
-    cupy, cupyx = fake_cupy.make_cupy(device_count)
-    monkeypatch.setitem(sys.modules, "cupy", cupy)
-    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
-    monkeypatch.setitem(sys.modules, "cupyx.scipy", cupyx.scipy)
-    monkeypatch.setitem(sys.modules, "cupyx.scipy.special", cupyx.scipy.special)
-    monkeypatch.setattr(pyrt.kernels, "_cuda_module", fake_cupy.kernels_module())
-    return cupy
-
-
 @pytest.fixture
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The fake cupy with two fake devices, installed for one test (see ``install_fake_gpu``)."""
-    return install_fake_gpu(monkeypatch)
+    """The fake cupy with two fake devices, installed for one test (``fake_cupy.install_patched``)."""
+    import fake_cupy
+
+    return fake_cupy.install_patched(monkeypatch)
 
 
 @pytest.fixture(params=["fake", "real"])
 def gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The cupy module a device test runs on: the CPU fake always, real cupy on a GPU machine."""
     if request.param == "fake":
-        return install_fake_gpu(monkeypatch)
+        import fake_cupy
+
+        return fake_cupy.install_patched(monkeypatch)
     reason = _real_gpu_reason()
     if reason is not None:
         pytest.skip(f"real GPU variant: {reason}")

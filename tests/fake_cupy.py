@@ -674,6 +674,22 @@ def install(device_count: int = 2) -> types.ModuleType:
     return cupy
 
 
+def install_patched(monkeypatch: Any, device_count: int = 2) -> types.ModuleType:
+    """``install`` through pytest's ``monkeypatch``, which undoes it after the test (the
+    ``fake_gpu`` and ``gpu`` fixtures of tests/conftest.py). Returns the fake cupy module."""
+    import sys
+
+    import pyrt.kernels
+
+    cupy, cupyx = make_cupy(device_count)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    monkeypatch.setitem(sys.modules, "cupyx.scipy", cupyx.scipy)
+    monkeypatch.setitem(sys.modules, "cupyx.scipy.special", cupyx.scipy.special)
+    monkeypatch.setattr(pyrt.kernels, "_cuda_module", kernels_module())
+    return cupy
+
+
 # --- the CUDA kernels, emulated on host pointers ---------------------------------------------
 
 def _strided(ptr: int, shape: tuple[int, int], element_strides: tuple[int, int]) -> np.ndarray:
