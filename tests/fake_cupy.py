@@ -390,6 +390,14 @@ class ndarray:
         return MemoryPointer(self._array, self._device)
 
     @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """What a CUDA-aware library (mpi4py) reads the "device" pointer from; here it is host
+        memory, so an MPI that is not CUDA-aware can still serve the CUDA-aware code path."""
+        contiguous = self._array.flags.c_contiguous
+        return {"shape": self.shape, "typestr": self.dtype.str, "version": 3, "stream": None,
+                "data": (self.data.ptr, False), "strides": None if contiguous else self.strides}
+
+    @property
     def real(self) -> ndarray:
         return ndarray._of(self._array.real, self._device, owndata=False)
 

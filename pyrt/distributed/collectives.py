@@ -210,20 +210,25 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
 
     A GPU tensor is reduced through a pinned host copy (``staging.py``): the
     current stream is synchronised before MPI reads it, the result is copied
-    back (for ``async_op``, when the returned ``Work`` is waited for).
+    back (for ``async_op``, when the returned ``Work`` is waited for). With a
+    CUDA-aware MPI and ``"mpi"`` chosen, MPI reduces the device buffer itself.
 
     Example (under ``mpiexec -n 2``)::
 
         x = pyrt.ones(4) * (dist.get_rank() + 1)
         dist.all_reduce(x)            # x is now [3, 3, 3, 3] on both ranks
     """
-    if (on_gpu := staging.device_array(tensor)) is not None:
-        return staging.through_host(
-            on_gpu, lambda host: all_reduce(host, op, group, async_op, algorithm), async_op)
     pg = resolve_group(group, "all_reduce")
-    array = _writable_array(tensor, "all_reduce")
     reduce_op = _as_op(op)
-    chosen = _pick_algorithm(algorithm, array, reduce_op, pg)
+    if (on_gpu := staging.device_array(tensor)) is not None:
+        if _pick_algorithm(algorithm, on_gpu, reduce_op, pg) != "mpi" or not staging.direct(on_gpu):
+            return staging.through_host(
+                on_gpu, lambda host: all_reduce(host, op, group, async_op, algorithm), async_op)
+        staging.synchronize(on_gpu)  # a CUDA-aware MPI reads the device buffer itself
+        array, chosen = on_gpu, "mpi"
+    else:
+        array = _writable_array(tensor, "all_reduce")
+        chosen = _pick_algorithm(algorithm, array, reduce_op, pg)
     if chosen == "ring":
         if array.dtype not in (np.float32, np.float64) or reduce_op is ReduceOp.PRODUCT:
             raise TypeError(f"all_reduce: the ring reduces float32/float64 by sum, avg, max or min, got "
@@ -235,6 +240,10 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
 
     def run() -> None:
         seq = check()
+        if on_gpu is not None:
+            if pg.size() > 1 and array.size:
+                staging.all_reduce_on_device(pg.comm, array, _mpi_op(reduce_op), reduce_op is ReduceOp.AVG)
+            return
         contiguous = np.ascontiguousarray(array)
         if chosen in ("shm", "hierarchical"):
             pg.shared_memory().all_reduce(contiguous, reduce_op.value, seq)
@@ -267,15 +276,20 @@ def broadcast(tensor: Tensor | np.ndarray, src: int, group: ProcessGroup | None 
     Example: ``dist.broadcast(weights, src=0)`` makes every rank hold rank 0's values.
     """
     if (on_gpu := staging.device_array(tensor)) is not None:
-        return staging.through_host(on_gpu, lambda host: broadcast(host, src, group, async_op), async_op)
+        if not staging.direct(on_gpu):
+            return staging.through_host(on_gpu, lambda host: broadcast(host, src, group, async_op), async_op)
+        staging.synchronize(on_gpu)
     pg = resolve_group(group, "broadcast")
-    array = _writable_array(tensor, "broadcast")
+    array = on_gpu if on_gpu is not None else _writable_array(tensor, "broadcast")
     root = pg.group_rank(src, "broadcast: src")
     call = Call("broadcast", array.dtype, array.shape, root=src)
     check = _checked(pg, call)
 
     def run() -> None:
         check()
+        if on_gpu is not None:
+            staging.broadcast_on_device(pg.comm, array, root)
+            return
         contiguous = np.ascontiguousarray(array)
         pg.comm.Bcast(contiguous, root=root)
         if contiguous is not array:

@@ -9,8 +9,12 @@ the result is copied back into the GPU array, for an asynchronous collective
 when it is waited for, on the thread that waits. Pinned memory makes both
 copies DMA transfers, and cupy's pinned pool reuses the buffers across steps.
 
-``cuda_aware_mpi()`` reports whether the MPI library could take device pointers
-directly (mpi4py's ``MPI.Query_cuda_support()``); that route is not taken yet.
+When the MPI library can read GPU memory (``cuda_aware_mpi()``: mpi4py's
+``MPI.Query_cuda_support()``), ``all_reduce(algorithm="mpi")`` and ``broadcast``
+hand it the device buffer itself (mpi4py passes the pointer from
+``__cuda_array_interface__``): no host copies. The current stream is still
+synchronised first, since MPI does not order itself after our kernels. The
+ring and shared-memory algorithms are host code and always stage.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pyrt.backend import is_cuda_array
 from pyrt.distributed.work import Work
 from pyrt.tensor import Tensor
 
-__all__ = ["cuda_aware_mpi", "device_array", "through_host"]
+__all__ = ["all_reduce_on_device", "broadcast_on_device", "cuda_aware_mpi", "device_array", "direct",
+           "synchronize", "through_host"]
 
 
 def device_array(x: Any) -> Any | None:
@@ -117,3 +122,38 @@ def through_host(array: Any, run: Callable[[np.ndarray], Work | None], async_op:
         back()
         return None
     return _CopyBack(work, back)
+
+
+# --- CUDA-aware MPI: device pointers straight to MPI ----------------------------------------------
+
+def direct(array: Any) -> bool:
+    """Whether MPI can take GPU ``array`` itself: a CUDA-aware MPI and a contiguous array."""
+    return array.flags.c_contiguous and cuda_aware_mpi()
+
+
+def synchronize(array: Any) -> None:
+    """Wait for the current stream of ``array``'s GPU: what wrote ``array`` has finished."""
+    import cupy
+
+    with array.device:
+        cupy.cuda.get_current_stream().synchronize()
+
+
+def all_reduce_on_device(comm: Any, array: Any, mpi_op: Any, average: bool) -> None:
+    """``MPI_Allreduce`` in place on a GPU array (CUDA-aware MPI); ``average`` divides by the size."""
+    from mpi4py import MPI
+
+    with array.device:
+        comm.Allreduce(MPI.IN_PLACE, array, op=mpi_op)
+        if average:
+            if np.issubdtype(array.dtype, np.integer):
+                array //= comm.Get_size()
+            else:
+                array *= array.dtype.type(1.0 / comm.Get_size())
+        synchronize(array)  # the caller may read it as soon as this returns
+
+
+def broadcast_on_device(comm: Any, array: Any, root: int) -> None:
+    """``MPI_Bcast`` of a GPU array (CUDA-aware MPI)."""
+    with array.device:
+        comm.Bcast(array, root=root)

@@ -24,6 +24,13 @@ def test_ddp_with_one_gpu_per_rank_matches_single_process_cpu_training(nprocs: i
     assert all(f"on cuda:{r}" in result.stdout for r in range(nprocs))
 
 
+def test_ddp_with_cuda_aware_mpi_hands_mpi_the_device_buckets() -> None:
+    """With an MPI that reads GPU memory, buckets and the initial broadcast go to MPI as device
+    buffers (``__cuda_array_interface__``), nothing staged through the host (the worker checks)."""
+    result = run_workers(2, "ddp_equivalence.py", "0.001", "mpi", "cuda", "cuda-aware", timeout=120)
+    assert result.stdout.count("ddp matches single-process") == 2
+
+
 @pytest.mark.parametrize("nprocs", [1, 2, 4])
 def test_ddp_errors_instead_of_hanging(nprocs: int) -> None:
     result = run_workers(nprocs, "ddp_errors.py", timeout=120)

@@ -10,7 +10,12 @@ real cupy where a GPU is visible, else the CPU fake of cupy (tests/fake_cupy.py)
 so the buckets are device arrays staged through pinned host memory for MPI; the
 reference still trains on the CPU, so GPU DDP must equal CPU training.
 
+A fourth argument "cuda-aware" makes pyrt treat the MPI as CUDA-aware: buckets go to
+MPI as device buffers (the fake's "device" memory is host memory, which any MPI reads),
+and the worker checks nothing was staged through the host.
+
 Run: mpiexec -n 2 python tests/distributed/workers/ddp_equivalence.py [bucket_cap_mb] [algorithm] [device]
+[cuda-aware]
 """
 
 from __future__ import annotations
@@ -55,6 +60,13 @@ def main() -> None:
     dist.init_process_group()
     world, rank = dist.get_world_size(), dist.get_rank()
     device = gpu_of(rank) if len(sys.argv) > 3 and sys.argv[3] == "cuda" else "cpu"
+    staged: list[int] = []
+    if len(sys.argv) > 4 and sys.argv[4] == "cuda-aware":
+        from pyrt.distributed import staging
+
+        staging.cuda_aware_mpi = lambda: True
+        to_host = staging.to_host
+        staging.to_host = lambda array: staged.append(array.size) or to_host(array)
     global_batch = 24
     rng = np.random.default_rng(0)
     xs = rng.standard_normal((6, global_batch, 20)).astype(np.float32)
@@ -103,6 +115,8 @@ def main() -> None:
         gathered = [np.empty_like(host) for _ in range(world)]
         dist.all_gather(gathered, host)
         assert all((g == gathered[0]).all() for g in gathered)
+    if len(sys.argv) > 4 and sys.argv[4] == "cuda-aware":
+        assert not staged, f"rank {rank}: {len(staged)} GPU arrays were staged through the host"
     print(f"rank {rank}: ddp matches single-process, max abs diff {worst:.2e}, "
           f"{len(ddp._buckets)} buckets on {device}")
     dist.destroy_process_group()
