@@ -1,4 +1,5 @@
-"""``python -m pyrt.bench [suite ...] [--json PATH] [--threads N] [--quick] [--plot-dir DIR]``
+"""``python -m pyrt.bench [suite ...] [--device cpu|cuda] [--json PATH] [--threads N] [--quick]
+[--plot-dir DIR]``
 
 Suites: matmul, int8, spmm (the default: the kernel suites), train (whole training
 steps vs PyTorch), compress (pruned, sparse and int8 inference vs PyTorch),
@@ -7,6 +8,8 @@ with our time, the reference's time and the ratio ref/ours (above 1: pyrt is fas
 measured side by side in one process. ``--plot-dir DIR`` makes the pipeline suite
 draw its measured 1F1B and zero-bubble timelines (p = 2, m = 8) into DIR, and the async
 suite its accuracy-against-time and staleness figure (async_training.png).
+``--device cuda`` runs the GPU suites instead: our CUDA kernels against cuBLAS, cuBLAS
+int8 and cuSPARSE (cuda_kernels), and the training steps on the GPU (train).
 
 The command re-executes itself once with a clean environment: the same thread
 count for pyrt and the references (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS);
@@ -27,7 +30,8 @@ import sys
 
 # The kernel suites run by default; the others (whole training steps, MPI jobs) when named.
 SUITES = ["matmul", "int8", "spmm"]
-ALL_SUITES = [*SUITES, "train", "compress", "allreduce", "ddp", "pipeline", "async"]
+ALL_SUITES = [*SUITES, "train", "compress", "allreduce", "ddp", "pipeline", "async", "cuda_kernels"]
+CUDA_SUITES = ["cuda_kernels", "train"]  # the suites that run on a GPU (--device cuda)
 MODULES = {"async": "async_"}  # suite names that are Python keywords
 
 
@@ -45,6 +49,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suites", nargs="*", metavar="suite",
                         help=f"any of {ALL_SUITES} (default: {SUITES})")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help=f"cuda: run the GPU suites {CUDA_SUITES} on the current GPU")
     parser.add_argument("--json", metavar="PATH", help="also write the records as JSON")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for pyrt and the references (default: all cores)")
@@ -58,6 +64,9 @@ def main() -> None:
     unknown = set(args.suites) - set(ALL_SUITES)
     if unknown:
         parser.error(f"unknown suite(s) {sorted(unknown)}; choose from {ALL_SUITES}")
+    if args.device == "cuda" and set(args.suites) - set(CUDA_SUITES):
+        others = sorted(set(args.suites) - set(CUDA_SUITES))
+        parser.error(f"--device cuda runs the suites {CUDA_SUITES}, not {others}")
     if args.clock == "thread" and args.threads != 1:
         parser.error("--clock thread needs --threads 1 (it does not see the work of other threads)")
     if os.environ.get("PYRT_BENCH_CHILD") != "1":
@@ -69,10 +78,12 @@ def main() -> None:
     pyrt.set_num_threads(args.threads)
     harness.set_clock(args.clock)
     records = []
-    for suite in args.suites or SUITES:
+    for suite in args.suites or (CUDA_SUITES if args.device == "cuda" else SUITES):
         module = __import__(f"pyrt.bench.{MODULES.get(suite, suite)}", fromlist=["run"])
-        # Only the pipeline and async suites draw figures; the others keep run(quick) alone.
+        # Only the pipeline and async suites draw figures, only train takes a device.
         options = {"plot_dir": args.plot_dir} if suite in ("pipeline", "async") else {}
+        if suite == "train":
+            options["device"] = args.device
         records += module.run(quick=args.quick, **options)
     if args.json:
         harness.write_json(args.json, records)

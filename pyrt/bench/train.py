@@ -7,6 +7,8 @@ Linear(128,16) - ReLU - Linear(16,2) on the last hidden state), all at batch
 64 with SGD (momentum 0.9) and cross-entropy. Both frameworks start from the
 same weights; the first step's losses must agree before anything is timed.
 Needs PyTorch (the ``bench`` extra); without it only pyrt's rate is printed.
+With ``device="cuda"`` (``python -m pyrt.bench --device cuda``) both run on the
+GPU; PyTorch is the reference there only when it was built with CUDA.
 """
 
 from __future__ import annotations
@@ -95,10 +97,11 @@ def _torch_twin(model: nn.Module) -> Any:
     return twin
 
 
-def _pyrt_step(model: nn.Module, x: np.ndarray, y: np.ndarray) -> Callable[[], float]:
+def _pyrt_step(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str) -> Callable[[], float]:
+    model.to(device)
     optimizer = pyrt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
-    inputs, targets = pyrt.tensor(x), pyrt.tensor(y)
+    inputs, targets = pyrt.tensor(x, device=device), pyrt.tensor(y, device=device)
 
     def step() -> float:
         optimizer.zero_grad()
@@ -110,12 +113,13 @@ def _pyrt_step(model: nn.Module, x: np.ndarray, y: np.ndarray) -> Callable[[], f
     return step
 
 
-def _torch_step(model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], float]:
+def _torch_step(model: Any, x: np.ndarray, y: np.ndarray, device: str) -> Callable[[], float]:
     import torch
 
+    model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
-    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
+    inputs, targets = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
     def step() -> float:
         optimizer.zero_grad()
@@ -127,32 +131,41 @@ def _torch_step(model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], float]
     return step
 
 
-def run(quick: bool = False) -> list[Record]:
+def _torch_for(device: str) -> Any:
+    """PyTorch if it can run on ``device`` (a CUDA build for "cuda"), else None, saying why."""
     try:
         import torch
-
-        torch.set_num_threads(kernels.get_num_threads())
     except ImportError:
-        torch = None
         print("\nPyTorch is not installed (pip install '.[bench]'): printing pyrt's rates alone")
+        return None
+    if device == "cuda" and not torch.cuda.is_available():
+        print("\nThis PyTorch has no CUDA: printing pyrt's GPU rates alone")
+        return None
+    torch.set_num_threads(kernels.get_num_threads())
+    return torch
+
+
+def run(quick: bool = False, device: str = "cpu") -> list[Record]:
+    """Samples/s of one SGD step per workload, pyrt and PyTorch side by side on ``device``."""
+    torch = _torch_for(device)
     rng = np.random.default_rng(0)
     records = []
     for name, (build, make_input, classes) in _workloads(quick).items():
         pyrt.manual_seed(0)
         model = build()
         x, y = make_input(rng), rng.integers(0, classes, size=BATCH).astype(np.int64)
-        ours = _pyrt_step(model, x, y)
-        ref = None
-        if torch is not None:
-            ref = _torch_step(_torch_twin(model), x, y)
+        ref = _torch_step(_torch_twin(model), x, y, device) if torch is not None else None
+        ours = _pyrt_step(model, x, y, device)
+        if ref is not None:
             ours_loss, ref_loss = ours(), ref()
             if abs(ours_loss - ref_loss) > 1e-3 * max(1.0, abs(ref_loss)):
                 raise AssertionError(f"train {name}: first-step loss {ours_loss} != PyTorch's {ref_loss}")
         ours_s, ref_s = time_pair(ours, ref, repeats=2 if quick else 5, min_seconds=0.2)
-        records.append(Record("train", name, ours_s, "torch" if ref else "none", ref_s,
+        records.append(Record("train", f"{name} on {device}", ours_s, "torch" if ref else "none", ref_s,
                               {"samples_per_s": BATCH / ours_s,
                                "ref_samples_per_s": BATCH / ref_s if ref_s else None}))
-    print_table(f"Training step, batch {BATCH}, {kernels.get_num_threads()} threads "
+    where = f"{kernels.get_num_threads()} threads" if device == "cpu" else device
+    print_table(f"Training step, batch {BATCH}, {where} "
                 "(ratio = PyTorch step time / ours)", records, [
         ("workload", lambda r: r.case), ("pyrt samples/s", lambda r: r.extra["samples_per_s"]),
         ("torch samples/s", lambda r: r.extra["ref_samples_per_s"] or "-"),
