@@ -28,16 +28,33 @@ def training_flags(description: str, epochs: int, lr: float) -> argparse.Namespa
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ddp", action="store_true", help="data-parallel even on one rank")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda: one GPU per rank (the rank's index on its node)")
     return parser.parse_args()
 
 
-def evaluate(model: nn.Module, loader: DataLoader) -> float:
+def local_rank() -> int:
+    """This process's index among the ranks on its node, as MPICH's hydra or Open MPI announce it."""
+    for name in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+def rank_device(device: str) -> str:
+    """``device`` with a GPU index for this rank: ranks on one node take their own GPU each."""
+    if device != "cuda":
+        return device
+    return f"cuda:{local_rank() % pyrt.cuda.device_count()}"
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: str = "cpu") -> float:
     """Accuracy of ``model`` on ``loader``, in eval mode (dropout off, batch norm frozen)."""
     model.eval()
     correct = total = 0
     with pyrt.no_grad():
         for x, y in loader:
-            correct += int((model(x).argmax(dim=1) == y).data.sum())
+            correct += int((model(x.to(device)).argmax(dim=1) == y.to(device)).sum().item())
             total += len(y)
     model.train()
     return correct / total
@@ -60,6 +77,8 @@ def launched_on_ranks() -> int:
 def fit(net: nn.Module, train: TensorDataset, test: TensorDataset, args: argparse.Namespace) -> None:
     """Train ``net`` (data-parallel when launched on several ranks) and report accuracy."""
     distributed = args.ddp or launched_on_ranks() > 1
+    device = rank_device(args.device)
+    net.to(device)  # before DDP wraps it, as in PyTorch
     rank, world = 0, 1
     if distributed:
         import pyrt.distributed as dist  # only now: single-process runs never load MPI
@@ -83,6 +102,7 @@ def fit(net: nn.Module, train: TensorDataset, test: TensorDataset, args: argpars
     optimizer = optim.Adam(model.parameters(), lr=args.lr)
     if rank == 0:
         print(net)
+        print(f"device: {device}")
         if distributed:
             print(f"{world} ranks, {args.batch_size // world} samples per rank per step")
 
@@ -93,6 +113,7 @@ def fit(net: nn.Module, train: TensorDataset, test: TensorDataset, args: argpars
         cosine_lr(optimizer, args.lr, epoch, args.epochs)
         total_loss, batches = 0.0, 0
         for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
@@ -102,10 +123,10 @@ def fit(net: nn.Module, train: TensorDataset, test: TensorDataset, args: argpars
         if rank == 0:
             # The bare network, not the DDP wrapper: its forward would wait for
             # the other ranks to join a buffer broadcast.
-            accuracy = evaluate(net, test_loader)
+            accuracy = evaluate(net, test_loader, device)
             print(f"epoch {epoch + 1:3d}  loss {total_loss / batches:.4f}  test accuracy {accuracy:.4f}")
     if rank == 0:
         print(f"trained {args.epochs} epochs in {time.perf_counter() - start:.2f}s")
-        print(f"test accuracy: {evaluate(net, test_loader):.4f}")
+        print(f"test accuracy: {evaluate(net, test_loader, device):.4f}")
     if distributed:
         dist.destroy_process_group()

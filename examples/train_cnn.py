@@ -1,4 +1,4 @@
-# Run: python examples/train_cnn.py [--epochs 15] [--batch-size 32] [--lr 2e-3] [--seed 0]
+# Run: python examples/train_cnn.py [--epochs 15] [--batch-size 32] [--lr 2e-3] [--seed 0] [--device cuda]
 #  or: mpiexec -n 2 python examples/train_cnn.py   (data-parallel; --ddp forces it)
 """Train a small CNN on the bundled handwritten digits (1x8x8 images, 10 classes).
 

@@ -1,4 +1,4 @@
-# Run: python examples/train_mlp.py [--epochs 40] [--batch-size 32] [--lr 1e-3] [--seed 0]
+# Run: python examples/train_mlp.py [--epochs 40] [--batch-size 32] [--lr 1e-3] [--seed 0] [--device cuda]
 """Train an MLP on the bundled handwritten digits (8x8 images, 10 classes).
 
 A 64-256-128-10 ReLU network with dropout, fitted by the PyTorch-style loop

@@ -51,3 +51,21 @@ def test_simple_model_loss_decreases() -> None:
     losses = [float(v) for v in re.findall(r"^step\s+\d+\s+loss ([\d.]+)$", out, re.M)]
     assert len(losses) >= 2, out
     assert losses[-1] < 0.1 * losses[0], out
+
+
+def test_train_mlp_on_the_fake_gpu_learns_like_on_the_cpu() -> None:
+    """``--device cuda`` moves the model and every batch; on the fake GPU (tests/fake_cupy.py,
+    the kernels run by the SIMT emulator) the run prints the same losses as on the CPU."""
+    tests = Path(__file__).resolve().parent
+    launcher = ("import runpy, sys, fake_cupy; fake_cupy.install(); "
+                f"sys.argv = [{str(EXAMPLES / 'train_mlp.py')!r}, *sys.argv[1:]]; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{tests}{os.pathsep}{EXAMPLES}"}
+    flags = ["--epochs", "2", "--batch-size", "128"]
+    gpu = subprocess.run([sys.executable, "-c", launcher, *flags, "--device", "cuda"], capture_output=True,
+                         text=True, timeout=300, cwd=EXAMPLES.parent, env=env)
+    assert gpu.returncode == 0, gpu.stdout + gpu.stderr
+    assert "device: cuda:0" in gpu.stdout
+    cpu = _run("train_mlp.py", *flags)
+    losses = [re.findall(r"^epoch\s+\d+\s+loss ([\d.]+)", out, re.M) for out in (gpu.stdout, cpu)]
+    assert len(losses[0]) == 2 and losses[0] == losses[1], (gpu.stdout, cpu)
