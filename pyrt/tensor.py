@@ -1089,7 +1089,8 @@ def tensor(data: Any, dtype: Any = None, requires_grad: bool = False, *, device:
         data = data.data
     xp = get_array_module(data)
     if isinstance(data, xp.ndarray):
-        array = xp.array(data, dtype=dtype, copy=True)
+        with _on_device_of(data):  # the copy stays on data's GPU
+            array = xp.array(data, dtype=dtype, copy=True)
     else:
         array = np.array(data, dtype=dtype)
         if dtype is None and array.dtype == np.float64:
