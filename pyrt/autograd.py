@@ -188,10 +188,12 @@ class Function:
         fn = cls()
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
         # Tensors only, as PyTorch checks: a numpy index array may index a GPU tensor.
-        device = common_device(*(a.data for a in args if isinstance(a, Tensor)))
-        with _on_device(device):
-            out = (fn.forward(*arrays, **kwargs) if _profiling.active is None
-                   else _profiling.active.call(cls.__name__, "forward", fn.forward, *arrays, **kwargs))
+        device = common_device(*[a.data for a in args if isinstance(a, Tensor)])
+        if device is None:  # the CPU: no guard to enter (this path runs once per op)
+            out = fn._run_forward(arrays, kwargs)
+        else:
+            with _on_device(device):
+                out = fn._run_forward(arrays, kwargs)
         if _grad_mode.enabled and any(isinstance(a, Tensor) and a.requires_grad for a in args):
             fn.inputs = tuple(
                 a if isinstance(a, Tensor) and a.requires_grad else None for a in args
@@ -201,6 +203,11 @@ class Function:
             return Tensor._from_function(out, fn)
         fn.release()
         return Tensor(out)
+
+    def _run_forward(self, arrays: list[Any], kwargs: dict[str, Any]) -> Any:
+        if _profiling.active is None:
+            return self.forward(*arrays, **kwargs)
+        return _profiling.active.call(type(self).__name__, "forward", self.forward, *arrays, **kwargs)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}Backward>"
@@ -492,11 +499,9 @@ def _call_backward(fn: Function, grad_out: Any, mask: tuple[bool, ...]) -> Seque
     asked for, and the caller decides what to use.
     """
     fn._grad_mask = mask
-    try:
-        with _on_device(fn._device):
-            grads = (fn.backward(grad_out) if _profiling.active is None else
-                     _profiling.active.call(f"{type(fn).__name__}Backward", "backward", fn.backward,
-                                            grad_out))
+    try:  # (callers run this with fn's device current)
+        grads = (fn.backward(grad_out) if _profiling.active is None else
+                 _profiling.active.call(f"{type(fn).__name__}Backward", "backward", fn.backward, grad_out))
     finally:
         fn._grad_mask = None
     if len(grads) != len(fn.inputs):
@@ -560,8 +565,11 @@ def _run_backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any, retain_
     for fn in order:
         # The gradients of fn's inputs are on fn's device: sum them there (a GPU graph may
         # span devices through .to()).
-        with _on_device(fn._device):
+        if fn._device is None:
             _backward_step(fn, grads, now, later, owner, deferred, retain_graph)
+        else:
+            with _on_device(fn._device):
+                _backward_step(fn, grads, now, later, owner, deferred, retain_graph)
     return deferred
 
 
