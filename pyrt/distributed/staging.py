@@ -76,7 +76,10 @@ def to_host(array: Any) -> np.ndarray:
 def from_host(host: np.ndarray, array: Any) -> None:
     """Copy ``host`` back into GPU ``array``, in place (views of it see the new values)."""
     with array.device:
-        array[...] = host
+        if array.flags.c_contiguous:
+            array.set(host)  # one host -> device copy (DDP's buckets are contiguous)
+        else:
+            array[...] = host
 
 
 class _CopyBack(Work):

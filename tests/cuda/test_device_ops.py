@@ -159,6 +159,11 @@ CASES: dict[str, Case] = {
     "TransformerEncoderLayer": (lambda r: [_f(r, 2, 5, 8)], _module(
         lambda: nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=True,
                                            activation="gelu"))),
+    "TransformerEncoder": (lambda r: [_f(r, 2, 4, 8)], _module(
+        lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
+                                      num_layers=2, norm=nn.LayerNorm(8)))),
+    "pool_norm_modules": (lambda r: [_f(r, 2, 3, 2, 4, 4)], _module(lambda: nn.BatchNorm3d(3), lambda m, x: (
+        nn.AvgPool2d(2)(m(x).flatten(1, 2)), nn.Identity()(x)))),
     "Dropout_module": (lambda r: [_f(r, 6, 6)], _module(lambda: nn.Dropout(0.3))),
     # padding
     "pad": (lambda r: [_f(r, 1, 2, 4, 5)], lambda d, x: (F.pad(x, (1, 2)), F.pad(x, (1, 1, 2, 0), value=0.5),
