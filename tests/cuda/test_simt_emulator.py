@@ -47,3 +47,13 @@ def test_deadlock_is_reported_not_hung() -> None:
 def test_bad_launch_configuration_fails_like_the_driver(threads: int) -> None:
     with pytest.raises(RuntimeError, match="cudaErrorInvalidConfiguration"):
         emulator.selftest_divergent_barriers(threads, False)
+
+
+def test_a_failed_launch_does_not_stay_pending() -> None:
+    with pytest.raises(RuntimeError, match="cudaErrorInvalidConfiguration"):
+        emulator.selftest_divergent_barriers(0, False)
+    ones = np.ones((2, 2), np.float32)
+    out = np.empty((2, 2), np.float32)
+    pointer = lambda x: x.__array_interface__["data"][0]  # noqa: E731
+    emulator.sgemm(2, 2, 2, 1.0, pointer(ones), 2, 1, pointer(ones), 2, 1, 0.0, pointer(out), 2, 1, 0)
+    np.testing.assert_array_equal(out, 2.0)
