@@ -367,6 +367,14 @@ def int8_gemm_kernel_name() -> str:
 
 # --- CSR SpMM ------------------------------------------------------------------------
 
+# The CUDA kernel reads int32 indices (csrc/cuda/spmm.h): nnz and k must fit.
+_INT32_MAX = 2**31 - 1
+
+
+def _device_name(x: Any) -> str:
+    return f"cuda:{x.device.id}" if is_cuda_array(x) else "cpu"
+
+
 class CSRPattern:
     """The validated structure of an (m, k) CSR matrix, for many products with changing values.
 
@@ -376,37 +384,101 @@ class CSRPattern:
     train checks it once here; the pattern keeps read-only copies, so nothing
     can change it after the check.
 
+    A pattern lives on a device, as a tensor does: built from numpy arrays it
+    is on ``"cpu"``; built from cupy arrays (checked on the host, once) or
+    moved with ``to("cuda:N")`` it also holds int32 copies of its arrays on
+    that GPU and multiplies cupy arrays there. ``indptr`` and ``indices``
+    are always the validated int64 host copies.
+
     >>> pattern = CSRPattern(np.array([0, 1, 3]), np.array([2, 0, 1]), (2, 3))
     >>> pattern.matmul(np.array([1.0, 2.0, 3.0], np.float32), np.eye(3, dtype=np.float32))
     array([[0., 0., 1.],
            [2., 3., 0.]], dtype=float32)
-    >>> pattern.nnz, pattern.indices.flags.writeable
-    (3, False)
+    >>> pattern.nnz, pattern.indices.flags.writeable, pattern.device
+    (3, False, 'cpu')
     """
 
     def __init__(self, indptr: Any, indices: Any, shape: tuple[int, int]) -> None:
         self.shape = (int(shape[0]), int(shape[1]))
+        on_gpu = [is_cuda_array(indptr), is_cuda_array(indices)]
+        device = "cpu"
+        if any(on_gpu):
+            if not all(on_gpu) or indptr.device.id != indices.device.id:
+                raise ValueError(f"spmm: indptr is on {_device_name(indptr)} but indices is on "
+                                 f"{_device_name(indices)}; pass both on one device")
+            device = _device_name(indptr)
+            # Validated on the host: one copy per pattern, not per product.
+            indptr, indices = indptr.get(), indices.get()
         self.indptr, self.indices = _checked_csr_structure("spmm", indptr, indices, self.shape)
         if self.indptr is indptr or self.indices is indices:  # private copies, whatever the caller keeps
             self.indptr, self.indices = self.indptr.copy(), self.indices.copy()
         self.indptr.flags.writeable = False
         self.indices.flags.writeable = False
+        self._device = "cpu"
+        self._device_arrays: tuple[Any, Any] | None = None  # (indptr, indices) int32 on self._device
+        if device != "cpu":
+            self._upload(device)
 
     @property
     def nnz(self) -> int:
         return int(self.indices.shape[0])
 
+    @property
+    def device(self) -> str:
+        """Where ``matmul`` runs: ``"cpu"`` or ``"cuda:N"``."""
+        return self._device
+
+    def _upload(self, device: str) -> None:
+        import cupy
+
+        if self.nnz > _INT32_MAX or self.shape[1] > _INT32_MAX:
+            raise ValueError(f"spmm: the CUDA kernel takes int32 indices, but this ({self.shape[0]}, "
+                             f"{self.shape[1]}) matrix has nnz={self.nnz}; nnz and k must be < 2**31")
+        with cupy.cuda.Device(int(device.partition(":")[2])):
+            self._device_arrays = (cupy.asarray(self.indptr.astype(np.int32)),
+                                   cupy.asarray(self.indices.astype(np.int32)))
+        self._device = device
+
+    def to(self, device: Any) -> CSRPattern:
+        """This pattern on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``, an int): itself when it
+        is there already, else a copy that shares the validated host arrays (no new check).
+
+        >>> pattern = CSRPattern(np.array([0, 1]), np.array([0]), (1, 1))
+        >>> pattern.to("cpu") is pattern
+        True
+        """
+        from pyrt.cuda import parse_device  # pyrt.cuda imports this module
+
+        kind, index = parse_device(device)
+        target = "cpu" if kind == "cpu" else f"cuda:{index}"
+        if target == self._device:
+            return self
+        moved = object.__new__(CSRPattern)
+        moved.shape, moved.indptr, moved.indices = self.shape, self.indptr, self.indices
+        moved._device, moved._device_arrays = "cpu", None
+        if target != "cpu":
+            moved._upload(target)
+        return moved
+
     @traced_kernel
-    def matmul(self, values: Any, b: Any, out: Any | None = None) -> np.ndarray:
-        """``A @ b`` with A's nonzeros ``values`` (nnz,) float32 and b (k, n) float32, as ``spmm``."""
-        return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out)
+    def matmul(self, values: Any, b: Any, out: Any | None = None) -> Any:
+        """``A @ b`` with A's nonzeros ``values`` (nnz,) float32 and b (k, n) float32, as ``spmm``.
+
+        numpy arrays need a pattern on ``"cpu"``, cupy arrays one on their GPU
+        (``pattern.to(b.device.id)``).
+        """
+        if self._device_arrays is None and not (is_cuda_array(values) or is_cuda_array(b)
+                                                or is_cuda_array(out)):
+            return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out)
+        return _cuda_spmm(self, values, b, out)
 
 
 def _checked_csr_structure(fn: str, indptr: Any, indices: Any,
                            shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    _require_numpy(fn, indptr=indptr, indices=indices)
     m, k = shape
     for name, x in (("indptr", indptr), ("indices", indices)):
+        if is_cuda_array(x):
+            raise TypeError(f"{fn}: {name} is a cupy array but the other operands are on the CPU")
         if not np.issubdtype(np.asarray(x).dtype, np.integer):
             raise TypeError(f"{fn}: {name} must hold integers, got {describe(np.asarray(x))}")
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
@@ -421,6 +493,13 @@ def _checked_csr_structure(fn: str, indptr: Any, indices: Any,
     return indptr, indices
 
 
+def _require_host(fn: str, **arrays: Any) -> None:
+    for name, x in arrays.items():
+        if is_cuda_array(x):
+            raise TypeError(f"{fn}: {name} is on {_device_name(x)} but the pattern is on the CPU; move "
+                            f"the pattern with pattern.to({_device_name(x)!r}) or {name} with .get()")
+
+
 def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: tuple[int, int], b: Any,
                   out: Any | None) -> np.ndarray:
     """spmm on a structure already checked: checks values, b and out (O(1) each), then runs."""
@@ -433,7 +512,7 @@ def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: t
         out = np.empty((m, b.shape[1]), dtype=np.float32)
         _C.spmm(indptr, indices, values, b, out, 1.0, 0.0)
         return out
-    _require_numpy("spmm", values=values, b=b)
+    _require_host("spmm", values=values, b=b, out=out)
     if getattr(values, "dtype", None) != np.float32:
         raise TypeError(f"spmm: values must be float32, got {describe(values)}")
     values = np.ascontiguousarray(values)
@@ -458,9 +537,51 @@ def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: t
     return out
 
 
+def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None) -> Any:
+    """``pattern.matmul`` on cupy arrays: checks devices, dtypes and shapes, then runs the CUDA kernel."""
+    import cupy
+
+    m, k = pattern.shape
+    for name, x in (("values", values), ("b", b), ("out", out)):
+        if x is not None and _device_name(x) != pattern.device:
+            raise ValueError(f"spmm: the pattern is on {pattern.device} but {name} is on {_device_name(x)}; "
+                             f"move the pattern with pattern.to({_device_name(x)!r}) or {name} to "
+                             f"{pattern.device}")
+    if values.dtype != np.float32 or values.shape != (pattern.nnz,):
+        raise TypeError(f"spmm: values must be ({pattern.nnz},) float32 (the pattern's nnz), "
+                        f"got {describe(values)}")
+    if getattr(b, "ndim", None) != 2 or b.dtype != np.float32:
+        raise TypeError(f"spmm: b must be a 2-D float32 array, got {describe(b)}")
+    if b.shape[0] != k:
+        raise ValueError(f"spmm: the matrix is ({m}, {k}) but b is {describe(b)}; inner dimensions "
+                         f"{k} != {b.shape[0]}")
+    n = b.shape[1]
+    with b.device:
+        values = cupy.ascontiguousarray(values)
+        # The kernel reads rows of b with a unit column stride and a row stride that is a whole
+        # number of floats, at least n apart; anything else is copied once.
+        rows_usable = ((n <= 1 or b.strides[1] == 4) and b.strides[0] % 4 == 0
+                       and b.strides[0] >= max(n, 1) * 4)
+        if b.size and not rows_usable:
+            b = cupy.ascontiguousarray(b)
+        if out is None:
+            out = cupy.empty((m, n), dtype=np.float32)
+        elif out.shape != (m, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"spmm: out is {describe(out)} but the product is a contiguous ({m}, {n}) "
+                             "float32")
+        elif cupy.may_share_memory(out, b) or cupy.may_share_memory(out, values):
+            raise ValueError("spmm: out overlaps an input; pass a separate output array")
+        if m and n:
+            indptr, indices = pattern._device_arrays
+            _cuda().spmm(m, n, k, 1.0, indptr.data.ptr, indices.data.ptr, values.data.ptr, b.data.ptr,
+                         b.strides[0] // 4 if k > 1 else max(n, 1), 0.0, out.data.ptr, n,
+                         cupy.cuda.get_current_stream().ptr)
+    return out
+
+
 @traced_kernel
 def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
-         out: Any | None = None) -> np.ndarray:
+         out: Any | None = None) -> Any:
     """``A @ b`` for a sparse CSR matrix A (m, k) and a dense float32 b (k, n).
 
     A is given as SciPy stores it: ``indptr`` (m + 1,), ``indices`` (nnz,) and
@@ -469,7 +590,9 @@ def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
     indices) with an error that says what is wrong; ``CSRPattern`` validates a
     fixed structure once for many products. Pass int64 indices and float32
     values to avoid a conversion copy; b may be any float32 view whose rows
-    are contiguous, otherwise it is copied.
+    are contiguous, otherwise it is copied. With cupy arrays (all five on one
+    GPU) the product runs on the CUDA kernel; the structure is then copied to
+    the host to be checked, so repeated products should use a ``CSRPattern``.
 
     >>> indptr, indices = np.array([0, 1, 3]), np.array([2, 0, 1])
     >>> values = np.array([1.0, 2.0, 3.0], np.float32)
@@ -478,6 +601,8 @@ def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
            [2., 3., 0.]], dtype=float32)
     """
     shape = (int(shape[0]), int(shape[1]))
+    if is_cuda_array(indptr) or is_cuda_array(indices):
+        return CSRPattern(indptr, indices, shape).matmul(values, b, out)
     indptr, indices = _checked_csr_structure("spmm", indptr, indices, shape)
     return _spmm_checked(indptr, indices, values, shape, b, out)
 
@@ -493,44 +618,91 @@ def spmm_kernel_name() -> str:
 
 # --- reductions for collectives -------------------------------------------------------
 
-def _check_reduction_buffer(fn: str, name: str, x: Any) -> None:
-    _require_numpy(fn, **{name: x})
-    if getattr(x, "dtype", None) not in (np.float32, np.float64) or not x.flags.c_contiguous:
-        raise TypeError(f"{fn}: {name} must be a contiguous float32 or float64 array, got {describe(x)}")
+# What the CPU kernel (pyrt._C) computes; other dtypes and "prod" take numpy's ufunc on the
+# CPU. The CUDA kernel computes all of _REDUCE_OPS on all of _REDUCE_DTYPES.
+_REDUCE_OPS = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
+_REDUCE_DTYPES = (np.float32, np.float64, np.int32, np.int64)
+_NATIVE_CPU_OPS = ("sum", "max", "min")
+
+
+def _check_reduction_buffer(fn: str, name: str, x: Any, dtypes: tuple[Any, ...]) -> None:
+    if not (isinstance(x, np.ndarray) or is_cuda_array(x)):
+        raise TypeError(f"{fn}: {name} must be a numpy or cupy array, got {type(x).__name__}")
+    if x.dtype not in dtypes or not x.flags.c_contiguous:
+        names = ", ".join(np.dtype(d).name for d in dtypes)
+        raise TypeError(f"{fn}: {name} must be a contiguous array of {names}, got {describe(x)}")
 
 
 @traced_kernel
 def reduce_inplace(dst: Any, src: Any, op: str = "sum") -> Any:
-    """``dst = op(dst, src)`` element-wise for op in sum, max, min; returns ``dst``.
+    """``dst = op(dst, src)`` element-wise for op in sum, prod, max, min; returns ``dst``.
 
-    The vectorized kernel behind the ring all-reduce. max and min propagate
-    NaN like ``np.maximum``/``np.minimum``.
+    The vectorized kernel behind the ring all-reduce: float32, float64, int32
+    and int64, contiguous, numpy arrays on the CPU or cupy arrays on one GPU
+    (the CUDA kernel, on cupy's current stream). max and min propagate NaN like
+    ``np.maximum``/``np.minimum``; integer sums and products wrap as numpy's
+    do. ``dst`` and ``src`` are the same array or do not overlap.
 
     >>> reduce_inplace(np.ones(3), np.full(3, 2.0), "max")
     array([2., 2., 2.])
+    >>> reduce_inplace(np.full(2, 3, np.int32), np.full(2, 4, np.int32), "prod")
+    array([12, 12], dtype=int32)
     """
-    _check_reduction_buffer("reduce_inplace", "dst", dst)
-    _check_reduction_buffer("reduce_inplace", "src", src)
+    _check_reduction_buffer("reduce_inplace", "dst", dst, _REDUCE_DTYPES)
+    _check_reduction_buffer("reduce_inplace", "src", src, _REDUCE_DTYPES)
     if dst.shape != src.shape or dst.dtype != src.dtype:
         raise ValueError(f"reduce_inplace: dst is {describe(dst)} but src is {describe(src)}")
+    if op not in _REDUCE_OPS:
+        raise ValueError(f"reduce_inplace: op must be 'sum', 'prod', 'max' or 'min', got {op!r}")
+    if is_cuda_array(dst) or is_cuda_array(src):
+        _cuda_reduce(dst, src, op)
+        return dst
     if dst is not src and np.may_share_memory(dst, src):
         raise ValueError("reduce_inplace: dst and src partly overlap; pass separate arrays")
     if not dst.flags.writeable:
         raise ValueError("reduce_inplace: dst is read-only")
-    if op not in ("sum", "max", "min"):
-        raise ValueError(f"reduce_inplace: op must be 'sum', 'max' or 'min', got {op!r}")
-    _C.reduce_inplace(dst, src, op)
+    if dst.dtype in (np.float32, np.float64) and op in _NATIVE_CPU_OPS:
+        _C.reduce_inplace(dst, src, op)
+    else:
+        _REDUCE_OPS[op](dst, src, out=dst)
     return dst
+
+
+def _same_gpu(fn: str, *arrays: Any) -> None:
+    devices = [_device_name(x) for x in arrays]
+    if len(set(devices)) != 1:
+        raise ValueError(f"{fn}: arrays are on different devices ({', '.join(devices)}); "
+                         "move them to one GPU first")
+
+
+def _cuda_reduce(dst: Any, src: Any, op: str) -> None:
+    import cupy
+
+    _same_gpu("reduce_inplace", dst, src)
+    if dst is not src and cupy.may_share_memory(dst, src):
+        raise ValueError("reduce_inplace: dst and src partly overlap; pass separate arrays")
+    with dst.device:
+        _cuda().reduce_inplace(dst.data.ptr, src.data.ptr, dst.size, dst.dtype.name, op,
+                               cupy.cuda.get_current_stream().ptr)
 
 
 @traced_kernel
 def scale_inplace(dst: Any, alpha: float) -> Any:
     """``dst *= alpha`` (an average is a sum scaled by 1 / world size); returns ``dst``.
 
+    Contiguous float32 or float64, a numpy array (C++ kernel) or a cupy array (CUDA kernel).
+
     >>> scale_inplace(np.full(2, 3.0, np.float32), 0.5)
     array([1.5, 1.5], dtype=float32)
     """
-    _check_reduction_buffer("scale_inplace", "dst", dst)
+    _check_reduction_buffer("scale_inplace", "dst", dst, (np.float32, np.float64))
+    if is_cuda_array(dst):
+        import cupy
+
+        with dst.device:
+            _cuda().scale_inplace(dst.data.ptr, dst.size, dst.dtype.name, float(alpha),
+                                  cupy.cuda.get_current_stream().ptr)
+        return dst
     if not dst.flags.writeable:
         raise ValueError("scale_inplace: dst is read-only")
     _C.scale_inplace(dst, float(alpha))

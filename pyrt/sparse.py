@@ -31,7 +31,7 @@ import numpy as np
 
 from pyrt import kernels
 from pyrt.autograd import Function
-from pyrt.backend import describe
+from pyrt.backend import describe, get_array_module, move_array
 from pyrt.nn.linear import Linear
 from pyrt.nn.module import Module
 from pyrt.nn.parameter import Parameter
@@ -47,8 +47,10 @@ class _PatternCache:
     row of each nonzero and the CSR of W.T (W's CSC: a row pointer and a
     permutation of the values, validated once as a ``CSRPattern``) are built
     on the first backward and reused. The layer's ``CSRPattern`` is immutable
-    and is rebuilt whenever ``indptr``/``indices`` change, so its identity
-    says whether the pattern is still the one these were derived from.
+    and is rebuilt whenever ``indptr``/``indices`` change or the layer moves to
+    another device, so its identity says whether the pattern is still the one
+    these were derived from. The index arrays live on the pattern's device
+    (cupy arrays on a GPU), beside the values they index.
     """
 
     def __init__(self) -> None:
@@ -58,15 +60,19 @@ class _PatternCache:
         if self.source is not csr:
             self.source = csr
             out_features, in_features = csr.shape
-            indptr, indices = csr.indptr, csr.indices
-            self.rows = np.repeat(np.arange(out_features, dtype=np.int64), np.diff(indptr))
+            indptr, indices = csr.indptr, csr.indices  # the validated host copies
+            rows = np.repeat(np.arange(out_features, dtype=np.int64), np.diff(indptr))
             # A stable sort by column keeps each column's nonzeros in row order, so the rows
             # of W.T come out with sorted column indices, as CSR requires.
-            self.perm = np.argsort(indices, kind="stable")
-            self.flat = self.rows * in_features + indices  # each nonzero's offset in the dense (out, in)
+            perm = np.argsort(indices, kind="stable")
+            flat = rows * in_features + indices  # each nonzero's offset in the dense (out, in)
             t_indptr = np.zeros(in_features + 1, dtype=np.int64)
             np.cumsum(np.bincount(indices, minlength=in_features), out=t_indptr[1:])
-            self.transposed = kernels.CSRPattern(t_indptr, self.rows[self.perm], (in_features, out_features))
+            self.transposed = kernels.CSRPattern(t_indptr, rows[perm], (in_features, out_features)).to(
+                csr.device)
+            kind, _, index = csr.device.partition(":")
+            self.rows, self.perm, self.flat, self.cols = (
+                move_array(a, kind, int(index) if index else None) for a in (rows, perm, flat, indices))
         return self
 
 
@@ -77,17 +83,22 @@ class _PatternCache:
 _PATTERN_DOT_MAX_DENSITY = 0.03
 
 
-def _grad_at_pattern(g_t: np.ndarray, x_t: np.ndarray, pattern: _PatternCache,
-                     cols: np.ndarray) -> np.ndarray:
+def _grad_at_pattern(g_t: Any, x_t: Any, pattern: _PatternCache) -> Any:
     """``out[k] = g_t[r_k] . x_t[c_k]`` for every nonzero (r_k, c_k): ``grad.T @ x`` at the pattern."""
+    xp = get_array_module(g_t)
+    cols = pattern.cols
     nnz, size = len(cols), g_t.shape[0] * x_t.shape[0]
     if nnz >= _PATTERN_DOT_MAX_DENSITY * size:
         return kernels.matmul(g_t, x_t.T).ravel()[pattern.flat]
-    out = np.empty(nnz, dtype=np.float32)
+    out = xp.empty(nnz, dtype=np.float32)
     step = max(1, (1 << 18) // max(g_t.shape[1], 1))  # two gathered (step, batch) copies of 1 MiB
     for start in range(0, nnz, step):
         stop = start + step
-        np.einsum("kb,kb->k", g_t[pattern.rows[start:stop]], x_t[cols[start:stop]], out=out[start:stop])
+        rows_g, rows_x = g_t[pattern.rows[start:stop]], x_t[cols[start:stop]]
+        if xp is np:
+            np.einsum("kb,kb->k", rows_g, rows_x, out=out[start:stop])
+        else:  # cupy's einsum has no out=
+            out[start:stop] = (rows_g * rows_x).sum(axis=1)
     return out
 
 
@@ -118,7 +129,7 @@ class SparseLinearFunction(Function):
         # reuses that x.T for grad_values, so it is what is saved.
         # A batch of 1 (or a previous SparseLinear's output, itself a transposed view) is
         # already in that layout and is not copied.
-        x_t = np.ascontiguousarray(rows.T)
+        x_t = get_array_module(rows).ascontiguousarray(rows.T)
         # The result is returned as the transposed view of spmm's (out, batch) array:
         # a copy back to row-major would cost as much again, and every consumer (numpy
         # ufuncs, our strided SGEMM, the next SparseLinear) reads any layout.
@@ -135,7 +146,8 @@ class SparseLinearFunction(Function):
         out_features = self.csr.shape[0]
         need_x, need_values, need_bias = self.needs_input_grad
         grad_rows = grad.reshape(math.prod(grad.shape[:-1]), out_features)
-        g_t = np.ascontiguousarray(grad_rows.T, dtype=np.float32)  # (out, batch), rows contiguous for both
+        # (out, batch), rows contiguous for both products
+        g_t = get_array_module(grad_rows).ascontiguousarray(grad_rows.T, dtype=np.float32)
         pattern = self.cache.get(self.csr)
         grad_x = grad_values = grad_bias = None
         if need_x:
@@ -143,7 +155,7 @@ class SparseLinearFunction(Function):
             grad_x_t = pattern.transposed.matmul(values[pattern.perm], g_t)
             grad_x = grad_x_t.T.reshape(self.x_shape)
         if need_values:
-            grad_values = _grad_at_pattern(g_t, x_t, pattern, self.csr.indices)
+            grad_values = _grad_at_pattern(g_t, x_t, pattern)
         if need_bias:
             grad_bias = grad_rows.sum(axis=0)
         return grad_x, grad_values, grad_bias
@@ -158,6 +170,8 @@ class SparseLinear(Module):
     Optimizers see only ``values`` and ``bias``, so training keeps the
     pattern: a pruned entry has no storage to become nonzero in. The pattern is
     validated when the layer is built. Usually made by ``to_sparse``.
+    ``to("cuda")`` moves all of it to a GPU, where forward and backward run
+    on the CUDA SpMM (the pattern as int32 device arrays, built once per move).
 
     >>> import numpy as np, pyrt
     >>> layer = SparseLinear(3, 2, indptr=np.array([0, 1, 3]), indices=np.array([2, 0, 1]),
@@ -253,13 +267,16 @@ class SparseLinear(Module):
         [[0.0, 4.0], [0.0, 0.0]]
         """
         dense = Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        # Built on the host from host copies, then moved to the layer's device.
+        indptr, indices, values = (move_array(t.data, "cpu", None) for t in (self.indptr, self.indices,
+                                                                            self.values))
         weight = np.zeros((self.out_features, self.in_features), dtype=np.float32)
-        rows = np.repeat(np.arange(self.out_features), np.diff(self.indptr.data))
-        weight[rows, self.indices.data] = self.values.data
+        rows = np.repeat(np.arange(self.out_features), np.diff(indptr))
+        weight[rows, indices] = values
         dense.weight.data[...] = weight
         if self.bias is not None:
-            dense.bias.data[...] = self.bias.data
-        return dense
+            dense.bias.data[...] = move_array(self.bias.data, "cpu", None)
+        return dense if self.values.device == "cpu" else dense.to(self.values.device)
 
     def extra_repr(self) -> str:
         size = self.in_features * self.out_features

@@ -22,6 +22,8 @@
 #include <string>
 
 #include "cuda/gemm.h"
+#include "cuda/reduce.h"
+#include "cuda/spmm.h"
 
 namespace py = pybind11;
 
@@ -39,9 +41,9 @@ void raise_on_error(cudaError_t err, const char* what) {
                            cudaGetErrorString(err));
 }
 
-void check_size(int64_t value, const char* name) {
+void check_size(int64_t value, const char* name, const char* fn = "sgemm") {
   if (value < 0) {
-    throw std::invalid_argument(std::string("sgemm: ") + name + " = " + std::to_string(value) +
+    throw std::invalid_argument(std::string(fn) + ": " + name + " = " + std::to_string(value) +
                                 " is negative");
   }
 }
@@ -63,6 +65,97 @@ void sgemm(int64_t m, int64_t n, int64_t k, float alpha, uintptr_t a, int64_t rs
                             reinterpret_cast<cudaStream_t>(stream));
   }
   raise_on_error(err, "sgemm");
+}
+
+// c = alpha * A @ b + beta * c for A (m, k) in CSR with int32 indptr (m+1,)
+// and indices (nnz,), float32 values (nnz,); b is (k, n) with row stride ldb,
+// c is (m, n) with row stride ldc, both with unit column stride.
+void spmm(int64_t m, int64_t n, int64_t k, float alpha, uintptr_t indptr, uintptr_t indices,
+          uintptr_t values, uintptr_t b, int64_t ldb, float beta, uintptr_t c, int64_t ldc,
+          uintptr_t stream) {
+  check_size(m, "m", "spmm");
+  check_size(n, "n", "spmm");
+  check_size(k, "k", "spmm");
+  if (m > 0 && n > 0 && (ldb < n || ldc < n)) {
+    throw std::invalid_argument("spmm: row strides ldb = " + std::to_string(ldb) + " and ldc = " +
+                                std::to_string(ldc) + " must be >= n = " + std::to_string(n));
+  }
+  cudaError_t err;
+  {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::spmm_csr(m, n, k, alpha, reinterpret_cast<const int32_t*>(indptr),
+                               reinterpret_cast<const int32_t*>(indices),
+                               reinterpret_cast<const float*>(values), reinterpret_cast<const float*>(b),
+                               ldb, beta, reinterpret_cast<float*>(c), ldc,
+                               reinterpret_cast<cudaStream_t>(stream));
+  }
+  raise_on_error(err, "spmm");
+}
+
+std::string spmm_path(int64_t n, uintptr_t b, int64_t ldb, uintptr_t c, int64_t ldc) {
+  return pyrt::cuda::spmm_path(n, reinterpret_cast<const float*>(b), ldb, reinterpret_cast<const float*>(c),
+                               ldc);
+}
+
+pyrt::cuda::ReduceOp parse_op(const std::string& op) {
+  if (op == "sum") return pyrt::cuda::ReduceOp::kSum;
+  if (op == "prod") return pyrt::cuda::ReduceOp::kProd;
+  if (op == "max") return pyrt::cuda::ReduceOp::kMax;
+  if (op == "min") return pyrt::cuda::ReduceOp::kMin;
+  throw std::invalid_argument("reduce_inplace: op must be 'sum', 'prod', 'max' or 'min', got '" + op + "'");
+}
+
+// dst = op(dst, src) element-wise on (count,) device arrays of dtype
+// float32, float64, int32 or int64 (numpy's dtype names).
+void reduce_inplace(uintptr_t dst, uintptr_t src, int64_t count, const std::string& dtype,
+                    const std::string& op_name, uintptr_t stream_ptr) {
+  check_size(count, "count", "reduce_inplace");
+  const pyrt::cuda::ReduceOp op = parse_op(op_name);
+  const auto stream = reinterpret_cast<cudaStream_t>(stream_ptr);
+  cudaError_t err;
+  if (dtype == "float32") {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::reduce_inplace(reinterpret_cast<float*>(dst), reinterpret_cast<const float*>(src), count,
+                                     op, stream);
+  } else if (dtype == "float64") {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::reduce_inplace(reinterpret_cast<double*>(dst), reinterpret_cast<const double*>(src),
+                                     count, op, stream);
+  } else if (dtype == "int32") {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::reduce_inplace(reinterpret_cast<int32_t*>(dst), reinterpret_cast<const int32_t*>(src),
+                                     count, op, stream);
+  } else if (dtype == "int64") {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::reduce_inplace(reinterpret_cast<int64_t*>(dst), reinterpret_cast<const int64_t*>(src),
+                                     count, op, stream);
+  } else {
+    throw std::invalid_argument("reduce_inplace: dtype must be float32, float64, int32 or int64, got " + dtype);
+  }
+  raise_on_error(err, "reduce_inplace");
+}
+
+// dst *= alpha on a (count,) float32 or float64 device array.
+void scale_inplace(uintptr_t dst, int64_t count, const std::string& dtype, double alpha, uintptr_t stream_ptr) {
+  check_size(count, "count", "scale_inplace");
+  const auto stream = reinterpret_cast<cudaStream_t>(stream_ptr);
+  cudaError_t err;
+  if (dtype == "float32") {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::scale_inplace(reinterpret_cast<float*>(dst), count, static_cast<float>(alpha), stream);
+  } else if (dtype == "float64") {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::scale_inplace(reinterpret_cast<double*>(dst), count, alpha, stream);
+  } else {
+    throw std::invalid_argument("scale_inplace: dtype must be float32 or float64, got " + dtype);
+  }
+  raise_on_error(err, "scale_inplace");
+}
+
+py::tuple reduce_plan(uintptr_t dst, uintptr_t src, int64_t count, int64_t itemsize) {
+  const pyrt::cuda::ReducePlan plan = pyrt::cuda::reduce_plan(
+      reinterpret_cast<const void*>(dst), reinterpret_cast<const void*>(src), count, itemsize);
+  return py::make_tuple(plan.head, plan.packs);
 }
 
 // Number of visible GPUs; 0 when there is no driver or no device.
@@ -96,6 +189,20 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE, m) {
         "c = alpha * a @ b + beta * c on device pointers (Python ints) with element strides,\n"
         "queued on stream_ptr (0: the legacy default stream). Raises RuntimeError when\n"
         "the launch fails, e.g. with no GPU or driver.");
+  m.def("spmm", &spmm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("alpha"), py::arg("indptr_ptr"),
+        py::arg("indices_ptr"), py::arg("values_ptr"), py::arg("b_ptr"), py::arg("ldb"), py::arg("beta"),
+        py::arg("c_ptr"), py::arg("ldc"), py::arg("stream_ptr") = 0,
+        "c = alpha * A @ b + beta * c for A (m, k) in CSR (int32 indptr/indices, float32 values)\n"
+        "and b (k, n) / c (m, n) float32 with row strides ldb / ldc, on device pointers.");
+  m.def("spmm_path", &spmm_path, py::arg("n"), py::arg("b_ptr"), py::arg("ldb"), py::arg("c_ptr"),
+        py::arg("ldc"), "Which column mapping spmm takes for these arguments: vec4x2, vec4 or scalar.");
+  m.def("reduce_inplace", &reduce_inplace, py::arg("dst_ptr"), py::arg("src_ptr"), py::arg("count"),
+        py::arg("dtype"), py::arg("op"), py::arg("stream_ptr") = 0,
+        "dst = op(dst, src) element-wise; dtype float32/float64/int32/int64, op sum/prod/max/min.");
+  m.def("scale_inplace", &scale_inplace, py::arg("dst_ptr"), py::arg("count"), py::arg("dtype"),
+        py::arg("alpha"), py::arg("stream_ptr") = 0, "dst *= alpha element-wise; dtype float32/float64.");
+  m.def("reduce_plan", &reduce_plan, py::arg("dst_ptr"), py::arg("src_ptr"), py::arg("count"),
+        py::arg("itemsize"), "(head, packs): how reduce_inplace splits the elements into loose ones and 16-byte vectors.");
   m.def("device_count", &device_count, "Number of visible CUDA devices; 0 without driver or GPU.");
   m.def("synchronize", &synchronize,
         "Wait for all work on the current device; raises RuntimeError on a CUDA error.");

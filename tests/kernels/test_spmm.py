@@ -129,12 +129,25 @@ def test_scale_matches_numpy(dtype, rng) -> None:
 def test_reduction_errors() -> None:
     with pytest.raises(ValueError, match=r"dst is \(3,\) float32 but src is \(4,\) float32"):
         kernels.reduce_inplace(np.ones(3, np.float32), np.ones(4, np.float32))
-    with pytest.raises(TypeError, match="contiguous float32 or float64"):
-        kernels.reduce_inplace(np.ones(3, np.int32), np.ones(3, np.int32))
+    with pytest.raises(TypeError, match="contiguous array of float32, float64, int32, int64"):
+        kernels.reduce_inplace(np.ones(3, np.int16), np.ones(3, np.int16))
     with pytest.raises(TypeError, match="contiguous"):
         kernels.scale_inplace(np.ones(6)[::2], 2.0)
-    with pytest.raises(ValueError, match="op must be"):
-        kernels.reduce_inplace(np.ones(3), np.ones(3), "prod")
+    with pytest.raises(TypeError, match="contiguous array of float32, float64"):
+        kernels.scale_inplace(np.ones(6, np.int32), 2.0)
+    with pytest.raises(ValueError, match="op must be 'sum', 'prod', 'max' or 'min', got 'avg'"):
+        kernels.reduce_inplace(np.ones(3), np.ones(3), "avg")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("op", ["sum", "prod", "max", "min"])
+def test_every_dtype_and_op_matches_numpy(dtype, op, rng) -> None:
+    # The CUDA kernel's contract (tests/cuda/test_cuda_reduce.py): the same on the CPU, where
+    # prod and the integer dtypes take numpy's ufunc.
+    dst = (rng.standard_normal(37) * 50).astype(dtype)
+    src = (rng.standard_normal(37) * 50).astype(dtype)
+    expected = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}[op](dst, src)
+    np.testing.assert_array_equal(kernels.reduce_inplace(dst, src, op), expected)
 
 
 def test_float_indices_and_overlapping_reductions_are_rejected() -> None:
