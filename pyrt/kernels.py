@@ -384,11 +384,13 @@ class CSRPattern:
     train checks it once here; the pattern keeps read-only copies, so nothing
     can change it after the check.
 
-    A pattern lives on a device, as a tensor does: built from numpy arrays it
-    is on ``"cpu"``; built from cupy arrays (checked on the host, once) or
-    moved with ``to("cuda:N")`` it also holds int32 copies of its arrays on
-    that GPU and multiplies cupy arrays there. ``indptr`` and ``indices``
-    are always the validated int64 host copies.
+    ``matmul`` runs where its operands are: numpy arrays on the C++ kernel,
+    cupy arrays on the CUDA kernel of their GPU, which reads int32 copies of
+    the structure kept per GPU (made on first use there, once). ``device`` is
+    where the pattern was made or moved to: built from cupy arrays (checked on
+    the host, once) or by ``to("cuda:N")``, its copy on that GPU is made
+    ahead. ``indptr`` and ``indices`` are always the validated int64 host
+    arrays.
 
     >>> pattern = CSRPattern(np.array([0, 1, 3]), np.array([2, 0, 1]), (2, 3))
     >>> pattern.matmul(np.array([1.0, 2.0, 3.0], np.float32), np.eye(3, dtype=np.float32))
@@ -414,10 +416,12 @@ class CSRPattern:
             self.indptr, self.indices = self.indptr.copy(), self.indices.copy()
         self.indptr.flags.writeable = False
         self.indices.flags.writeable = False
-        self._device = "cpu"
-        self._device_arrays: tuple[Any, Any] | None = None  # (indptr, indices) int32 on self._device
+        self._device = device
+        # GPU index -> (indptr, indices) int32 cupy arrays on it; shared by the patterns
+        # that to() makes from this one, since the structure never changes.
+        self._device_copies: dict[int, tuple[Any, Any]] = {}
         if device != "cpu":
-            self._upload(device)
+            self._device_copy(int(device.partition(":")[2]))
 
     @property
     def nnz(self) -> int:
@@ -425,23 +429,28 @@ class CSRPattern:
 
     @property
     def device(self) -> str:
-        """Where ``matmul`` runs: ``"cpu"`` or ``"cuda:N"``."""
+        """``"cpu"`` or ``"cuda:N"``: where the pattern was made or moved to (``to``)."""
         return self._device
 
-    def _upload(self, device: str) -> None:
-        import cupy
+    def _device_copy(self, index: int) -> tuple[Any, Any]:
+        """The structure as int32 cupy arrays on GPU ``index``, copied there on first use."""
+        copy = self._device_copies.get(index)
+        if copy is None:
+            import cupy
 
-        if self.nnz > _INT32_MAX or self.shape[1] > _INT32_MAX:
-            raise ValueError(f"spmm: the CUDA kernel takes int32 indices, but this ({self.shape[0]}, "
-                             f"{self.shape[1]}) matrix has nnz={self.nnz}; nnz and k must be < 2**31")
-        with cupy.cuda.Device(int(device.partition(":")[2])):
-            self._device_arrays = (cupy.asarray(self.indptr.astype(np.int32)),
-                                   cupy.asarray(self.indices.astype(np.int32)))
-        self._device = device
+            if self.nnz > _INT32_MAX or self.shape[1] > _INT32_MAX:
+                raise ValueError(f"spmm: the CUDA kernel takes int32 indices, but this ({self.shape[0]}, "
+                                 f"{self.shape[1]}) matrix has nnz={self.nnz}; nnz and k must be < 2**31")
+            with cupy.cuda.Device(index):
+                copy = (cupy.asarray(self.indptr.astype(np.int32)),
+                        cupy.asarray(self.indices.astype(np.int32)))
+            self._device_copies[index] = copy
+        return copy
 
     def to(self, device: Any) -> CSRPattern:
         """This pattern on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``, an int): itself when it
-        is there already, else a copy that shares the validated host arrays (no new check).
+        is there already, else a pattern sharing the validated host arrays (no new check) whose
+        copy on that GPU is made now rather than at the first product.
 
         >>> pattern = CSRPattern(np.array([0, 1]), np.array([0]), (1, 1))
         >>> pattern.to("cpu") is pattern
@@ -455,22 +464,18 @@ class CSRPattern:
             return self
         moved = object.__new__(CSRPattern)
         moved.shape, moved.indptr, moved.indices = self.shape, self.indptr, self.indices
-        moved._device, moved._device_arrays = "cpu", None
-        if target != "cpu":
-            moved._upload(target)
+        moved._device, moved._device_copies = target, self._device_copies
+        if index is not None:
+            moved._device_copy(index)
         return moved
 
     @traced_kernel
     def matmul(self, values: Any, b: Any, out: Any | None = None) -> Any:
-        """``A @ b`` with A's nonzeros ``values`` (nnz,) float32 and b (k, n) float32, as ``spmm``.
-
-        numpy arrays need a pattern on ``"cpu"``, cupy arrays one on their GPU
-        (``pattern.to(b.device.id)``).
-        """
-        if self._device_arrays is None and not (is_cuda_array(values) or is_cuda_array(b)
-                                                or is_cuda_array(out)):
-            return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out)
-        return _cuda_spmm(self, values, b, out)
+        """``A @ b`` with A's nonzeros ``values`` (nnz,) float32 and b (k, n) float32, as ``spmm``;
+        on the CUDA kernel when the operands are cupy arrays (all on one GPU)."""
+        if is_cuda_array(values) or is_cuda_array(b) or is_cuda_array(out):
+            return _cuda_spmm(self, values, b, out)
+        return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out)
 
 
 def _checked_csr_structure(fn: str, indptr: Any, indices: Any,
@@ -493,13 +498,6 @@ def _checked_csr_structure(fn: str, indptr: Any, indices: Any,
     return indptr, indices
 
 
-def _require_host(fn: str, **arrays: Any) -> None:
-    for name, x in arrays.items():
-        if is_cuda_array(x):
-            raise TypeError(f"{fn}: {name} is on {_device_name(x)} but the pattern is on the CPU; move "
-                            f"the pattern with pattern.to({_device_name(x)!r}) or {name} with .get()")
-
-
 def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: tuple[int, int], b: Any,
                   out: Any | None) -> np.ndarray:
     """spmm on a structure already checked: checks values, b and out (O(1) each), then runs."""
@@ -512,7 +510,6 @@ def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: t
         out = np.empty((m, b.shape[1]), dtype=np.float32)
         _C.spmm(indptr, indices, values, b, out, 1.0, 0.0)
         return out
-    _require_host("spmm", values=values, b=b, out=out)
     if getattr(values, "dtype", None) != np.float32:
         raise TypeError(f"spmm: values must be float32, got {describe(values)}")
     values = np.ascontiguousarray(values)
@@ -542,11 +539,12 @@ def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None) -> Any
     import cupy
 
     m, k = pattern.shape
-    for name, x in (("values", values), ("b", b), ("out", out)):
-        if x is not None and _device_name(x) != pattern.device:
-            raise ValueError(f"spmm: the pattern is on {pattern.device} but {name} is on {_device_name(x)}; "
-                             f"move the pattern with pattern.to({_device_name(x)!r}) or {name} to "
-                             f"{pattern.device}")
+    operands = {"values": values, "b": b, **({} if out is None else {"out": out})}
+    devices = {name: _device_name(x) for name, x in operands.items()}
+    if len(set(devices.values())) != 1:
+        raise ValueError("spmm: the operands are on different devices ("
+                         + ", ".join(f"{name}: {where}" for name, where in devices.items())
+                         + "); put them on one GPU")
     if values.dtype != np.float32 or values.shape != (pattern.nnz,):
         raise TypeError(f"spmm: values must be ({pattern.nnz},) float32 (the pattern's nnz), "
                         f"got {describe(values)}")
@@ -572,7 +570,7 @@ def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None) -> Any
         elif cupy.may_share_memory(out, b) or cupy.may_share_memory(out, values):
             raise ValueError("spmm: out overlaps an input; pass a separate output array")
         if m and n:
-            indptr, indices = pattern._device_arrays
+            indptr, indices = pattern._device_copy(b.device.id)
             _cuda().spmm(m, n, k, 1.0, indptr.data.ptr, indices.data.ptr, values.data.ptr, b.data.ptr,
                          b.strides[0] // 4 if k > 1 else max(n, 1), 0.0, out.data.ptr, n,
                          cupy.cuda.get_current_stream().ptr)
