@@ -429,7 +429,11 @@ class CSRPattern:
 
     @property
     def device(self) -> str:
-        """``"cpu"`` or ``"cuda:N"``: where the pattern was made or moved to (``to``)."""
+        """``"cpu"`` or ``"cuda:N"``: where the pattern was made or moved to (``to``).
+
+        >>> CSRPattern(np.array([0, 0]), np.array([], np.int64), (1, 3)).device
+        'cpu'
+        """
         return self._device
 
     def _device_copy(self, index: int) -> tuple[Any, Any]:

@@ -119,3 +119,14 @@ def test_bad_arguments(kernel_device):
         k.reduce_inplace(0, 0, -1, "float32", "sum", 0)
     with pytest.raises(ValueError, match="scale_inplace: dtype must be float32 or float64"):
         k.scale_inplace(0, 1, "int32", 2.0, 0)
+
+
+def test_error_without_gpu():
+    _cuda = pytest.importorskip("pyrt._cuda", reason="pyrt was built without CUDA")
+    if _cuda.device_count() != 0:
+        pytest.skip("a GPU is visible: the no-driver error path cannot be reached")
+    # The launch itself fails, so the dummy pointers are never dereferenced.
+    with pytest.raises(RuntimeError, match=r"reduce_inplace: CUDA error cudaError\w+ \(\d+\)"):
+        _cuda.reduce_inplace(16, 16, 4, "float32", "sum", 0)
+    with pytest.raises(RuntimeError, match=r"scale_inplace: CUDA error"):
+        _cuda.scale_inplace(16, 4, "float64", 2.0, 0)
