@@ -477,7 +477,8 @@ class CSRPattern:
     def matmul(self, values: Any, b: Any, out: Any | None = None) -> Any:
         """``A @ b`` with A's nonzeros ``values`` (nnz,) float32 and b (k, n) float32, as ``spmm``;
         on the CUDA kernel when the operands are cupy arrays (all on one GPU)."""
-        if is_cuda_array(values) or is_cuda_array(b) or is_cuda_array(out):
+        if (type(b) is not np.ndarray or type(values) is not np.ndarray or out is not None) and (
+                is_cuda_array(values) or is_cuda_array(b) or is_cuda_array(out)):
             return _cuda_spmm(self, values, b, out)
         return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out)
 
@@ -603,7 +604,7 @@ def spmm(indptr: Any, indices: Any, values: Any, shape: tuple[int, int], b: Any,
            [2., 3., 0.]], dtype=float32)
     """
     shape = (int(shape[0]), int(shape[1]))
-    if is_cuda_array(indptr) or is_cuda_array(indices):
+    if any(is_cuda_array(x) for x in (indptr, indices, values, b, out)):
         return CSRPattern(indptr, indices, shape).matmul(values, b, out)
     indptr, indices = _checked_csr_structure("spmm", indptr, indices, shape)
     return _spmm_checked(indptr, indices, values, shape, b, out)

@@ -38,6 +38,9 @@ def test_spmm_on_cupy_arrays_matches_numpy(gpu) -> None:
     b_t = gpu.asarray(np.ascontiguousarray(b.T)).T
     np.testing.assert_allclose(kernels.spmm(gpu.asarray(indptr), gpu.asarray(indices), gpu.asarray(values),
                                             (13, 37), b_t).get(), want, rtol=1e-5, atol=1e-6)
+    # Host structure, device values and b: the structure is copied to the GPU for the product.
+    mixed = kernels.spmm(indptr, indices, gpu.asarray(values), (13, 37), gpu.asarray(b))
+    np.testing.assert_allclose(mixed.get(), want, rtol=1e-5, atol=1e-6)
     wide = gpu.asarray(np.concatenate([np.zeros((37, 1), np.float32), b], axis=1))
     np.testing.assert_allclose(kernels.spmm(gpu.asarray(indptr), gpu.asarray(indices), gpu.asarray(values),
                                             (13, 37), wide[:, 1:]).get(), want, rtol=1e-5, atol=1e-6)
