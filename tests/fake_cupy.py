@@ -736,3 +736,42 @@ class FakeCudaKernels:
         if beta != 0:
             product += beta * out
         out[...] = product
+
+    def spmm(self, m: int, n: int, k: int, alpha: float, indptr: int, indices: int, values: int, b: int,
+             ldb: int, beta: float, c: int, ldc: int, stream: int = 0) -> None:
+        """CSR (int32 indptr/indices, float32 values) @ b, as csrc/cuda/spmm.h reads its pointers."""
+        if min(m, n, k) < 0:
+            raise ValueError(f"spmm: m = {m}, n = {n}, k = {k}: a size is negative")
+        self.calls.append("spmm")
+        if m == 0 or n == 0:
+            return
+        row_ptr = _typed(indptr, m + 1, "<i4")
+        nnz = int(row_ptr[-1])  # indptr values index indices/values directly (row_ptr[0] may be > 0)
+        cols, vals = _typed(indices, nnz, "<i4"), _typed(values, nnz, "<f4")
+        out = _strided(c, (m, n), (ldc, 1))
+        dense_b = _strided(b, (k, n), (ldb, 1)).astype(np.float64) if k else np.zeros((0, n))
+        product = np.zeros((m, n))
+        for row in range(m):
+            lo, hi = row_ptr[row], row_ptr[row + 1]
+            product[row] = vals[lo:hi].astype(np.float64) @ dense_b[cols[lo:hi]]
+        out[...] = alpha * product + (beta * out if beta != 0 else 0.0)
+
+    def reduce_inplace(self, dst: int, src: int, count: int, dtype: str, op: str, stream: int = 0) -> None:
+        ufunc = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}[op]
+        self.calls.append("reduce_inplace")
+        typestr = np.dtype(dtype).str
+        target = _typed(dst, count, typestr)
+        ufunc(target, _typed(src, count, typestr).copy(), out=target)
+
+    def scale_inplace(self, dst: int, count: int, dtype: str, alpha: float, stream: int = 0) -> None:
+        self.calls.append("scale_inplace")
+        target = _typed(dst, count, np.dtype(dtype).str)
+        target *= target.dtype.type(alpha)
+
+
+def _typed(ptr: int, count: int, typestr: str) -> np.ndarray:
+    """A writable 1-D numpy view of ``count`` elements of type ``typestr`` at ``ptr``."""
+    if count == 0:
+        return np.zeros(0, np.dtype(typestr))
+    interface = {"shape": (count,), "typestr": typestr, "version": 3, "data": (ptr, False)}
+    return np.asarray(types.SimpleNamespace(__array_interface__=interface))

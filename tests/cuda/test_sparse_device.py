@@ -188,3 +188,19 @@ def test_sparsified_mlp_trains_the_same_on_the_gpu(gpu) -> None:
     np.testing.assert_allclose(got_losses, want_losses, rtol=1e-5)
     for got, want in zip(got_params, want_params, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_fake_kernels_agree_with_the_emulator(fake_gpu, monkeypatch) -> None:
+    """tests/fake_cupy.FakeCudaKernels (numpy on the pointers, for suites too slow for the
+    emulator) computes what the CUDA kernels compute: the sparse MLP trains to the same losses."""
+    import fake_cupy
+
+    want_losses, _ = _train_sparse_mlp("cuda", steps=2)
+    fake = fake_cupy.FakeCudaKernels()
+    monkeypatch.setattr(kernels, "_cuda_module", fake)
+    got_losses, _ = _train_sparse_mlp("cuda", steps=2)
+    assert "spmm" in fake.calls
+    np.testing.assert_allclose(got_losses, want_losses, rtol=1e-5)
+    x, y = fake_gpu.arange(5, dtype=np.int32), fake_gpu.full(5, 3, dtype=np.int32)
+    np.testing.assert_array_equal(kernels.reduce_inplace(x, y, "prod").get(), np.arange(5) * 3)
+    np.testing.assert_array_equal(kernels.scale_inplace(fake_gpu.ones(3), 0.5).get(), np.full(3, 0.5))
