@@ -31,6 +31,7 @@ from pyrt.profiler.recorder import traced_kernel
 
 __all__ = [
     "CSRPattern",
+    "CudaPackedInt8Weight",
     "PackedInt8Weight",
     "adam_step",
     "cuda_available",
@@ -238,50 +239,180 @@ PackedInt8Weight = _C.PackedInt8Weight
 # Activations are 7-bit ([0, 127]) so AVX2's vpmaddubsw cannot saturate;
 # see csrc/cpu/qgemm.cpp.
 ACTIVATION_QMAX = 127
+# Largest k whose int32 accumulators cannot overflow: k * 127 * 128 < 2**31 (csrc/cpu/qgemm.h).
+INT8_GEMM_MAX_K = 132104
+# The GPU kernel copies rows in 16-byte chunks when a matrix's address and row stride allow it
+# (else byte by byte), so GPU weights and codes get their rows padded to 16 bytes.
+_CUDA_ROW_ALIGN = 16
+
+
+class CudaPackedInt8Weight:
+    """int8 weights (n, k) on a GPU, ready for :func:`int8_gemm`: the codes and their row sums.
+
+    Made by :func:`pack_int8_weight` of a cupy array. ``codes`` is the int8
+    (n, k) array with rows padded to 16 bytes (the kernel's fast loads) and
+    ``row_sums`` the int32 (n,) sums ``sum_k w[n, k]`` that take the
+    activation zero point out of the inner loop; both on the weight's GPU.
+
+    >>> w = CudaPackedInt8Weight(np.ones((2, 16), np.int8), np.full(2, 3, np.int32), k=3)
+    >>> (w.n, w.k, w.nbytes)
+    (2, 3, 40)
+    """
+
+    __slots__ = ("codes", "k", "n", "row_sums")
+
+    def __init__(self, codes: Any, row_sums: Any, k: int) -> None:
+        self.codes = codes
+        self.row_sums = row_sums
+        self.n = int(codes.shape[0])
+        self.k = int(k)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held on the GPU (padded codes plus row sums), for memory reports."""
+        return int(self.codes.nbytes + self.row_sums.nbytes)
+
+    @property
+    def device(self) -> Any:
+        """The ``cupy.cuda.Device`` holding the weight."""
+        return self.codes.device
+
+    def __repr__(self) -> str:
+        return f"CudaPackedInt8Weight(n={self.n}, k={self.k}, device=cuda:{self.codes.device.id})"
 
 
 def _require_numpy(fn: str, **arrays: Any) -> None:
     for name, x in arrays.items():
         if get_array_module(x) is not np:
             raise TypeError(
-                f"{fn}: {name} is a {type(x).__module__}.{type(x).__name__}; the int8 kernels "
-                "run on the CPU only (pass a numpy array)"
+                f"{fn}: {name} is a {type(x).__module__}.{type(x).__name__} but the other operands are "
+                "on the CPU; pass numpy arrays here, or put every operand on the GPU (cupy arrays and "
+                "a weight packed from a cupy array)"
             )
 
 
+def _round_up(x: int, multiple: int) -> int:
+    return -(-x // multiple) * multiple
+
+
 @traced_kernel
-def pack_int8_weight(w_q: Any) -> PackedInt8Weight:
+def pack_int8_weight(w_q: Any) -> PackedInt8Weight | CudaPackedInt8Weight:
     """Pack int8 weights (n, k), nn.Linear's layout, once for :func:`int8_gemm`.
+
+    A numpy array gives a CPU ``PackedInt8Weight``; a cupy array a
+    :class:`CudaPackedInt8Weight` on the array's GPU.
 
     >>> p = pack_int8_weight(np.ones((3, 5), np.int8))
     >>> (p.n, p.k)
     (3, 5)
     """
-    _require_numpy("pack_int8_weight", w_q=w_q)
     if getattr(w_q, "ndim", None) != 2 or w_q.dtype != np.int8:
         raise TypeError(f"pack_int8_weight: w_q must be a 2-D int8 array, got {describe(w_q)}")
+    if is_cuda_array(w_q):
+        return _cuda_pack_int8_weight(w_q)
+    _require_numpy("pack_int8_weight", w_q=w_q)
     return _C.pack_int8_weight(w_q)
 
 
+def _cuda_pack_int8_weight(w_q: Any) -> CudaPackedInt8Weight:
+    import cupy
+
+    n, k = w_q.shape
+    if k > INT8_GEMM_MAX_K:  # the CPU's PackedInt8Weight refuses the same
+        raise ValueError(f"pack_int8_weight: k = {k} exceeds kInt8GemmMaxK = {INT8_GEMM_MAX_K} "
+                         "(int32 accumulators could overflow)")
+    with w_q.device:
+        codes = cupy.zeros((n, _round_up(k, _CUDA_ROW_ALIGN)), dtype=cupy.int8)
+        codes[:, :k] = w_q
+        row_sums = cupy.empty(n, dtype=cupy.int32)
+        _cuda().int8_row_sums(n, k, codes.data.ptr, codes.shape[1], row_sums.data.ptr,
+                              cupy.cuda.get_current_stream().ptr)
+    return CudaPackedInt8Weight(codes, row_sums, k)
+
+
+def _check_quantize_input(x: Any) -> None:
+    if getattr(x, "ndim", None) != 2 or x.dtype != np.float32:
+        raise TypeError(f"quantize_u8: x must be a 2-D float32 array, got {describe(x)}")
+    if any(s % x.itemsize for s in x.strides):
+        raise ValueError(f"quantize_u8: x has strides {x.strides}, not multiples of 4 bytes")
+
+
+def _cuda_quantize(x: Any) -> tuple[Any, Any]:
+    """Queue the GPU quantizer on x; returns (codes, workspace) without waiting.
+
+    The codes are (m, k) with rows padded to 16 bytes; the workspace's first
+    4 int32 words become (scale as float32, zero point, 1 / scale, finite).
+    """
+    import cupy
+
+    m, k = x.shape
+    cuda = _cuda()
+    workspace = cupy.empty(int(cuda.quantize_u8_workspace_words), dtype=cupy.int32)
+    padded = cupy.empty((m, _round_up(k, _CUDA_ROW_ALIGN)), dtype=cupy.uint8)
+    rsx, csx = _element_strides(x, 4)
+    cuda.quantize_u8(m, k, x.data.ptr, rsx, csx, padded.data.ptr, padded.shape[1], workspace.data.ptr,
+                     cupy.cuda.get_current_stream().ptr)
+    return padded[:, :k], workspace
+
+
 @traced_kernel
-def quantize_u8(x: Any) -> tuple[np.ndarray, float, int]:
+def quantize_u8(x: Any) -> tuple[Any, float, int]:
     """Dynamic per-tensor quantization of float32 (m, k) to 7-bit uint8 codes.
 
     Returns ``(q, scale, zero_point)`` with ``x ~= scale * (q - zero_point)``,
     chosen as PyTorch's dynamic Linear does (range widened to include 0,
-    ``scale = (max - min) / 127``). Any strides are accepted.
+    ``scale = (max - min) / 127``). Any strides are accepted. On a cupy array
+    the GPU computes the same codes and parameters as the CPU would (``q`` is
+    a cupy array whose rows are padded to 16 bytes); returning the parameters
+    as Python numbers waits for the GPU.
 
     >>> q, scale, zp = quantize_u8(np.array([[-1.0, 0.0, 1.0]], np.float32))
     >>> q.dtype, int(q[0, 1]) == zp
     (dtype('uint8'), True)
     """
+    _check_quantize_input(x)
+    if is_cuda_array(x):
+        with x.device:
+            q, workspace = _cuda_quantize(x)
+            params = workspace[:4].get()
+        if not params[3]:
+            raise ValueError("quantize_u8: x contains NaN or infinity")
+        return q, float(params[:1].view(np.float32)[0]), int(params[1])
     _require_numpy("quantize_u8", x=x)
-    if getattr(x, "ndim", None) != 2 or x.dtype != np.float32:
-        raise TypeError(f"quantize_u8: x must be a 2-D float32 array, got {describe(x)}")
-    if any(s % x.itemsize for s in x.strides):
-        raise ValueError(f"quantize_u8: x has strides {x.strides}, not multiples of 4 bytes")
     q, scale, zero_point = _C.quantize_u8(x)
     return q, float(scale), int(zero_point)
+
+
+def _check_gemm_vector(fn: str, name: str, v: Any, n: int, xp: ModuleType) -> Any:
+    """w_scales or bias as a contiguous float32 (n,) array of ``xp``'s kind."""
+    if xp is np:
+        _require_numpy(fn, **{name: v})
+    elif not is_cuda_array(v):
+        raise TypeError(f"{fn}: {name} is a {type(v).__module__}.{type(v).__name__} but a_q is a cupy "
+                        f"array; pass {name} as a cupy array on the same GPU")
+    v = xp.ascontiguousarray(v, dtype=xp.float32)
+    if v.shape != (n,):
+        raise ValueError(f"{fn}: {name} is {describe(v)}, expected ({n},) float32")
+    return v
+
+
+def _check_same_gpu(fn: str, **arrays: Any) -> None:
+    devices = {name: x.device.id for name, x in arrays.items() if x is not None}
+    if len(set(devices.values())) > 1:
+        where = ", ".join(f"{name}: cuda:{d}" for name, d in devices.items())
+        raise ValueError(f"{fn}: arrays are on different GPUs ({where})")
+
+
+def _check_packed_matches(fn: str, w: Any, on_gpu: bool) -> None:
+    if on_gpu and not isinstance(w, CudaPackedInt8Weight):
+        where = "the CPU" if isinstance(w, PackedInt8Weight) else f"a {type(w).__name__}"
+        raise TypeError(f"{fn}: the input is a cupy array but w is packed on {where}; pack the int8 "
+                        "weight from a cupy array (pack_int8_weight(cupy.asarray(w_q)))")
+    if not on_gpu and not isinstance(w, PackedInt8Weight):
+        if isinstance(w, CudaPackedInt8Weight):
+            raise TypeError(f"{fn}: w is packed on cuda:{w.codes.device.id} but the input is a numpy "
+                            "array; pass a cupy array on that GPU, or pack the weight from a numpy array")
+        raise TypeError(f"{fn}: w must be a PackedInt8Weight (pack_int8_weight), got {type(w)}")
 
 
 @traced_kernel
@@ -289,26 +420,30 @@ def int8_gemm(
     a_q: Any,
     a_scale: float,
     a_zero_point: int,
-    w: PackedInt8Weight,
+    w: PackedInt8Weight | CudaPackedInt8Weight,
     w_scales: Any,
     bias: Any | None = None,
     out: Any | None = None,
-) -> np.ndarray:
+) -> Any:
     """``a_scale * w_scales * ((a_q - a_zero_point) @ w_q.T) + bias`` as float32 (m, n).
 
     ``a_q`` is uint8 (m, k) with values in [0, 127] (from :func:`quantize_u8`)
     and contiguous rows; ``w`` comes from :func:`pack_int8_weight` of an
     (n, k) int8 array; ``w_scales`` is float32 (n,) (per output channel; repeat
-    one value for per-tensor); ``bias`` is float32 (n,) or None.
+    one value for per-tensor); ``bias`` is float32 (n,) or None. All numpy
+    (the C++ kernel), or all cupy on one GPU with ``w`` packed from a cupy
+    array (the CUDA kernel, with the same int32 sums and epilogue, so the
+    same floats). On the GPU, checking that ``a_q`` is 7-bit waits for the
+    GPU; :func:`dynamic_linear` skips that check, as its codes are 7-bit by
+    construction.
 
     >>> w = pack_int8_weight(np.full((2, 3), 2, np.int8))
     >>> a = np.full((1, 3), 5, np.uint8)
     >>> int8_gemm(a, 0.5, 1, w, np.ones(2, np.float32))
     array([[12., 12.]], dtype=float32)
     """
-    _require_numpy("int8_gemm", a_q=a_q)
-    if not isinstance(w, PackedInt8Weight):
-        raise TypeError(f"int8_gemm: w must be a PackedInt8Weight (pack_int8_weight), got {type(w)}")
+    on_gpu = is_cuda_array(a_q)
+    _check_packed_matches("int8_gemm", w, on_gpu)
     if getattr(a_q, "ndim", None) != 2 or a_q.dtype != np.uint8:
         raise TypeError(f"int8_gemm: a_q must be a 2-D uint8 array, got {describe(a_q)}")
     m, k = a_q.shape
@@ -317,18 +452,16 @@ def int8_gemm(
             f"int8_gemm: a_q is {describe(a_q)} but the packed weight is ({w.n}, {w.k}); "
             f"inner dimensions {k} != {w.k}"
         )
-    if a_q.size and k > 1 and a_q.strides[1] != 1:
-        a_q = np.ascontiguousarray(a_q)  # the kernel reads whole rows
     if not 0 <= int(a_zero_point) <= ACTIVATION_QMAX:
         raise ValueError(f"int8_gemm: a_zero_point {a_zero_point} is outside [0, 127]")
-    w_scales = np.ascontiguousarray(w_scales, dtype=np.float32)
-    if w_scales.shape != (w.n,):
-        raise ValueError(f"int8_gemm: w_scales is {describe(w_scales)}, expected ({w.n},) float32")
+    if on_gpu:
+        return _cuda_int8_gemm_checked(a_q, float(a_scale), int(a_zero_point), w, w_scales, bias, out)
+    _require_numpy("int8_gemm", a_q=a_q)
+    if a_q.size and k > 1 and a_q.strides[1] != 1:
+        a_q = np.ascontiguousarray(a_q)  # the kernel reads whole rows
+    w_scales = _check_gemm_vector("int8_gemm", "w_scales", w_scales, w.n, np)
     if bias is not None:
-        _require_numpy("int8_gemm", bias=bias)
-        bias = np.ascontiguousarray(bias, dtype=np.float32)
-        if bias.shape != (w.n,):
-            raise ValueError(f"int8_gemm: bias is {describe(bias)}, expected ({w.n},) float32")
+        bias = _check_gemm_vector("int8_gemm", "bias", bias, w.n, np)
     if out is None:
         out = np.empty((m, w.n), dtype=np.float32)
     else:
@@ -343,17 +476,90 @@ def int8_gemm(
     return out
 
 
+def _cuda_int8_gemm_checked(a_q: Any, a_scale: float, a_zero_point: int, w: CudaPackedInt8Weight,
+                            w_scales: Any, bias: Any | None, out: Any | None) -> Any:
+    import cupy
+
+    m, k = a_q.shape
+    _check_same_gpu("int8_gemm", a_q=a_q, w=w.codes, out=out)
+    with a_q.device:
+        w_scales = _check_gemm_vector("int8_gemm", "w_scales", w_scales, w.n, cupy)
+        if bias is not None:
+            bias = _check_gemm_vector("int8_gemm", "bias", bias, w.n, cupy)
+        _check_same_gpu("int8_gemm", a_q=a_q, w_scales=w_scales, bias=bias)
+        if a_q.size and k > 1 and a_q.strides[1] != 1:
+            a_q = cupy.ascontiguousarray(a_q)  # the kernel reads whole rows
+        if a_q.size and int(a_q.max()) > ACTIVATION_QMAX:  # the CPU kernel refuses these too
+            raise ValueError("int8_gemm: activations must be in [0, 127] (7-bit, so vpmaddubsw cannot "
+                             "saturate); quantize them with quantize_u8")
+        if out is None:
+            out = cupy.empty((m, w.n), dtype=cupy.float32)
+        else:
+            if not is_cuda_array(out):
+                raise TypeError(f"int8_gemm: out is a {type(out).__module__}.{type(out).__name__} but a_q "
+                                "is a cupy array")
+            if out.shape != (m, w.n) or out.dtype != np.float32:
+                raise ValueError(f"int8_gemm: out is {describe(out)} but the product is ({m}, {w.n}) float32")
+            if out.size and w.n > 1 and out.strides[1] != 4:
+                raise ValueError("int8_gemm: out must have contiguous rows")
+            if cupy.may_share_memory(out, a_q):
+                raise ValueError("int8_gemm: out overlaps a_q; pass a separate output array")
+        _cuda_int8_gemm(a_q, a_scale, a_zero_point, 0, w, w_scales, bias, out)
+    return out
+
+
+def _cuda_int8_gemm(a_q: Any, a_scale: float, a_zero_point: int, a_params_ptr: int,
+                    w: CudaPackedInt8Weight, w_scales: Any, bias: Any | None, out: Any) -> None:
+    """Launch on checked operands, under the operands' device (the caller's ``with``)."""
+    import cupy
+
+    m, k = a_q.shape
+    _cuda().int8_gemm(
+        m, w.n, k, a_q.data.ptr, a_q.strides[0], a_scale, a_zero_point, a_params_ptr,
+        w.codes.data.ptr, w.codes.shape[1], w.row_sums.data.ptr, w_scales.data.ptr,
+        0 if bias is None else bias.data.ptr, out.data.ptr, out.strides[0] // 4,
+        cupy.cuda.get_current_stream().ptr,
+    )
+
+
 @traced_kernel
-def dynamic_linear(x: Any, w: PackedInt8Weight, w_scales: Any, bias: Any | None = None) -> np.ndarray:
+def dynamic_linear(x: Any, w: PackedInt8Weight | CudaPackedInt8Weight, w_scales: Any,
+                   bias: Any | None = None) -> Any:
     """``x @ w.T + bias`` with x quantized on the fly: PyTorch's dynamic int8 Linear.
+
+    numpy ``x`` runs on the CPU; cupy ``x`` (with ``w`` packed from a cupy
+    array, ``w_scales`` and ``bias`` cupy arrays on the same GPU) runs on the
+    GPU with identical quantization parameters, without waiting for the GPU:
+    the parameters stay in device memory between the quantizer and the GEMM.
+    There, an ``x`` holding NaN or infinity gives NaN outputs instead of the
+    CPU's ValueError (raising would need that wait).
 
     >>> w = pack_int8_weight(np.eye(3, dtype=np.int8) * 100)
     >>> y = dynamic_linear(np.array([[0.5, -1.0, 2.0]], np.float32), w, np.full(3, 0.01, np.float32))
     >>> np.allclose(y, [[0.5, -1.0, 2.0]], atol=0.02)
     True
     """
-    a_q, a_scale, a_zero_point = quantize_u8(x)
-    return int8_gemm(a_q, a_scale, a_zero_point, w, w_scales, bias)
+    if not is_cuda_array(x):
+        a_q, a_scale, a_zero_point = quantize_u8(x)
+        return int8_gemm(a_q, a_scale, a_zero_point, w, w_scales, bias)
+    import cupy
+
+    _check_quantize_input(x)
+    _check_packed_matches("dynamic_linear", w, True)
+    if x.shape[1] != w.k:
+        raise ValueError(f"dynamic_linear: x is {describe(x)} but the packed weight is ({w.n}, {w.k}); "
+                         f"inner dimensions {x.shape[1]} != {w.k}")
+    _check_same_gpu("dynamic_linear", x=x, w=w.codes)
+    with x.device:
+        w_scales = _check_gemm_vector("dynamic_linear", "w_scales", w_scales, w.n, cupy)
+        if bias is not None:
+            bias = _check_gemm_vector("dynamic_linear", "bias", bias, w.n, cupy)
+        _check_same_gpu("dynamic_linear", x=x, w_scales=w_scales, bias=bias)
+        a_q, workspace = _cuda_quantize(x)
+        out = cupy.empty((x.shape[0], w.n), dtype=cupy.float32)
+        # a_scale and a_zero_point are read from the workspace on the device.
+        _cuda_int8_gemm(a_q, 0.0, 0, workspace.data.ptr, w, w_scales, bias, out)
+    return out
 
 
 def int8_gemm_kernel_name() -> str:

@@ -22,6 +22,7 @@
 #include <string>
 
 #include "cuda/gemm.h"
+#include "cuda/qgemm.h"
 #include "cuda/reduce.h"
 #include "cuda/spmm.h"
 
@@ -158,6 +159,72 @@ py::tuple reduce_plan(uintptr_t dst, uintptr_t src, int64_t count, int64_t items
   return py::make_tuple(plan.head, plan.packs);
 }
 
+// --- int8 GEMM for dynamic quantization (csrc/cuda/qgemm.cu) ---------------------------
+
+// row_sums[j] = sum_p w[j, p]; w is (n, k) int8 with row stride ldw, row_sums (n,) int32.
+void int8_row_sums(int64_t n, int64_t k, uintptr_t w, int64_t ldw, uintptr_t row_sums,
+                   uintptr_t stream) {
+  check_size(n, "n", "int8_row_sums");
+  check_size(k, "k", "int8_row_sums");
+  cudaError_t err;
+  {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::int8_row_sums(n, k, reinterpret_cast<const int8_t*>(w), ldw,
+                                    reinterpret_cast<int32_t*>(row_sums),
+                                    reinterpret_cast<cudaStream_t>(stream));
+  }
+  raise_on_error(err, "int8_row_sums");
+}
+
+// x (m, k) float32 with element strides (rsx, csx) -> out (m, k) uint8 with row
+// stride rso; the parameters land in workspace (quantize_u8_workspace_words int32).
+void quantize_u8(int64_t m, int64_t k, uintptr_t x, int64_t rsx, int64_t csx, uintptr_t out,
+                 int64_t rso, uintptr_t workspace, uintptr_t stream) {
+  check_size(m, "m", "quantize_u8");
+  check_size(k, "k", "quantize_u8");
+  cudaError_t err;
+  {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::quantize_u8(m, k, reinterpret_cast<const float*>(x), rsx, csx,
+                                  reinterpret_cast<uint8_t*>(out), rso,
+                                  reinterpret_cast<int32_t*>(workspace),
+                                  reinterpret_cast<cudaStream_t>(stream));
+  }
+  raise_on_error(err, "quantize_u8");
+}
+
+// out (m, n) = a_scale * w_scale * ((a - a_zero_point) @ w.T) + bias; a_params_ptr,
+// when not 0, is a quantize_u8 workspace whose parameters replace a_scale and
+// a_zero_point; bias_ptr 0 means no bias.
+void int8_gemm(int64_t m, int64_t n, int64_t k, uintptr_t a, int64_t lda, float a_scale,
+               int32_t a_zero_point, uintptr_t a_params, uintptr_t w, int64_t ldw,
+               uintptr_t row_sums, uintptr_t w_scale, uintptr_t bias, uintptr_t out, int64_t ldo,
+               uintptr_t stream) {
+  check_size(m, "m", "int8_gemm");
+  check_size(n, "n", "int8_gemm");
+  check_size(k, "k", "int8_gemm");
+  if (k > pyrt::cuda::kInt8GemmMaxK) {
+    throw std::invalid_argument("int8_gemm: k = " + std::to_string(k) + " exceeds kInt8GemmMaxK = " +
+                                std::to_string(pyrt::cuda::kInt8GemmMaxK) +
+                                " (int32 accumulators could overflow)");
+  }
+  if (a_params == 0 && (a_zero_point < 0 || a_zero_point > pyrt::cuda::kActivationQmax)) {
+    throw std::invalid_argument("int8_gemm: a_zero_point = " + std::to_string(a_zero_point) +
+                                " is outside [0, 127]");
+  }
+  cudaError_t err;
+  {
+    py::gil_scoped_release release;
+    err = pyrt::cuda::int8_gemm(
+        m, n, k, reinterpret_cast<const uint8_t*>(a), lda, a_scale, a_zero_point,
+        reinterpret_cast<const pyrt::cuda::QuantParams*>(a_params),
+        reinterpret_cast<const int8_t*>(w), ldw, reinterpret_cast<const int32_t*>(row_sums),
+        reinterpret_cast<const float*>(w_scale), reinterpret_cast<const float*>(bias),
+        reinterpret_cast<float*>(out), ldo, reinterpret_cast<cudaStream_t>(stream));
+  }
+  raise_on_error(err, "int8_gemm");
+}
+
 // Number of visible GPUs; 0 when there is no driver or no device.
 int device_count() {
   int count = 0;
@@ -203,6 +270,23 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE, m) {
         py::arg("alpha"), py::arg("stream_ptr") = 0, "dst *= alpha element-wise; dtype float32/float64.");
   m.def("reduce_plan", &reduce_plan, py::arg("dst_ptr"), py::arg("src_ptr"), py::arg("count"),
         py::arg("itemsize"), "(head, packs): how reduce_inplace splits the elements into loose ones and 16-byte vectors.");
+  m.def("int8_row_sums", &int8_row_sums, py::arg("n"), py::arg("k"), py::arg("w_ptr"), py::arg("ldw"),
+        py::arg("row_sums_ptr"), py::arg("stream_ptr") = 0,
+        "row_sums[j] = sum_p w[j, p] for int8 w (n, k) with row stride ldw, into int32 (n,).");
+  m.def("quantize_u8", &quantize_u8, py::arg("m"), py::arg("k"), py::arg("x_ptr"), py::arg("rsx"),
+        py::arg("csx"), py::arg("out_ptr"), py::arg("rso"), py::arg("workspace_ptr"),
+        py::arg("stream_ptr") = 0,
+        "Dynamic per-tensor quantization of float32 x (m, k) to uint8 codes in [0, 127] (the CPU's\n"
+        "parameters); workspace_ptr: quantize_u8_workspace_words int32, whose first 4 words become\n"
+        "(scale as float32, zero_point, 1 / scale as float32, finite).");
+  m.def("int8_gemm", &int8_gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("a_ptr"),
+        py::arg("lda"), py::arg("a_scale"), py::arg("a_zero_point"), py::arg("a_params_ptr"),
+        py::arg("w_ptr"), py::arg("ldw"), py::arg("row_sums_ptr"), py::arg("w_scale_ptr"),
+        py::arg("bias_ptr"), py::arg("out_ptr"), py::arg("ldo"), py::arg("stream_ptr") = 0,
+        "out = a_scale * w_scale * ((a - a_zero_point) @ w.T) + bias with int32 accumulation on\n"
+        "tensor cores; a uint8 (m, k), w int8 (n, k), out float32 (m, n), unit column strides.");
+  m.attr("quantize_u8_workspace_words") = pyrt::cuda::kQuantizeWorkspaceWords;
+  m.attr("int8_gemm_max_k") = pyrt::cuda::kInt8GemmMaxK;
   m.def("device_count", &device_count, "Number of visible CUDA devices; 0 without driver or GPU.");
   m.def("synchronize", &synchronize,
         "Wait for all work on the current device; raises RuntimeError on a CUDA error.");

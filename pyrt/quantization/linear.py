@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from pyrt import kernels
-from pyrt.autograd import Function
-from pyrt.backend import describe
+from pyrt.autograd import Function, on_device_of
+from pyrt.backend import describe, device_of, get_array_module, is_cuda_array, move_array
 from pyrt.nn.linear import Linear
 from pyrt.nn.module import Module
 from pyrt.quantization.observer import quantize_weight
@@ -36,6 +36,10 @@ __all__ = ["DynamicQuantizedLinear", "Int8Weight"]
 
 class Int8Weight(Tensor):
     """An int8 (n, k) weight tensor that keeps the packed layout ``int8_gemm`` reads.
+
+    On the CPU (numpy codes) the cache is a ``PackedInt8Weight``; on a GPU
+    (cupy codes, after ``Module.to("cuda")``) a ``CudaPackedInt8Weight`` on
+    the codes' device.
 
     Packing a 1024x784 weight took 0.78 ms here, about 17 batch-1 forward
     calls of that layer (0.045 ms), so it is done once and cached. Anything
@@ -55,7 +59,8 @@ class Int8Weight(Tensor):
     __slots__ = ("_codes", "_packed")
 
     def __init__(self, codes: Any) -> None:
-        codes = np.asarray(codes.data if isinstance(codes, Tensor) else codes)
+        codes = codes.data if isinstance(codes, Tensor) else codes
+        codes = codes if is_cuda_array(codes) else np.asarray(codes)
         if codes.ndim != 2 or codes.dtype != np.int8:
             raise TypeError(f"Int8Weight: codes must be a 2-D int8 array, got {describe(codes)}")
         super().__init__(codes)
@@ -82,8 +87,9 @@ class Int8Weight(Tensor):
         """Whether the packed layout is cached (false after ``.data`` was handed out)."""
         return self._packed is not None
 
-    def packed(self) -> kernels.PackedInt8Weight:
-        """The codes in ``int8_gemm``'s packed layout, packed now if the cache was dropped."""
+    def packed(self) -> kernels.PackedInt8Weight | kernels.CudaPackedInt8Weight:
+        """The codes in ``int8_gemm``'s packed layout (on their device), packed now if the cache
+        was dropped."""
         if self._packed is None:
             self._packed = kernels.pack_int8_weight(self._codes)
         return self._packed
@@ -91,19 +97,22 @@ class Int8Weight(Tensor):
     def detach(self) -> Tensor:
         # state_dict() detaches every entry; a plain tensor on a copy keeps the
         # cache valid and keeps writes to the state dict out of the layer, as in
-        # PyTorch, whose quantized state dict unpacks a copy too.
-        return Tensor(self._codes.copy())
+        # PyTorch, whose quantized state dict unpacks a copy too. On the codes' device, as every
+        # other state_dict entry (pyrt.save writes host copies).
+        with on_device_of(self._codes):
+            return Tensor(self._codes.copy())
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Int8Weight:
         # The packed C++ object cannot be copied; the copy packs on first use.
-        return Int8Weight(self._codes.copy())
+        with on_device_of(self._codes):
+            return Int8Weight(self._codes.copy())
 
 
 class _DynamicLinearFunction(Function):
     """The quantized matmul as a graph node whose backward refuses, loudly."""
 
-    def forward(self, x: Any, weight: kernels.PackedInt8Weight, scale: np.ndarray,
-                bias: Any | None) -> np.ndarray:
+    def forward(self, x: Any, weight: kernels.PackedInt8Weight | kernels.CudaPackedInt8Weight, scale: Any,
+                bias: Any | None) -> Any:
         rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # -1 fails when x is empty
         out = kernels.dynamic_linear(rows, weight, scale, bias)
         return out.reshape(*x.shape[:-1], weight.n)
@@ -161,11 +170,16 @@ class DynamicQuantizedLinear(Module):
                             f"{type(mod).__name__}")
         qmod = cls(mod.in_features, mod.out_features, bias=mod.bias is not None, qscheme=qconfig.qscheme)
         per_channel = qconfig.qscheme == "per_channel_symmetric"
-        codes, scale = quantize_weight(mod.weight.data, per_channel=per_channel)
+        # Quantized on the host whatever the layer's device, so a GPU model gets the very codes and
+        # scales a CPU one would (a one-time cost); then the layer is put where the Linear was.
+        codes, scale = quantize_weight(move_array(mod.weight.data, "cpu", None), per_channel=per_channel)
         qmod.weight = Int8Weight(codes)
         qmod.scale = Tensor(scale)
-        if mod.bias is not None:
-            qmod.bias = Tensor(np.array(mod.bias.data, dtype=np.float32))  # a copy, never shared
+        if mod.bias is not None:  # a copy, never shared
+            qmod.bias = Tensor(np.array(move_array(mod.bias.data, "cpu", None), dtype=np.float32))
+        kind, _, index = device_of(mod.weight.data).partition(":")
+        if kind != "cpu":
+            qmod.to(f"cuda:{index}")
         return qmod
 
     def dequantized_weight(self) -> Tensor:
@@ -175,8 +189,10 @@ class DynamicQuantizedLinear(Module):
         >>> q.dequantized_weight().tolist()
         [[0.0, 0.0]]
         """
-        scale = np.asarray(self.scale.data, np.float32).reshape(-1, 1)
-        return Tensor(scale * self.weight._codes.astype(np.float32))
+        codes = self.weight._codes
+        with on_device_of(codes):
+            scale = self.scale.data.astype(np.float32).reshape(-1, 1)
+            return Tensor(scale * codes.astype(np.float32))
 
     def forward(self, input: Tensor) -> Tensor:
         x = input if isinstance(input, Tensor) else Tensor(input)
@@ -186,10 +202,13 @@ class DynamicQuantizedLinear(Module):
         if x.dtype != np.float32:
             raise TypeError(f"DynamicQuantizedLinear: input is {x.dtype}; the int8 kernels take float32 "
                             "(call .float() on the input)")
-        scale = self.scale.data.astype(np.float32, copy=False)
-        if scale.shape == (1,):  # per tensor: the kernel's epilogue takes one scale per output
-            scale = np.broadcast_to(scale, (self.out_features,))
+        scale = self.scale.data
         bias = None if self.bias is None else self.bias.data
+        with on_device_of(scale):
+            xp = get_array_module(scale)
+            scale = scale.astype(np.float32, copy=False)
+            if scale.shape == (1,):  # per tensor: the kernel's epilogue takes one scale per output
+                scale = xp.broadcast_to(scale, (self.out_features,))
         # The packed weight, not the Int8Weight: apply() would read (and so uncache) its .data.
         return _DynamicLinearFunction.apply(x, self.weight.packed(), scale, bias)
 
