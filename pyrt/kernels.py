@@ -241,6 +241,9 @@ PackedInt8Weight = _C.PackedInt8Weight
 ACTIVATION_QMAX = 127
 # Largest k whose int32 accumulators cannot overflow: k * 127 * 128 < 2**31 (csrc/cpu/qgemm.h).
 INT8_GEMM_MAX_K = 132104
+# The GPU kernel multiplies activations as unsigned bytes (mma .u8), exact for any uint8 code while
+# k * 255 * 128 < 2**31; only beyond that does it need the 7-bit codes the CPU always requires.
+_CUDA_ANY_U8_MAX_K = (2**31 - 1) // (255 * 128)
 # The GPU kernel copies rows in 16-byte chunks when a matrix's address and row stride allow it
 # (else byte by byte), so GPU weights and codes get their rows padded to 16 bytes.
 _CUDA_ROW_ALIGN = 16
@@ -433,9 +436,9 @@ def int8_gemm(
     one value for per-tensor); ``bias`` is float32 (n,) or None. All numpy
     (the C++ kernel), or all cupy on one GPU with ``w`` packed from a cupy
     array (the CUDA kernel, with the same int32 sums and epilogue, so the
-    same floats). On the GPU, checking that ``a_q`` is 7-bit waits for the
-    GPU; :func:`dynamic_linear` skips that check, as its codes are 7-bit by
-    construction.
+    same floats). The GPU kernel is exact for any uint8 ``a_q`` up to
+    k = 65793, so there codes above 127 are only refused (which needs a
+    reduction and a wait for the GPU) for larger k.
 
     >>> w = pack_int8_weight(np.full((2, 3), 2, np.int8))
     >>> a = np.full((1, 3), 5, np.uint8)
@@ -489,7 +492,7 @@ def _cuda_int8_gemm_checked(a_q: Any, a_scale: float, a_zero_point: int, w: Cuda
         _check_same_gpu("int8_gemm", a_q=a_q, w_scales=w_scales, bias=bias)
         if a_q.size and k > 1 and a_q.strides[1] != 1:
             a_q = cupy.ascontiguousarray(a_q)  # the kernel reads whole rows
-        if a_q.size and int(a_q.max()) > ACTIVATION_QMAX:  # the CPU kernel refuses these too
+        if k > _CUDA_ANY_U8_MAX_K and a_q.size and int(a_q.max()) > ACTIVATION_QMAX:
             raise ValueError("int8_gemm: activations must be in [0, 127] (7-bit, so vpmaddubsw cannot "
                              "saturate); quantize them with quantize_u8")
         if out is None:

@@ -5,6 +5,9 @@ Weights are stored as int8 codes with float32 scales (symmetric, zero point
 (``pyrt.kernels.quantize_u8``) and runs ``pyrt.kernels.int8_gemm``, which
 applies both scales and the bias in its epilogue. This is PyTorch's dynamic
 quantized Linear (``torch.ao.nn.quantized.dynamic.Linear``) on pyrt's kernels.
+On a GPU (``Module.to("cuda")``, or ``quantize_dynamic`` of a GPU model) the
+same steps run on pyrt's CUDA kernels with the same codes, parameters and
+int32 sums, so outputs equal the CPU's; PyTorch's runs on the CPU only.
 
 >>> import pyrt
 >>> from pyrt import nn

@@ -70,7 +70,10 @@ def quantize_dynamic(model: Module, qconfig_spec: QConfigSpec | None = None, dty
     PyTorch's ``default_dynamic_qconfig``) or per output channel
     (``per_channel_dynamic_qconfig``); activations are quantized per batch at
     run time. The model is deep-copied first unless ``inplace=True``. Other
-    layers are left as they are. Only ``dtype=pyrt.qint8`` is supported.
+    layers are left as they are. Only ``dtype=pyrt.qint8`` is supported. A
+    model on a GPU stays there: each quantized layer keeps its Linear's device
+    and runs on pyrt's CUDA int8 kernels (PyTorch's dynamic quantization is
+    CPU-only), with the codes a CPU model would get.
 
     >>> import pyrt
     >>> from pyrt import nn
@@ -96,10 +99,6 @@ def quantize_dynamic(model: Module, qconfig_spec: QConfigSpec | None = None, dty
         supported = ", ".join(repr(d) for d in SUPPORTED_DTYPES)
         raise ValueError(f"quantize_dynamic: dtype {dtype!r} is not supported; supported dtypes: "
                          f"{supported} (float16 dynamic quantization is not implemented)")
-    on_gpu = sorted({t.device for t in [*model.parameters(), *model.buffers()] if t.device != "cpu"})
-    if on_gpu:
-        raise ValueError(f"quantize_dynamic: the model is on {', '.join(on_gpu)}; dynamic quantization "
-                         "runs on the CPU int8 kernels (as PyTorch's): quantize model.cpu()")
     spec = _spec_as_dict(qconfig_spec)
     mapping = DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS if mapping is None else mapping
     if not inplace:

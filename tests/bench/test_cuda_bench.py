@@ -36,6 +36,17 @@ def test_spmm_against_cusparse_runs_on_the_fake_gpu(fake_gpu, monkeypatch: pytes
     assert all(r.ours_s > 0 and r.ref_s > 0 for r in records)
 
 
+def test_int8_against_cublas_runs_on_the_fake_gpu(fake_gpu, monkeypatch: pytest.MonkeyPatch) -> None:
+    def numpy_gemm_ex(a_q, w_q, out):  # cublasGemmEx's contract: int8 x int8 -> int32
+        out[...] = fake_gpu.asarray(a_q.get().astype(np.int32) @ w_q.get().astype(np.int32).T)
+        return out
+
+    monkeypatch.setattr(cuda_kernels, "cublas_int8_gemm", numpy_gemm_ex)
+    records = cuda_kernels._int8(np.random.default_rng(0), quick=True)  # validates before timing
+    assert [r.ref for r in records] == ["cuBLAS int8"]
+    assert all(r.ours_s > 0 and r.ref_s > 0 for r in records)
+
+
 def _time_once(step) -> float:
     start = time.perf_counter()
     step()

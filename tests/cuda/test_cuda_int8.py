@@ -134,6 +134,22 @@ def test_int32_sums_are_exact(kernel_device):
     assert got[0, 0] == -127 * 128 * k
 
 
+def test_any_uint8_code_is_exact(kernel_device):
+    # A is multiplied as .u8: codes 128..255 (which the CPU refuses) are exact too, not read as
+    # negative int8.
+    dev = kernel_device
+    rng = np.random.default_rng(12)
+    m, n, k = 11, 9, 45
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    a[0] = 255
+    w = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+    w[0] = -128
+    ones = np.ones(n, np.float32)
+    got = dev.asnumpy(_gemm(dev, dev.asarray(a), 1.0, 0, dev.asarray(w), dev.asarray(ones)))
+    np.testing.assert_array_equal(got, (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.float32))
+    assert got[0, 0] == -255 * 128 * k
+
+
 def test_k_at_the_overflow_guard_is_exact_and_past_it_refused(kernel_device):
     # The largest k the guard allows, with the codes that drive the int32 accumulator and the
     # zero-point difference to their extremes: acc = -127 * 128 * k and
@@ -390,8 +406,13 @@ def test_errors_on_the_gpu_path(gpu):
         kernels.int8_gemm(gpu.asarray(a), 1.0, 0, packed_gpu, gpu.asarray(scales[:3]))
     with pytest.raises(ValueError, match=r"outside \[0, 127\]"):
         kernels.int8_gemm(gpu.asarray(a), 1.0, 128, packed_gpu, gpu.asarray(scales))
+    # Codes above 127 are exact on the GPU up to k = 65793 (test_any_uint8_code_is_exact), refused
+    # beyond, where only 7-bit codes keep the int32 sums from overflowing.
+    big_k = 65794
     with pytest.raises(ValueError, match=r"activations must be in \[0, 127\]"):
-        kernels.int8_gemm(gpu.asarray(a * 200), 1.0, 0, packed_gpu, gpu.asarray(scales))
+        kernels.int8_gemm(gpu.full((1, big_k), 200, dtype=gpu.uint8), 1.0, 0,
+                          kernels.pack_int8_weight(gpu.zeros((1, big_k), dtype=gpu.int8)),
+                          gpu.asarray(np.ones(1, np.float32)))
     with pytest.raises(ValueError, match=r"out is \(2, 5\) float32"):
         kernels.int8_gemm(gpu.asarray(a), 1.0, 0, packed_gpu, gpu.asarray(scales),
                           out=gpu.zeros((2, 5), dtype=gpu.float32))
