@@ -3,9 +3,12 @@
 Every native kernel has exactly one Python entry point here. It validates its
 inputs (dtype, rank, shape, memory overlap) with errors that name the offending
 shapes and dtypes, then dispatches on the array type: numpy arrays go to
-``pyrt._C`` (C++, OpenMP), cupy arrays to ``pyrt._cuda``. Ops and layers call
-these functions; nothing else imports ``_C`` or ``_cuda``. Each entry point is
-decorated with ``traced_kernel``, so a running ``pyrt.profiler.profile``
+``pyrt._C`` (C++, OpenMP), cupy arrays to ``pyrt._cuda``, and arrays a native
+kernel cannot take (for the fused optimizer updates and LSTM cell: anything
+but C-contiguous float32 numpy) to the plain reference in
+``pyrt.kernel_reference``. Ops, layers and optimizers call these functions and
+never choose a path themselves; nothing else imports ``_C`` or ``_cuda``.
+Each entry point is decorated with ``traced_kernel``, so a running ``pyrt.profiler.profile``
 records every call with its arrays' shapes.
 """
 
@@ -26,6 +29,7 @@ except ImportError as exc:  # the usual cause: importing the source tree instead
         "is a source checkout, you are importing it instead of the installed package: run from "
         "another directory, or install for development with `pip install --no-build-isolation -e .`"
     ) from exc
+from pyrt import kernel_reference
 from pyrt.backend import describe, get_array_module, is_cuda_array
 from pyrt.profiler.recorder import traced_kernel
 
@@ -36,7 +40,6 @@ __all__ = [
     "adam_step",
     "cuda_available",
     "dynamic_linear",
-    "fused_update_applies",
     "get_num_threads",
     "int8_gemm",
     "int8_gemm_kernel_name",
@@ -921,48 +924,70 @@ def scale_inplace(dst: Any, alpha: float) -> Any:
     return dst
 
 
-# --- fused optimizer updates -----------------------------------------------------------
+# --- fused optimizer updates and the LSTM cell ------------------------------------------
+# One entry point per kernel, whatever the arrays: C-contiguous float32 numpy arrays run
+# the native pass in pyrt._C; anything else (float64, strided views, cupy arrays) runs the
+# plain reference in pyrt.kernel_reference on the same arrays, in place. Callers never
+# choose: optimizers and the LSTM layer call these functions for every dtype and device.
 
-def fused_update_applies(*arrays: Any) -> bool:
-    """True when the fused optimizer kernels can update these arrays in place:
-    C-contiguous float32 numpy arrays of one size (other dtypes take numpy's path).
-
-    >>> fused_update_applies(np.zeros(3, np.float32), np.ones(3, np.float32))
-    True
-    >>> fused_update_applies(np.zeros(3))
-    False
-    """
-    first = arrays[0]
-    return all(
-        isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
-        and x.size == first.size for x in arrays
-    )
+def _runs_native(*arrays: Any) -> bool:
+    """True when every array fits the native kernels: a C-contiguous float32 numpy array."""
+    return all(isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
+               for x in arrays)
 
 
-def _check_fused(fn: str, **arrays: Any) -> None:
+def _listing(arrays: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {describe(x)}" for name, x in arrays.items())
+
+
+def _check_same_kind(fn: str, arrays: dict[str, Any]) -> None:
+    """One array library and one floating dtype across ``arrays`` (None entries already dropped)."""
+    if not all(hasattr(x, "shape") and hasattr(x, "dtype") for x in arrays.values()):
+        raise TypeError(f"{fn}: needs numpy or cupy arrays, got {_listing(arrays)}")
+    if len({is_cuda_array(x) for x in arrays.values()}) > 1:
+        kinds = ", ".join(f"{name} {type(x).__module__}.{type(x).__name__}" for name, x in arrays.items())
+        raise TypeError(f"{fn}: mixes numpy and cupy arrays ({kinds}); move them to one device")
+    dtypes = {np.dtype(x.dtype) for x in arrays.values()}
+    if len(dtypes) > 1 or not np.issubdtype(dtypes.pop(), np.floating):
+        raise TypeError(f"{fn}: needs arrays of one floating dtype, got {_listing(arrays)}")
+
+
+def _check_update(fn: str, **arrays: Any) -> None:
     present = {name: x for name, x in arrays.items() if x is not None}
-    if not fused_update_applies(*present.values()):
-        listing = ", ".join(f"{name} {describe(x)}" for name, x in present.items())
-        raise TypeError(f"{fn}: needs C-contiguous float32 numpy arrays of one size, got {listing}")
+    _check_same_kind(fn, present)
+    if len({tuple(x.shape) for x in present.values()}) > 1:
+        raise ValueError(f"{fn}: needs arrays of one shape, got {_listing(present)}")
 
 
 @traced_kernel
 def sgd_step(p: Any, grad: Any, momentum_buffer: Any | None, *, lr: float, momentum: float = 0.0,
              dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
              maximize: bool = False, first_step: bool = False) -> None:
-    """One SGD update of ``p`` in place, PyTorch's equations in a single pass.
+    """One SGD update of ``p`` in place, PyTorch's equations (see ``pyrt.optim.SGD``).
 
     ``momentum_buffer`` (same shape, updated in place) is needed when
     ``momentum`` is non-zero; on ``first_step`` it is set to the gradient.
+    C-contiguous float32 numpy arrays take one native pass; any other
+    floating arrays (float64, strided, cupy) the reference in
+    ``pyrt.kernel_reference``.
 
     >>> p, g = np.ones(2, np.float32), np.full(2, 0.5, np.float32)
     >>> sgd_step(p, g, None, lr=0.1)
     >>> p
     array([0.95, 0.95], dtype=float32)
+    >>> p64 = np.ones(2); sgd_step(p64, np.full(2, 0.5), None, lr=0.1); p64   # the reference
+    array([0.95, 0.95])
     """
-    _check_fused("sgd_step", p=p, grad=grad, momentum_buffer=momentum_buffer)
-    _C.sgd_step(p, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
-                first_step)
+    _check_update("sgd_step", p=p, grad=grad, momentum_buffer=momentum_buffer)
+    if momentum != 0 and momentum_buffer is None:
+        raise ValueError("sgd_step: momentum needs a buffer (momentum_buffer is None)")
+    if _runs_native(p, grad, *([] if momentum_buffer is None else [momentum_buffer])):
+        _C.sgd_step(p, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
+                    first_step)
+    else:
+        kernel_reference.sgd_step(p, grad, momentum_buffer, lr=lr, momentum=momentum,
+                                  dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                                  maximize=maximize, first_step=first_step)
 
 
 @traced_kernel
@@ -972,7 +997,8 @@ def adam_step(p: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: 
     """One Adam (or, with ``decoupled_weight_decay``, AdamW) update of ``p`` in place.
 
     The moment estimates (and ``max_exp_avg_sq`` for AMSGrad) are updated in
-    place; ``step`` counts from 1 and sets the bias corrections.
+    place; ``step`` counts from 1 and sets the bias corrections. Dispatch as
+    in :func:`sgd_step`.
 
     >>> p, g = np.ones(2, np.float32), np.full(2, 0.5, np.float32)
     >>> m, v = np.zeros(2, np.float32), np.zeros(2, np.float32)
@@ -980,27 +1006,33 @@ def adam_step(p: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: 
     >>> p.round(4)
     array([0.9, 0.9], dtype=float32)
     """
-    _check_fused("adam_step", p=p, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
-                 max_exp_avg_sq=max_exp_avg_sq)
-    _C.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
-                 decoupled_weight_decay, maximize, int(step))
+    _check_update("adam_step", p=p, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
+                  max_exp_avg_sq=max_exp_avg_sq)
+    if int(step) < 1:
+        raise ValueError(f"adam_step: step counts from 1, got {step}")
+    state = [exp_avg, exp_avg_sq, *([] if max_exp_avg_sq is None else [max_exp_avg_sq])]
+    if _runs_native(p, grad, *state):
+        _C.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                     decoupled_weight_decay, maximize, int(step))
+    else:
+        kernel_reference.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr, beta1=beta1,
+                                   beta2=beta2, eps=eps, weight_decay=weight_decay, step=int(step),
+                                   decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
 
 
-# --- fused LSTM cell --------------------------------------------------------------------
-
-def _check_lstm(fn: str, gates: Any, **states: Any) -> None:
+def _check_lstm(fn: str, gates: Any, **states: Any) -> dict[str, Any]:
     present = {"gates": gates, **{k: v for k, v in states.items() if v is not None}}
-    for name, x in present.items():
-        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
-                and x.ndim == 2):
-            raise TypeError(f"{fn}: {name} must be a C-contiguous 2-D float32 numpy array, "
-                            f"got {describe(x)}")
-    batch, hidden = states["c_prev"].shape
+    _check_same_kind(fn, present)
+    c_prev = states["c_prev"]
+    if c_prev.ndim != 2:
+        raise ValueError(f"{fn}: c_prev must be (batch, hidden), got {describe(c_prev)}")
+    batch, hidden = c_prev.shape
     for name, x in present.items():
         want = (batch, 4 * hidden) if name in ("gates", "grad_gates") else (batch, hidden)
-        if x.shape != want:
+        if tuple(x.shape) != want:
             raise ValueError(f"{fn}: {name} is {describe(x)}, expected {want} for c_prev "
-                             f"{describe(states['c_prev'])}")
+                             f"{describe(c_prev)}")
+    return present
 
 
 @traced_kernel
@@ -1009,7 +1041,9 @@ def lstm_cell_forward(gates: Any, c_prev: Any, c: Any, tanh_c: Any, h: Any) -> N
 
     ``gates`` (B, 4H) holds the pre-activations (order i, f, g, o) and receives the
     activated gates; ``c`` = f c_prev + i g, ``tanh_c`` = tanh(c), ``h`` = o tanh(c),
-    all (B, H), are written.
+    all (B, H), are written. C-contiguous float32 numpy arrays run the native
+    kernel (AVX2 exp); any other floating arrays the reference in
+    ``pyrt.kernel_reference``.
 
     >>> g = np.zeros((1, 4), np.float32); c0 = np.ones((1, 1), np.float32)
     >>> c, tc, h = (np.empty((1, 1), np.float32) for _ in range(3))
@@ -1017,8 +1051,11 @@ def lstm_cell_forward(gates: Any, c_prev: Any, c: Any, tanh_c: Any, h: Any) -> N
     >>> g.round(3).tolist(), c.round(3).tolist()
     ([[0.5, 0.5, 0.0, 0.5]], [[0.5]])
     """
-    _check_lstm("lstm_cell_forward", gates, c_prev=c_prev, c=c, tanh_c=tanh_c, h=h)
-    _C.lstm_cell_forward(gates, c_prev, c, tanh_c, h)
+    arrays = _check_lstm("lstm_cell_forward", gates, c_prev=c_prev, c=c, tanh_c=tanh_c, h=h)
+    if _runs_native(*arrays.values()):
+        _C.lstm_cell_forward(gates, c_prev, c, tanh_c, h)
+    else:
+        kernel_reference.lstm_cell_forward(gates, c_prev, c, tanh_c, h)
 
 
 @traced_kernel
@@ -1029,6 +1066,7 @@ def lstm_cell_backward(gates: Any, c_prev: Any, tanh_c: Any, grad_h: Any, grad_h
     ``gates`` are the activated gates (B, 4H); ``grad_h`` (and ``grad_h_next``,
     the recurrent part, or None) is dL/dh_t; ``grad_c`` holds dL/dc_t and
     becomes dL/dc_{t-1}; ``grad_gates`` (B, 4H) receives dL/d(pre-activation).
+    Dispatch as in :func:`lstm_cell_forward`.
 
     >>> g = np.full((1, 4), 0.5, np.float32); z = np.zeros((1, 1), np.float32)
     >>> dc, dg = np.zeros((1, 1), np.float32), np.empty((1, 4), np.float32)
@@ -1036,6 +1074,10 @@ def lstm_cell_backward(gates: Any, c_prev: Any, tanh_c: Any, grad_h: Any, grad_h
     >>> dg.tolist(), dc.tolist()
     ([[0.0625, 0.0, 0.1875, 0.0]], [[0.25]])
     """
-    _check_lstm("lstm_cell_backward", gates, c_prev=c_prev, tanh_c=tanh_c, grad_h=grad_h,
-                grad_h_next=grad_h_next, grad_c=grad_c, grad_gates=grad_gates)
-    _C.lstm_cell_backward(gates, c_prev, tanh_c, grad_h, grad_h_next, grad_c, grad_gates)
+    arrays = _check_lstm("lstm_cell_backward", gates, c_prev=c_prev, tanh_c=tanh_c, grad_h=grad_h,
+                         grad_h_next=grad_h_next, grad_c=grad_c, grad_gates=grad_gates)
+    if _runs_native(*arrays.values()):
+        _C.lstm_cell_backward(gates, c_prev, tanh_c, grad_h, grad_h_next, grad_c, grad_gates)
+    else:
+        kernel_reference.lstm_cell_backward(gates, c_prev, tanh_c, grad_h, grad_h_next, grad_c,
+                                            grad_gates)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import pyrt
+from pyrt import kernel_reference
 
 
 @pytest.fixture
@@ -22,6 +23,21 @@ def rng() -> np.random.Generator:
 @pytest.fixture(autouse=True)
 def _seed_pyrt() -> None:
     pyrt.manual_seed(0)
+
+
+@pytest.fixture
+def reference_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts, by kernel name, the calls ``pyrt.kernels`` sends to ``pyrt.kernel_reference``."""
+    calls: dict[str, int] = {}
+    for name in kernel_reference.__all__:
+        original = getattr(kernel_reference, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(kernel_reference, name, counted)
+    return calls
 
 
 @pytest.fixture

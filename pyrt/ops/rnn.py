@@ -41,81 +41,30 @@ def _rows(x: Any) -> Any:
     return x.reshape(x.shape[0] * x.shape[1], x.shape[2])
 
 
-def _gate_pattern(xp: Any, values: tuple[float, ...], batch: int, hidden: int, dtype: Any) -> Any:
-    """A (batch, len(values) * hidden) array holding values[k] in gate k's columns."""
-    row = xp.repeat(xp.asarray(values, dtype=dtype), hidden)
-    return xp.ascontiguousarray(xp.broadcast_to(row, (batch, row.size)))
-
-
 class LSTMLayer(Function):
-    """One LSTM layer over a sequence; returns h_1..h_T and c_T packed as (T+1, B, H)."""
+    """One LSTM layer over a sequence; returns h_1..h_T and c_T packed as (T+1, B, H).
+
+    The gate math of each step is ``kernels.lstm_cell_forward`` / ``lstm_cell_backward``,
+    which run natively on float32 numpy and as a plain reference on anything else.
+    """
 
     def forward(self, x: Any, h0: Any, c0: Any, w_ih: Any, w_hh: Any, b_ih: Any | None,
                 b_hh: Any | None) -> Any:
         xp = get_array_module(x)
         x = xp.ascontiguousarray(x)
         (T, B, _), H = x.shape, w_hh.shape[1]
-        self.fused = xp is np and x.dtype == np.float32
-        if self.fused:
-            return self._forward_fused(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-        # sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 / (1 + exp(-2a)) - 1. With the
-        # weight rows scaled once by -1 (i, f, o) and -2 (g), four calls on the whole
-        # contiguous (B, 4H) block activate every gate of a step: exp, + 1, numerator / a
-        # (1, or 2 for g), + shift (0, or -1 for g). Measured (numpy 2.4, 64x512 float32):
-        # np.tanh 236 us vs np.exp 115 us, and an op on one gate's strided (B, H) column
-        # block costs ~5x more per element than on the contiguous block.
-        gate_scale = xp.repeat(xp.asarray([-1.0, -1.0, -2.0, -1.0], dtype=x.dtype), H)
-        # Full (B, 4H) copies: broadcasting a (4H,) row measured ~1.5x slower per call.
-        numerator = _gate_pattern(xp, (1.0, 1.0, 2.0, 1.0), B, H, x.dtype)
-        shift = _gate_pattern(xp, (0.0, 0.0, -1.0, 0.0), B, H, x.dtype)
-        gates = matmul_arrays(_rows(x), (w_ih * gate_scale[:, None]).T).reshape(T, B, 4 * H)
+        gates = matmul_arrays(_rows(x), w_ih.T).reshape(T, B, 4 * H)
         for b in (b_ih, b_hh):
             if b is not None:
-                gates += b * gate_scale
-        w_hh_t = (w_hh * gate_scale[:, None]).T  # (H, 4H)
+                gates += b
         # states holds h_0, h_1..h_T and then c_T, so states[1:] is the packed output and
-        # states[t] is the GEMM operand of step t, both without copies.
+        # states[t] is the GEMM operand of step t, both without copies. Every per-step
+        # slice below is C-contiguous, which the native cell kernel needs.
         states = xp.empty((T + 2, B, H), dtype=x.dtype)
         states[0] = h0
         cells = xp.empty((T + 1, B, H), dtype=x.dtype)
         cells[0] = c0
         tanh_cells = xp.empty((T, B, H), dtype=x.dtype)
-        input_times_g = xp.empty((B, H), dtype=x.dtype)
-        # exp overflows to inf (or underflows to 0) for saturated gates; 1 / inf = 0 and
-        # 1 / (1 + 0) = 1 are the right limits, so neither is worth a warning.
-        with np.errstate(over="ignore", under="ignore"):
-            for t in range(T):
-                a = gates[t]
-                a += matmul_arrays(states[t], w_hh_t)
-                xp.exp(a, out=a)
-                a += 1
-                xp.divide(numerator, a, out=a)
-                a += shift
-                i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-                c = cells[t + 1]
-                xp.multiply(f, cells[t], out=c)
-                xp.multiply(i, g, out=input_times_g)
-                c += input_times_g
-                xp.tanh(c, out=tanh_cells[t])
-                xp.multiply(o, tanh_cells[t], out=states[t + 1])
-        states[T + 1] = cells[T]
-        self.has_bias = (b_ih is not None, b_hh is not None)
-        self.save_for_backward(x, w_ih, w_hh, gates, states, cells, tanh_cells)
-        return states[1:]
-
-    def _forward_fused(self, x: Any, h0: Any, c0: Any, w_ih: Any, w_hh: Any, b_ih: Any | None,
-                       b_hh: Any | None) -> Any:
-        """float32 on the CPU: the gate math of each step is one native pass (lstm_cell_forward)."""
-        (T, B, _), H = x.shape, w_hh.shape[1]
-        gates = matmul_arrays(_rows(x), w_ih.T).reshape(T, B, 4 * H)
-        for b in (b_ih, b_hh):
-            if b is not None:
-                gates += b
-        states = np.empty((T + 2, B, H), dtype=x.dtype)  # h_0..h_T, then c_T (see forward)
-        states[0] = h0
-        cells = np.empty((T + 1, B, H), dtype=x.dtype)
-        cells[0] = c0
-        tanh_cells = np.empty((T, B, H), dtype=x.dtype)
         w_hh_t = w_hh.T
         for t in range(T):
             a = gates[t]
@@ -126,54 +75,21 @@ class LSTMLayer(Function):
         self.save_for_backward(x, w_ih, w_hh, gates, states, cells, tanh_cells)
         return states[1:]
 
-    def _backward_fused_steps(self, grad: Any, gates: Any, cells: Any, tanh_cells: Any,
-                              w_hh: Any) -> tuple[Any, Any, Any]:
-        """Backpropagation through time, the per-step gate math in native passes."""
+    def backward(self, grad: Any) -> tuple[Any, ...]:
+        """Backpropagation through time: the cell kernel per step, then one GEMM per weight."""
+        x, w_ih, w_hh, gates, states, cells, tanh_cells = self.saved_tensors
+        xp = get_array_module(grad)
+        # A strided incoming gradient (e.g. from a slice of the output) would send every
+        # step to the reference path; one copy keeps float32 on the native kernel.
+        grad = xp.ascontiguousarray(grad)
         T = tanh_cells.shape[0]
-        d_gates = np.empty_like(gates)
+        d_gates = xp.empty_like(gates)  # dL/d(pre-activation) of every gate, every step
         d_c = grad[T].copy()  # c_n's gradient enters at the last step
         d_h_prev = None
         for t in range(T - 1, -1, -1):
             kernels.lstm_cell_backward(gates[t], cells[t], tanh_cells[t], grad[t], d_h_prev, d_c,
                                        d_gates[t])
             d_h_prev = matmul_arrays(d_gates[t], w_hh)
-        return d_gates, d_h_prev, d_c
-
-    def backward(self, grad: Any) -> tuple[Any, ...]:
-        x, w_ih, w_hh, gates, states, cells, tanh_cells = self.saved_tensors
-        xp = get_array_module(grad)
-        T, _, H = tanh_cells.shape
-        if self.fused:
-            grad = np.ascontiguousarray(grad)
-            d_gates, d_h_prev, d_c = self._backward_fused_steps(grad, gates, cells, tanh_cells, w_hh)
-            return self._weight_gradients(x, w_ih, states, d_gates, d_h_prev, d_c)
-        d_gates = xp.empty_like(gates)  # dL/d(pre-activation) of every gate, every step
-        # Every gate's derivative in one block formula: sigmoid' = s (1 - s) = (s - 0)(1 - s)
-        # and tanh' = 1 - g^2 = (g + 1)(1 - g), so (a - low)(1 - a) with low 0 or -1.
-        low = _gate_pattern(xp, (0.0, 0.0, -1.0, 0.0), gates.shape[1], H, gates.dtype)
-        derivative = xp.empty_like(gates[0])
-        one_minus = xp.empty_like(gates[0])
-        d_c = grad[T].copy()  # c_n's gradient enters at the last step
-        d_h_prev = None
-        for t in range(T - 1, -1, -1):
-            d_h = grad[t] if d_h_prev is None else grad[t] + d_h_prev
-            a, tanh_c = gates[t], tanh_cells[t]
-            i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-            # h_t = o * tanh(c_t), and c_t also feeds c_{t+1}
-            d_c += d_h * o * (1 - tanh_c * tanh_c)
-            # dL/d(activated gate), then times its derivative:
-            # c_t = f * c_{t-1} + i * g gives d_i = d_c g, d_f = d_c c_{t-1}, d_g = d_c i.
-            d = d_gates[t]
-            xp.multiply(d_c, g, out=d[:, :H])
-            xp.multiply(d_c, cells[t], out=d[:, H:2 * H])
-            xp.multiply(d_c, i, out=d[:, 2 * H:3 * H])
-            xp.multiply(d_h, tanh_c, out=d[:, 3 * H:])
-            xp.subtract(a, low, out=derivative)
-            xp.subtract(1, a, out=one_minus)
-            derivative *= one_minus
-            d *= derivative
-            d_c *= f
-            d_h_prev = matmul_arrays(d, w_hh)
         return self._weight_gradients(x, w_ih, states, d_gates, d_h_prev, d_c)
 
     def _weight_gradients(self, x: Any, w_ih: Any, states: Any, d_gates: Any, d_h0: Any,
@@ -211,7 +127,9 @@ class GRULayer(Function):
         states = xp.empty((T + 1, B, H), dtype=x.dtype)  # h_0, h_1..h_T
         states[0] = h0
         w_hh_t = w_hh.T
-        with np.errstate(over="ignore", under="ignore"):  # saturated gates, as in the LSTM
+        # exp overflows to inf (or underflows to 0) for saturated gates; 1 / inf = 0 and
+        # 1 / (1 + 0) = 1 are the right limits, so neither is worth a warning.
+        with np.errstate(over="ignore", under="ignore"):
             for t in range(T):
                 a, hh = gates[t], hidden[t]
                 hh[...] = matmul_arrays(states[t], w_hh_t)

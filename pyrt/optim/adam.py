@@ -12,7 +12,6 @@ Step t, with g the gradient, m and v the first and second moment estimates::
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from pyrt import kernels
@@ -65,48 +64,13 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = Tensor(xp.zeros_like(p.data))
         state["step"] += 1
-        moments = [state[k].data for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if k in state]
-        if kernels.fused_update_applies(p.data, grad, *moments):
-            # float32 on the CPU: one native pass instead of a dozen numpy ones.
-            beta1, beta2 = group["betas"]
-            kernels.adam_step(p.data, grad, state["exp_avg"].data, state["exp_avg_sq"].data,
-                              state["max_exp_avg_sq"].data if group["amsgrad"] else None,
-                              lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                              weight_decay=group["weight_decay"], step=state["step"],
-                              decoupled_weight_decay=self._decoupled_weight_decay,
-                              maximize=group["maximize"])
-        else:
-            self._array_update(p, grad, group, state)
-
-    def _array_update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
-        """Any dtype and array library, as whole-array expressions."""
-        xp = get_array_module(p.data)
-        lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
-        step = state["step"]
-        if group["maximize"]:
-            grad = -grad
-        if weight_decay != 0:
-            if self._decoupled_weight_decay:
-                p.data *= 1 - lr * weight_decay
-            else:
-                grad = grad + weight_decay * p.data
-
-        exp_avg, exp_avg_sq = state["exp_avg"].data, state["exp_avg_sq"].data
-        exp_avg *= beta1
-        exp_avg += (1 - beta1) * grad
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * (grad * grad)
-
-        if group["amsgrad"]:
-            second_moment = state["max_exp_avg_sq"].data
-            xp.maximum(second_moment, exp_avg_sq, out=second_moment)
-        else:
-            second_moment = exp_avg_sq
-        bias_correction1 = 1 - beta1**step
-        bias_correction2_sqrt = math.sqrt(1 - beta2**step)
-        denom = xp.sqrt(second_moment) / bias_correction2_sqrt + eps
-        p.data -= (lr / bias_correction1) * (exp_avg / denom)
+        kernels.adam_step(p.data, grad, state["exp_avg"].data, state["exp_avg_sq"].data,
+                          state["max_exp_avg_sq"].data if group["amsgrad"] else None,
+                          lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                          weight_decay=group["weight_decay"], step=state["step"],
+                          decoupled_weight_decay=self._decoupled_weight_decay,
+                          maximize=group["maximize"])
 
 
 class AdamW(Adam):

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from pyrt import kernels
+from pyrt.backend import get_array_module
 from pyrt.optim.optimizer import Optimizer, ParamsT
 from pyrt.tensor import Tensor
 
@@ -54,39 +53,14 @@ class SGD(Optimizer):
                                       maximize=maximize))
 
     def _update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
-        buf = state.get("momentum_buffer")
-        arrays = (p.data, grad) if buf is None else (p.data, grad, buf.data)
-        if kernels.fused_update_applies(*arrays):
-            self._fused_update(p, grad, group, state)
-        else:
-            self._array_update(p, grad, group, state)
-
-    def _fused_update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
-        """float32 on the CPU: one native pass instead of a handful of numpy ones."""
         momentum, first_step, buf = group["momentum"], False, None
         if momentum != 0:
             if "momentum_buffer" not in state:
-                state["momentum_buffer"] = Tensor(np.empty_like(p.data))
+                # Filled by the kernel from the first gradient (PyTorch's rule).
+                xp = get_array_module(p.data)
+                state["momentum_buffer"] = Tensor(xp.empty_like(p.data))
                 first_step = True
             buf = state["momentum_buffer"].data
         kernels.sgd_step(p.data, grad, buf, lr=group["lr"], momentum=momentum,
                          dampening=group["dampening"], weight_decay=group["weight_decay"],
                          nesterov=group["nesterov"], maximize=group["maximize"], first_step=first_step)
-
-    def _array_update(self, p: Tensor, grad: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
-        """Any dtype and array library, as whole-array expressions."""
-        if group["maximize"]:
-            grad = -grad
-        if group["weight_decay"] != 0:
-            grad = grad + group["weight_decay"] * p.data
-        momentum = group["momentum"]
-        if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                # A copy: the buffer is updated in place later and must not alias p.grad.
-                buf = state["momentum_buffer"] = Tensor(grad.copy())
-            else:
-                buf.data *= momentum
-                buf.data += (1 - group["dampening"]) * grad
-            grad = grad + momentum * buf.data if group["nesterov"] else buf.data
-        p.data -= group["lr"] * grad

@@ -1,5 +1,6 @@
-"""The fused LSTM cell kernels against the equations in float64, and the fused
-float32 LSTM layer against the float64 whole-array path."""
+"""The LSTM cell kernels: the native float32 pass against the equations and against the
+plain reference (``pyrt.kernel_reference``) that ``pyrt.kernels`` runs for every other
+array, and the float32 LSTM layer against float64."""
 
 from __future__ import annotations
 
@@ -74,8 +75,50 @@ def test_shape_errors_are_named() -> None:
     z = np.zeros((2, 3), np.float32)
     with pytest.raises(ValueError, match=r"gates is \(2, 3\) float32, expected \(2, 12\)"):
         kernels.lstm_cell_forward(z.copy(), z, z.copy(), z.copy(), z.copy())
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(ValueError, match=r"grad_gates is \(2, 3\) float64, expected \(2, 12\)"):
+        z64 = np.zeros((2, 3))
+        kernels.lstm_cell_backward(np.zeros((2, 12)), z64, z64, z64, None, z64.copy(), z64.copy())
+    with pytest.raises(TypeError, match=r"one floating dtype, got gates \(2, 12\) float64, c_prev \(2, 3\) "
+                                        r"float32"):
         kernels.lstm_cell_forward(np.zeros((2, 12)), z, z.copy(), z.copy(), z.copy())
+
+
+def strided(x: np.ndarray) -> np.ndarray:
+    """A copy of the 2-D x as the leading columns of a wider buffer: rows not contiguous."""
+    base = np.full((x.shape[0], x.shape[1] + 3), np.nan, x.dtype)
+    view = base[:, :x.shape[1]]
+    view[...] = x
+    assert not view.flags.c_contiguous
+    return view
+
+
+LAYOUTS = {
+    "float32 native": lambda x: x.astype(np.float32),
+    "float64 reference": lambda x: x.astype(np.float64),
+    "float32 strided reference": lambda x: strided(x.astype(np.float32)),
+}
+
+
+@pytest.mark.parametrize(("batch", "hidden"), [(2, 1), (3, 7), (5, 33)])
+def test_cell_native_and_reference_agree(batch, hidden, rng, reference_calls) -> None:
+    pre = (rng.standard_normal((batch, 4 * hidden)) * 4).astype(np.float32)
+    pre[0, :4] = [60.0, -60.0, 100.0, -100.0]  # saturated gates: exp overflows, tanh is +-1
+    c_prev, grad_h, grad_next, grad_c = (rng.standard_normal((batch, hidden)).astype(np.float32)
+                                         for _ in range(4))
+    results = {}
+    for name, layout in LAYOUTS.items():
+        gates, c, tanh_c, h = layout(pre), layout(c_prev), layout(c_prev), layout(c_prev)
+        kernels.lstm_cell_forward(gates, layout(c_prev), c, tanh_c, h)
+        d_c, d_gates = layout(grad_c), layout(pre)
+        kernels.lstm_cell_backward(gates, layout(c_prev), tanh_c, layout(grad_h), layout(grad_next),
+                                   d_c, d_gates)
+        results[name] = (gates, c, tanh_c, h, d_c, d_gates)
+    # The native kernel ran the contiguous float32 arrays, the reference the other two layouts.
+    assert reference_calls == {"lstm_cell_forward": 2, "lstm_cell_backward": 2}
+    for name in ("float64 reference", "float32 strided reference"):
+        for what, ours, ref in zip(("gates", "c", "tanh_c", "h", "grad_c", "grad_gates"),
+                                   results["float32 native"], results[name], strict=True):
+            np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-6, err_msg=f"{what} vs {name}")
 
 
 @pytest.mark.parametrize("layers", [1, 2])
