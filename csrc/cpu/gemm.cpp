@@ -63,7 +63,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -86,27 +85,6 @@ constexpr int64_t NC = 4080;
 // Below this many multiply-adds per thread a parallel region costs more than
 // it saves (waking a thread is a few microseconds; 256K FMAs take ~3 us).
 constexpr int64_t kMinFmasPerThread = 256 * 1024;
-
-// Per-thread packing buffer, grown on demand and kept for the thread's life:
-// training calls sgemm thousands of times with the same shapes.
-class PackBuffer {
- public:
-  ~PackBuffer() { std::free(data_); }
-  float* get(int64_t count) {
-    if (count > capacity_) {
-      std::free(data_);
-      // 64-byte alignment: each packed k step of B is exactly one cache line.
-      const size_t bytes = static_cast<size_t>(round_up(count * 4, 64));
-      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      capacity_ = count;
-    }
-    return data_;
-  }
-
- private:
-  float* data_ = nullptr;
-  int64_t capacity_ = 0;
-};
 
 // ---------------------------------------------------------------------------
 // Packing. Ap holds mc rows of A as ceil(mc/MR) micro-panels, each kc x MR
@@ -508,11 +486,11 @@ __attribute__((target("avx2,fma"))) void columns_dot_avx2(int64_t n, int64_t k, 
 
 void row_times_columns(int64_t n, int64_t k, float alpha, const float* a, int64_t csa, const float* b,
                        int64_t csb, float beta, float* c, int64_t csc) {
-  thread_local std::vector<float> a_row;
+  thread_local ThreadBuffer<float> a_row;
   if (csa != 1) {  // k floats, against n * k of B
-    a_row.resize(static_cast<size_t>(k));
-    for (int64_t p = 0; p < k; ++p) a_row[p] = a[p * csa];
-    a = a_row.data();
+    float* row = a_row.get(k);
+    for (int64_t p = 0; p < k; ++p) row[p] = a[p * csa];
+    a = row;
   }
 #ifdef PYRT_HAVE_X86
   if (has_avx2_fma()) return columns_dot_avx2(n, k, alpha, a, b, csb, beta, c, csc);
@@ -526,8 +504,8 @@ void gemm_tile(const KernelSet& kernels, int64_t m, int64_t n, int64_t k, float 
                int64_t csb, float beta, float* c, int64_t rsc, int64_t csc) {
   if (m == 1 && csb == 1) return row_times_matrix(n, k, alpha, a, csa, b, rsb, beta, c, csc);
   if (m == 1 && rsb == 1) return row_times_columns(n, k, alpha, a, csa, b, csb, beta, c, csc);
-  thread_local PackBuffer a_buffer;
-  thread_local PackBuffer b_buffer;
+  thread_local ThreadBuffer<float> a_buffer;
+  thread_local ThreadBuffer<float> b_buffer;
   const int64_t mc_max = balanced_block(m, MC, MR);
   const int64_t kc_max = balanced_block(k, KC, 1);
   const int64_t nc_max = balanced_block(n, NC, NR);
@@ -632,11 +610,6 @@ void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t
   }
 }
 
-const char* sgemm_kernel_name() {
-#ifdef PYRT_HAVE_X86
-  if (has_avx2_fma()) return "avx2_fma_6x16";
-#endif
-  return "portable";
-}
+const char* sgemm_kernel_name() { return kernel_name("avx2_fma_6x16"); }
 
 }  // namespace pyrt::cpu

@@ -128,34 +128,6 @@ constexpr int64_t kMaxTilesPerThread = 4;
 // Same for the quantizer's element-wise passes.
 constexpr int64_t kMinElementsPerThread = 64 * 1024;
 
-
-void* aligned_bytes(size_t bytes) {
-  // 64-byte alignment: one packed k group of a weight panel is one cache line.
-  void* p = std::aligned_alloc(64, static_cast<size_t>(round_up(std::max<size_t>(bytes, 1), 64)));
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-
-// Per-thread buffer, grown on demand and kept for the thread's life:
-// inference calls the same shapes over and over.
-template <typename T>
-class ThreadBuffer {
- public:
-  ~ThreadBuffer() { std::free(data_); }
-  T* get(int64_t count) {
-    if (count > capacity_) {
-      std::free(data_);
-      data_ = static_cast<T*>(aligned_bytes(static_cast<size_t>(count) * sizeof(T)));
-      capacity_ = count;
-    }
-    return data_;
-  }
-
- private:
-  T* data_ = nullptr;
-  int64_t capacity_ = 0;
-};
-
 // ---------------------------------------------------------------------------
 // Activation packing: mc rows x kc columns of a into ceil(mc/MR) micro-panels,
 // each ceil(kc/4) groups of MR x 4 bytes. Rows past mc and k past kc are zero.
@@ -710,11 +682,6 @@ void int8_gemm(int64_t m, const uint8_t* a, int64_t lda, float a_scale, int32_t 
   }
 }
 
-const char* int8_gemm_kernel_name() {
-#ifdef PYRT_HAVE_X86
-  if (has_avx2_fma()) return "avx2_4x16";
-#endif
-  return "portable";
-}
+const char* int8_gemm_kernel_name() { return kernel_name("avx2_4x16"); }
 
 }  // namespace pyrt::cpu

@@ -260,11 +260,6 @@ void scale_inplace(double* dst, int64_t count, double alpha, Threading threading
   scale_any(dst, count, alpha, threading);
 }
 
-const char* reduce_kernel_name() {
-#ifdef PYRT_HAVE_X86
-  if (has_avx2_fma()) return "avx2";
-#endif
-  return "portable";
-}
+const char* reduce_kernel_name() { return kernel_name("avx2"); }
 
 }  // namespace pyrt::cpu
