@@ -119,10 +119,10 @@ def _recording_masks(function: type) -> Iterator[list[tuple[bool, ...]]]:
 
 
 def test_input_pass_skips_the_weight_gemm() -> None:
-    """Linear honours the mask: the input pass computes grad_x only, the weight pass the rest."""
+    """LinearFunction honours the mask: the input pass computes grad_x only, the weight pass the rest."""
     layer = nn.Linear(3, 2).double()
     x = _leaf(4, 3)
-    with _recording_masks(pyrt.ops.linalg.Linear) as calls:
+    with _recording_masks(pyrt.ops.linalg.LinearFunction) as calls:
         backward_input(layer(x).sum(), inputs=[x]).run()
     assert calls == [(True, False, False), (False, True, True)]
 
@@ -199,7 +199,7 @@ def test_weight_pass_refuses_a_graph_changed_in_place() -> None:
     x = _leaf(4, 2)
     weights = backward_input(layer(x).sum(), inputs=[x])
     with pyrt.no_grad():
-        x.add_(1.0)  # Linear saved x for its weight gradient
+        x.add_(1.0)  # LinearFunction saved x for its weight gradient
     with pytest.raises(RuntimeError, match="modified in place"):
         weights.run()
 

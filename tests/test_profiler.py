@@ -42,10 +42,10 @@ def test_a_step_records_forward_backward_and_kernels_nested(tmp_path: Path) -> N
     trace = json.loads(path.read_text())
     events = _complete(trace["traceEvents"])
     names = [e["name"] for e in events]
-    assert names.count("Linear") == 2 and names.count("LinearBackward") == 2, names
+    assert names.count("LinearFunction") == 2 and names.count("LinearFunctionBackward") == 2, names
     assert {"ReLU", "ReLUBackward", "CrossEntropy", "CrossEntropyBackward", "backward", "step"} <= set(names)
     categories = {e["name"]: e["cat"] for e in events}
-    assert categories["Linear"] == "forward" and categories["LinearBackward"] == "backward"
+    assert categories["LinearFunction"] == "forward" and categories["LinearFunctionBackward"] == "backward"
     assert categories["matmul"] == "kernel" and categories["adam_step"] == "kernel"
     assert categories["backward"] == "autograd" and categories["step"] == "user"
 
@@ -57,7 +57,7 @@ def test_a_step_records_forward_backward_and_kernels_nested(tmp_path: Path) -> N
     # Each Linear runs one GEMM forward; backward runs one for the weight of the first layer (its
     # input needs no gradient) and two for the second. Every GEMM sits inside its op.
     matmuls = [e for e in events if e["name"] == "matmul"]
-    ops = [e for e in events if e["name"] in ("Linear", "LinearBackward")]
+    ops = [e for e in events if e["name"] in ("LinearFunction", "LinearFunctionBackward")]
     assert sorted(sum(_inside(m, op) for m in matmuls) for op in ops) == [1, 1, 1, 2]
     assert len(matmuls) == 5
     assert len([e for e in events if e["name"] == "adam_step"]) == 4  # one per parameter
@@ -65,7 +65,7 @@ def test_a_step_records_forward_backward_and_kernels_nested(tmp_path: Path) -> N
 
 def test_events_carry_shapes_dtypes_and_bytes() -> None:
     events = _complete(_mlp_step().events())
-    first_linear = next(e for e in events if e["name"] == "Linear")
+    first_linear = next(e for e in events if e["name"] == "LinearFunction")
     assert first_linear["args"]["shapes"] == [[5, 8], [16, 8], [16]]
     gemm = next(e for e in events if e["name"] == "matmul")
     assert gemm["args"] == {"shapes": [[5, 8], [8, 16]], "dtypes": ["float32", "float32"],

@@ -30,6 +30,7 @@ from pyrt.nn.attention import MultiheadAttention
 from pyrt.nn.container import ModuleList, Sequential
 from pyrt.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from pyrt.nn.data_parallel import DataParallel
+from pyrt.nn.embedding import Embedding
 from pyrt.nn.linear import Identity, Linear
 from pyrt.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from pyrt.nn.module import Module
@@ -37,7 +38,6 @@ from pyrt.nn.normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, LayerNo
 from pyrt.nn.parameter import Parameter
 from pyrt.nn.pooling import AvgPool2d, MaxPool2d
 from pyrt.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
-from pyrt.nn.sparse import Embedding
 from pyrt.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [

@@ -69,7 +69,7 @@ class MatMul(Function):
         return grad_a, grad_b  # the engine sums broadcast batch dims away
 
 
-class Linear(Function):
+class LinearFunction(Function):
     """``x @ weight.T + bias`` as one node: the layer every MLP spends its time in."""
 
     def forward(self, x: Any, weight: Any, bias: Any | None) -> Any:
@@ -144,4 +144,4 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ShapeError(f"linear: bias is {describe(bias.data)}, expected ({weight.shape[0]},)")
     if x.dtype != weight.dtype:
         raise TypeError(f"linear: input is {x.dtype} but weight is {weight.dtype}")
-    return Linear.apply(x, weight, bias)
+    return LinearFunction.apply(x, weight, bias)

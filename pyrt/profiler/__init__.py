@@ -10,8 +10,8 @@ PyTorch's ``torch.profiler`` names::
     prof.export_chrome_trace("trace.json")   # under mpiexec: every rank calls it
 
 What is recorded (``recorder.py`` holds the hooks' one switch):
-- ``forward`` / ``backward``: each autograd ``Function``'s forward (``Linear``)
-  and backward (``LinearBackward``) with its input shapes, inside one
+- ``forward`` / ``backward``: each autograd ``Function``'s forward (``LinearFunction``)
+  and backward (``LinearFunctionBackward``) with its input shapes, inside one
   ``backward`` range per backward pass;
 - ``kernel``: every call of a ``pyrt.kernels`` entry point (``matmul``,
   ``adam_step``, ...) with shapes, dtypes and bytes;

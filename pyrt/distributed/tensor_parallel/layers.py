@@ -42,10 +42,10 @@ from pyrt.distributed.functional import (
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.nn import functional as F
 from pyrt.nn.activation import ReLU
+from pyrt.nn.embedding import Embedding
 from pyrt.nn.linear import Linear
 from pyrt.nn.module import Module
 from pyrt.nn.parameter import Parameter
-from pyrt.nn.sparse import Embedding
 from pyrt.tensor import Tensor
 
 __all__ = [
