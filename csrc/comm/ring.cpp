@@ -72,10 +72,12 @@ void reduce_inplace(T* dst, const T* src, int64_t n, Op op) {
   cpu::reduce_inplace(dst, src, n, kernel_op, cpu::Threading::kSingleThread);
 }
 
+// AVG's one rule, shared with every other algorithm (pyrt/distributed/averaging.py):
+// the sum divided by the group size as a T. Divide rather than multiply by 1/p:
+// correctly rounded, and bit-equal to the Python paths' `x /= dtype(p)` on the
+// same sum (no -ffast-math here, which could turn it into a multiplication).
 template <typename T>
 void divide_inplace(T* x, int64_t n, T divisor) {
-  // Divide rather than multiply by 1/p: correctly rounded, and equal to a
-  // numpy `sum / p` on the same sum.
   for (int64_t i = 0; i < n; ++i) x[i] /= divisor;
 }
 

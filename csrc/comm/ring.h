@@ -10,7 +10,8 @@
 namespace pyrt::comm {
 
 enum class Dtype : int { Float32 = 0, Float64 = 1 };
-// Avg is Sum followed by a division by the group size, done by the rank that
+// Avg is Sum followed by a division by the group size (as a float or double:
+// the rule every pyrt all-reduce algorithm shares), done by the rank that
 // owns each chunk between the two halves of the ring, so it costs 1/p of a
 // full pass over the buffer and every rank ends with bit-identical values.
 enum class Op : int { Sum = 0, Max = 1, Min = 2, Avg = 3 };

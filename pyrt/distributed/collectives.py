@@ -25,6 +25,7 @@ import numpy as np
 from pyrt.backend import describe
 from pyrt.distributed import agreement, staging, watchdog
 from pyrt.distributed.agreement import Call
+from pyrt.distributed.averaging import divide_by_group_size
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.distributed.work import Work
 from pyrt.profiler import recorder as _profiling
@@ -207,6 +208,9 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
     (reduce-scatter then all-gather over point-to-point, float32/float64),
     ``"mpi"`` calls ``MPI_Allreduce``. ``"auto"`` takes the ring from 256 KB,
     otherwise MPI (the shared-memory paths are not yet faster than MPICH's).
+    Every algorithm computes ``avg`` as its ``sum`` divided once by the group
+    size (``averaging.py``); the sums themselves may differ in the last bits
+    between algorithms at more than 2 ranks, since each adds in its own order.
 
     A GPU tensor is reduced through a pinned host copy (``staging.py``): the
     current stream is synchronised before MPI reads it, the result is copied
@@ -248,7 +252,8 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
         if chosen in ("shm", "hierarchical"):
             pg.shared_memory().all_reduce(contiguous, reduce_op.value, seq)
         elif chosen == "ring":
-            # The ring averages in C++: each chunk's owner scales it once, before the all-gather.
+            # The ring averages in C++, by the same rule (divide_by_group_size): each chunk's
+            # owner divides its sum once, before the all-gather.
             ring.ring_allreduce(pg.comm.py2f(), contiguous, reduce_op.value)
         else:
             if pg.size() == 1 or array.size == 0:
@@ -257,10 +262,7 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
 
             pg.comm.Allreduce(MPI.IN_PLACE, contiguous, op=_mpi_op(reduce_op))
             if reduce_op is ReduceOp.AVG:
-                if np.issubdtype(contiguous.dtype, np.integer):
-                    contiguous //= pg.size()
-                else:
-                    contiguous *= contiguous.dtype.type(1.0 / pg.size())
+                divide_by_group_size(contiguous, pg.size())
         if contiguous is not array:
             array[...] = contiguous
 
@@ -380,7 +382,7 @@ def reduce_scatter_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarra
         pg.comm.Reduce_scatter_block(np.ascontiguousarray(source).reshape(-1), block,
                                      op=_mpi_op(reduce_op))
         if reduce_op is ReduceOp.AVG:
-            block = block / pg.size() if np.issubdtype(block.dtype, np.floating) else block // pg.size()
+            divide_by_group_size(block, pg.size())
         target[...] = block.reshape(target.shape)
 
     return _run(pg, run, async_op, call)

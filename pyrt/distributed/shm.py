@@ -9,7 +9,7 @@ other rank's buffer (an MPI-3 shared window, ``Win.Allocate_shared`` on a
 2. flag barrier;
 3. rank r reduces slice r of the chunk across all slots, in place in its own
    slot (with pyrt's vectorized reduction kernel for float32/float64), and
-   scales it for an average;
+   divides it by the group size for an average (``averaging.py``);
 4. flag barrier;
 5. each rank copies every slice from its owner's slot into its output.
 
@@ -34,6 +34,7 @@ import numpy as np
 
 from pyrt import kernels
 from pyrt.distributed import watchdog
+from pyrt.distributed.averaging import divide_by_group_size
 
 __all__ = ["SLOT_BYTES", "HierarchicalAllreduce", "SharedMemoryAllreduce", "node_layout"]
 
@@ -141,10 +142,7 @@ class SharedMemoryAllreduce:
                 if q != self.rank:
                     self._reduce(mine, slots[q][lo:hi], reduce_op)
             if average:
-                if np.issubdtype(mine.dtype, np.integer):
-                    mine //= self.size
-                else:
-                    mine *= mine.dtype.type(1.0 / self.size)  # as the ring and the MPI path do
+                divide_by_group_size(mine, self.size)  # AVG's one rule, as in every algorithm
             self._barrier(seq)
             for q in range(self.size):
                 lo, hi = self._bounds(chunk.size, q)
@@ -176,8 +174,8 @@ class HierarchicalAllreduce:
     3. each leader broadcasts the total inside its node.
 
     Only the leaders' messages leave a node: one per node instead of one per
-    rank. Averages are summed throughout and scaled once at the end, the same
-    way on every rank. Tested on one machine by making MPICH treat ranks as
+    rank. Averages are summed throughout and divided once at the end, by the
+    rule every algorithm shares (``averaging.py``). Tested on one machine by making MPICH treat ranks as
     separate nodes (``MPIR_CVAR_NUM_CLIQUES``).
 
     Example (under ``mpiexec -n 4``, every rank)::
@@ -210,10 +208,7 @@ class HierarchicalAllreduce:
         if self.node.Get_size() > 1:
             self._wait(self.node.Ibcast(array, root=0), seq)
         if op == "avg":
-            if np.issubdtype(array.dtype, np.integer):
-                array //= self.size
-            else:
-                array *= array.dtype.type(1.0 / self.size)
+            divide_by_group_size(array, self.size)
 
     def _wait(self, request: Any, seq: int) -> None:
         from mpi4py import MPI

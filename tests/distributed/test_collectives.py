@@ -12,6 +12,9 @@ from mpirun import run_workers
 def test_collectives_match_closed_form(nprocs: int) -> None:
     result = run_workers(nprocs, "collectives.py", timeout=180)
     assert result.stdout.count("collectives ok") == nprocs
+    # AVG's one rule (sum, then one division by the group size) was checked bit for bit on every
+    # algorithm: on all ranks, and at 4 ranks also on a 3-rank group (inexact division by 3).
+    assert result.stdout.count("avg rule holds on") == (2 if nprocs == 4 else 1), result.stdout
 
 
 @pytest.mark.parametrize("nprocs", [2, 4])
@@ -57,3 +60,4 @@ def test_hierarchical_all_reduce_across_emulated_nodes(monkeypatch: pytest.Monke
     result = run_workers(4, "collectives.py", timeout=180)
     assert result.stdout.count("collectives ok") == 4
     assert result.stdout.count("emulated nodes: False, 2") == 4, result.stdout
+    assert result.stdout.count("avg rule holds on") == 2, result.stdout  # hierarchical included

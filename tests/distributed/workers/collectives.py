@@ -1,4 +1,5 @@
-"""Every collective against closed-form values; run at any number of ranks.
+"""Every collective against closed-form values, and AVG's one rule bit for bit across
+algorithms; run at any number of ranks.
 
 Run: mpiexec -n 4 python tests/distributed/workers/collectives.py
 """
@@ -52,6 +53,64 @@ def check_all_reduce(group=None) -> None:
     view = base[:, ::2]
     dist.all_reduce(view, group=group)
     assert (base[:, ::2] == world * (world + 1) / 2).all() and (base[:, 1::2] == rank + 1).all()
+
+
+def bits(x: np.ndarray) -> np.ndarray:
+    """The raw bits of a float array, so == compares them exactly (and -0.0 != 0.0)."""
+    return x.view(np.uint32 if x.dtype == np.float32 else np.uint64)
+
+
+# Around every algorithm's switches: fewer elements than ranks (empty ring chunks), odd
+# sizes, past auto's 256 KB switch to the ring, and (float32) past one shared-memory
+# slot (4 MB), so the shm path's chunk loop runs too.
+AVERAGE_SIZES = [0, 1, 7, 1000, 65_537]
+
+
+def check_average_rule(group=None) -> dict[str, int]:
+    """AVG is the algorithm's own SUM divided once by the group size, bit for bit, on every
+    algorithm; algorithms that agree on a SUM agree on its AVG, and at 2 ranks (or on inputs
+    whose sums are exact in any order) every algorithm gives the same bits.
+
+    Returns, per algorithm, in how many elements its SUM of random values differed from MPI's
+    (rounding in another order; expected from 3 ranks up), for the log.
+    """
+    on_one_node = (group or dist.process_group.default_group()).on_one_node
+    world = dist.get_world_size(group)
+    algorithms = ["mpi", "hierarchical", "auto"]
+    algorithms += ["shm"] if on_one_node else []
+    algorithms += ["ring"] if dist.collectives._ring_available() else []
+    rng = np.random.default_rng(1000 + dist.get_rank())  # different values on every rank
+    differing = dict.fromkeys(algorithms[1:], 0)
+    for dtype in (np.float32, np.float64):
+        for size in [*AVERAGE_SIZES, (1 << 20) + 3] if dtype == np.float32 else AVERAGE_SIZES:
+            inputs = {
+                # Random values: partial sums round, so the order of the additions shows.
+                "random": rng.standard_normal(size).astype(dtype),
+                # Multiples of 2**-10 below 2**10: every partial sum is exact in float32, in
+                # any order, so only the averaging itself can make algorithms disagree.
+                "exact": (rng.integers(-2**20, 2**20, size) * 2.0**-10).astype(dtype),
+            }
+            for kind, values in inputs.items():
+                sums, avgs = {}, {}
+                for algorithm in algorithms:
+                    sums[algorithm], avgs[algorithm] = values.copy(), values.copy()
+                    dist.all_reduce(sums[algorithm], "sum", group=group, algorithm=algorithm)
+                    dist.all_reduce(avgs[algorithm], "avg", group=group, algorithm=algorithm)
+                    where = f"{algorithm} {kind} {dtype.__name__} size {size} on {world} ranks"
+                    assert np.array_equal(bits(avgs[algorithm]), bits(sums[algorithm] / dtype(world))), \
+                        f"avg is not sum / {world}: {where}"
+                for algorithm in algorithms[1:]:
+                    where = f"{algorithm} vs mpi, {kind} {dtype.__name__} size {size} on {world} ranks"
+                    same_sum = bits(sums[algorithm]) == bits(sums["mpi"])
+                    assert np.array_equal(bits(avgs[algorithm])[same_sum], bits(avgs["mpi"])[same_sum]), \
+                        f"same sum, different avg: {where}"
+                    if world <= 2 or kind == "exact":
+                        assert same_sum.all(), f"sums differ: {where}"
+                        assert np.array_equal(bits(avgs[algorithm]), bits(avgs["mpi"])), \
+                            f"avgs differ: {where}"
+                    else:
+                        differing[algorithm] += int((~same_sum).sum())
+    return differing
 
 
 def check_async_all_reduce(group=None) -> None:
@@ -132,6 +191,18 @@ def main() -> None:
     if not pg.on_one_node:
         print(f"rank {rank}: emulated nodes: {pg.on_one_node}, {pg.most_ranks_per_node}", flush=True)
     check_all_reduce()
+    differing = check_average_rule()
+    if rank == 0:
+        print(f"avg rule holds on {world} ranks; elements whose sum differs from mpi's: {differing}",
+              flush=True)
+    # 3 ranks: the first group size whose division is inexact (x / 3 != x * (1 / 3) for some x),
+    # so a path that scaled differently from the others would show here.
+    trio = dist.new_group([0, 1, 2]) if world >= 3 else None
+    if trio is not None and rank in (0, 1, 2):
+        differing = check_average_rule(trio)
+        if rank == 0:
+            print(f"avg rule holds on 3 of {world} ranks; elements whose sum differs from mpi's: "
+                  f"{differing}", flush=True)
     check_async_all_reduce()
     check_broadcast()
     check_all_gather()
