@@ -14,6 +14,7 @@ records every call with its arrays' shapes.
 
 from __future__ import annotations
 
+import contextlib
 from types import ModuleType
 from typing import Any
 
@@ -936,6 +937,12 @@ def _runs_native(*arrays: Any) -> bool:
                for x in arrays)
 
 
+def _device_current(x: Any) -> contextlib.AbstractContextManager[Any]:
+    """For a cupy array, its GPU made current while the reference runs: cupy launches every
+    kernel on the current device and refuses an array that lives on another one."""
+    return x.device if is_cuda_array(x) else contextlib.nullcontext()
+
+
 def _listing(arrays: dict[str, Any]) -> str:
     return ", ".join(f"{name} {describe(x)}" for name, x in arrays.items())
 
@@ -985,9 +992,10 @@ def sgd_step(p: Any, grad: Any, momentum_buffer: Any | None, *, lr: float, momen
         _C.sgd_step(p, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
                     first_step)
     else:
-        kernel_reference.sgd_step(p, grad, momentum_buffer, lr=lr, momentum=momentum,
-                                  dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                                  maximize=maximize, first_step=first_step)
+        with _device_current(p):
+            kernel_reference.sgd_step(p, grad, momentum_buffer, lr=lr, momentum=momentum,
+                                      dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov, maximize=maximize, first_step=first_step)
 
 
 @traced_kernel
@@ -1015,9 +1023,11 @@ def adam_step(p: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: 
         _C.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
                      decoupled_weight_decay, maximize, int(step))
     else:
-        kernel_reference.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr, beta1=beta1,
-                                   beta2=beta2, eps=eps, weight_decay=weight_decay, step=int(step),
-                                   decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+        with _device_current(p):
+            kernel_reference.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr,
+                                       beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                                       step=int(step), decoupled_weight_decay=decoupled_weight_decay,
+                                       maximize=maximize)
 
 
 def _check_lstm(fn: str, gates: Any, **states: Any) -> dict[str, Any]:
@@ -1055,7 +1065,8 @@ def lstm_cell_forward(gates: Any, c_prev: Any, c: Any, tanh_c: Any, h: Any) -> N
     if _runs_native(*arrays.values()):
         _C.lstm_cell_forward(gates, c_prev, c, tanh_c, h)
     else:
-        kernel_reference.lstm_cell_forward(gates, c_prev, c, tanh_c, h)
+        with _device_current(gates):
+            kernel_reference.lstm_cell_forward(gates, c_prev, c, tanh_c, h)
 
 
 @traced_kernel
@@ -1079,5 +1090,6 @@ def lstm_cell_backward(gates: Any, c_prev: Any, tanh_c: Any, grad_h: Any, grad_h
     if _runs_native(*arrays.values()):
         _C.lstm_cell_backward(gates, c_prev, tanh_c, grad_h, grad_h_next, grad_c, grad_gates)
     else:
-        kernel_reference.lstm_cell_backward(gates, c_prev, tanh_c, grad_h, grad_h_next, grad_c,
-                                            grad_gates)
+        with _device_current(gates):
+            kernel_reference.lstm_cell_backward(gates, c_prev, tanh_c, grad_h, grad_h_next, grad_c,
+                                                grad_gates)

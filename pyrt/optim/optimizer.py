@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pyrt.autograd import enable_grad
+from pyrt.autograd import enable_grad, on_device_of
 from pyrt.backend import get_array_module
 from pyrt.tensor import Tensor
 
@@ -102,7 +102,8 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 else:
-                    p.grad.data = get_array_module(p.grad.data).zeros_like(p.grad.data)
+                    with on_device_of(p.grad):
+                        p.grad.data = get_array_module(p.grad.data).zeros_like(p.grad.data)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; returns ``closure()`` if given."""
@@ -113,7 +114,10 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    self._update(p, p.grad.data, group, self.state.setdefault(p, {}))
+                    # With the parameter's GPU current, as PyTorch's device guard: cupy allocates
+                    # new state on the current device and refuses to compute across devices.
+                    with on_device_of(p):
+                        self._update(p, p.grad.data, group, self.state.setdefault(p, {}))
                     p._version += 1  # graphs recorded with the old values must not backward
         return loss
 

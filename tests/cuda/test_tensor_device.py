@@ -250,12 +250,16 @@ def test_optimizers_on_the_gpu_match_the_cpu(gpu, name: str) -> None:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="waits for the dispatch branch: pyrt/optim/* updates a parameter "
-                   "without making its GPU current (cupy refuses a kernel on cuda:1 while cuda:0 is "
-                   "current); pyrt/optim is being reworked there")
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_optimizers_on_the_second_device(fake_gpu, name: str) -> None:
-    _train("cuda:1", OPTIMIZERS[name], steps=2)
+    # pyrt.kernels makes the parameter's GPU current around the update (cupy refuses a kernel
+    # on cuda:1 while cuda:0 is current), so the result is the CPU's.
+    want_losses, want_params = _train("cpu", OPTIMIZERS[name], steps=2)
+    got_losses, got_params = _train("cuda:1", OPTIMIZERS[name], steps=2)
+    np.testing.assert_allclose(got_losses, want_losses, rtol=1e-5)
+    for got, want in zip(got_params, want_params, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert fake_gpu.cuda.runtime.getDevice() == 0  # and puts the current device back
 
 
 def test_digits_mlp_trains_the_same_on_the_gpu(gpu) -> None:
