@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pyrt.backend import is_cuda_array
+from pyrt.distributed.averaging import divide_by_group_size
 from pyrt.distributed.work import Work
 from pyrt.tensor import Tensor
 
@@ -150,10 +151,7 @@ def all_reduce_on_device(comm: Any, array: Any, mpi_op: Any, average: bool) -> N
     with array.device:
         comm.Allreduce(MPI.IN_PLACE, array, op=mpi_op)
         if average:
-            if np.issubdtype(array.dtype, np.integer):
-                array //= comm.Get_size()
-            else:
-                array *= array.dtype.type(1.0 / comm.Get_size())
+            divide_by_group_size(array, comm.Get_size())  # AVG's one rule, on the GPU
         synchronize(array)  # the caller may read it as soon as this returns
 
 
