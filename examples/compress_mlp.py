@@ -48,6 +48,7 @@ def flags() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ddp", action="store_true", help=argparse.SUPPRESS)  # fit() reads it
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)  # fit() reads it too
     return parser.parse_args()
 
 
