@@ -238,25 +238,6 @@ void reduce_inplace(py::array dst, const py::array& src, const std::string& op, 
   throw std::invalid_argument("reduce_inplace: dtype must be float32 or float64");
 }
 
-void scale_inplace(py::array dst, double alpha, bool single_thread) {
-  if (!(dst.flags() & py::array::c_style) || !dst.writeable()) {
-    throw std::invalid_argument("scale_inplace: dst must be C-contiguous and writeable");
-  }
-  const int64_t count = dst.size();
-  if (py::isinstance<py::array_t<float>>(dst)) {
-    auto* d = static_cast<float*>(dst.mutable_data());
-    py::gil_scoped_release release;
-    pyrt::cpu::scale_inplace(d, count, static_cast<float>(alpha), threading_of(single_thread));
-  } else if (py::isinstance<py::array_t<double>>(dst)) {
-    auto* d = static_cast<double*>(dst.mutable_data());
-    py::gil_scoped_release release;
-    pyrt::cpu::scale_inplace(d, count, alpha, threading_of(single_thread));
-  } else {
-    throw std::invalid_argument("scale_inplace: dtype must be float32 or float64");
-  }
-}
-
-
 // --- fused optimizer updates ----------------------------------------------------------
 // Every array: float32, C-contiguous, the parameter's size; the updated ones writeable.
 float* float32_buffer(const py::object& x, int64_t n, const char* fn, const char* name, bool writeable) {
@@ -362,8 +343,6 @@ py::class_<pyrt::cpu::PackedInt8Weight>(m, "PackedInt8Weight",
   m.def("spmm_kernel_name", &pyrt::cpu::spmm_kernel_name);
   m.def("reduce_inplace", &reduce_inplace, py::arg("dst"), py::arg("src"), py::arg("op"),
         py::arg("single_thread") = false, "dst = op(dst, src) element-wise");
-  m.def("scale_inplace", &scale_inplace, py::arg("dst"), py::arg("alpha"), py::arg("single_thread") = false,
-        "dst *= alpha");
   m.def("reduce_kernel_name", &pyrt::cpu::reduce_kernel_name);
 
   m.def("sgd_step", &sgd_step, py::arg("p"), py::arg("grad"), py::arg("momentum_buffer"), py::arg("lr"),

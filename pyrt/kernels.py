@@ -52,7 +52,6 @@ __all__ = [
     "pack_int8_weight",
     "quantize_u8",
     "reduce_inplace",
-    "scale_inplace",
     "set_num_threads",
     "sgd_step",
     "sgemm_kernel_name",
@@ -900,29 +899,6 @@ def _cuda_reduce(dst: Any, src: Any, op: str) -> None:
     with dst.device:
         _cuda().reduce_inplace(dst.data.ptr, src.data.ptr, dst.size, dst.dtype.name, op,
                                cupy.cuda.get_current_stream().ptr)
-
-
-@traced_kernel
-def scale_inplace(dst: Any, alpha: float) -> Any:
-    """``dst *= alpha`` (an average is a sum scaled by 1 / world size); returns ``dst``.
-
-    Contiguous float32 or float64, a numpy array (C++ kernel) or a cupy array (CUDA kernel).
-
-    >>> scale_inplace(np.full(2, 3.0, np.float32), 0.5)
-    array([1.5, 1.5], dtype=float32)
-    """
-    _check_reduction_buffer("scale_inplace", "dst", dst, (np.float32, np.float64))
-    if is_cuda_array(dst):
-        import cupy
-
-        with dst.device:
-            _cuda().scale_inplace(dst.data.ptr, dst.size, dst.dtype.name, float(alpha),
-                                  cupy.cuda.get_current_stream().ptr)
-        return dst
-    if not dst.flags.writeable:
-        raise ValueError("scale_inplace: dst is read-only")
-    _C.scale_inplace(dst, float(alpha))
-    return dst
 
 
 # --- fused optimizer updates and the LSTM cell ------------------------------------------

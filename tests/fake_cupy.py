@@ -763,11 +763,6 @@ class FakeCudaKernels:
         target = _typed(dst, count, typestr)
         ufunc(target, _typed(src, count, typestr).copy(), out=target)
 
-    def scale_inplace(self, dst: int, count: int, dtype: str, alpha: float, stream: int = 0) -> None:
-        self.calls.append("scale_inplace")
-        target = _typed(dst, count, np.dtype(dtype).str)
-        target *= target.dtype.type(alpha)
-
 
 def _typed(ptr: int, count: int, typestr: str) -> np.ndarray:
     """A writable 1-D numpy view of ``count`` elements of type ``typestr`` at ``ptr``."""

@@ -83,11 +83,6 @@ void reduce_portable(T* dst, const T* src, int64_t count, ReduceOp op) {
   }
 }
 
-template <typename T>
-void scale_portable(T* dst, int64_t count, T alpha) {
-  for (int64_t i = 0; i < count; ++i) dst[i] *= alpha;
-}
-
 #ifdef PYRT_HAVE_X86
 // ---------------------------------------------------------------------------
 // AVX2: one traits struct per element type, so the loops are written once.
@@ -153,24 +148,6 @@ __attribute__((target("avx2"))) void reduce_avx2(T* dst, const T* src, int64_t c
   for (; i + L <= count; i += L) X::store(dst + i, vector_op<X, OP>(X::load(dst + i), X::load(src + i)));
   for (; i < count; ++i) dst[i] = apply(OP, dst[i], src[i]);
 }
-
-template <typename T>
-__attribute__((target("avx2"))) void scale_avx2(T* dst, int64_t count, T alpha) {
-  using X = typename Avx2Traits<T>::type;
-  constexpr int64_t L = X::kLanes;
-  const auto va = X::set1(alpha);
-  int64_t i = 0;
-  for (; i + 4 * L <= count; i += 4 * L) {
-    const auto d0 = X::load(dst + i), d1 = X::load(dst + i + L);
-    const auto d2 = X::load(dst + i + 2 * L), d3 = X::load(dst + i + 3 * L);
-    X::store(dst + i, X::mul(d0, va));
-    X::store(dst + i + L, X::mul(d1, va));
-    X::store(dst + i + 2 * L, X::mul(d2, va));
-    X::store(dst + i + 3 * L, X::mul(d3, va));
-  }
-  for (; i + L <= count; i += L) X::store(dst + i, X::mul(X::load(dst + i), va));
-  for (; i < count; ++i) dst[i] *= alpha;
-}
 #endif
 
 // One slice [begin, end) on the calling thread, on the best loop for this CPU.
@@ -186,14 +163,6 @@ void reduce_slice(T* dst, const T* src, int64_t count, ReduceOp op) {
   }
 #endif
   reduce_portable(dst, src, count, op);
-}
-
-template <typename T>
-void scale_slice(T* dst, int64_t count, T alpha) {
-#ifdef PYRT_HAVE_X86
-  if (has_avx2_fma()) return scale_avx2(dst, count, alpha);
-#endif
-  scale_portable(dst, count, alpha);
 }
 
 // Threads to use for `count` elements of T.
@@ -236,14 +205,6 @@ void reduce_any(T* dst, const T* src, int64_t count, ReduceOp op, Threading thre
   });
 }
 
-template <typename T>
-void scale_any(T* dst, int64_t count, T alpha, Threading threading) {
-  if (count <= 0 || alpha == T(1)) return;
-  for_chunks<T>(count, threads_for_reduction<T>(count, threading), [&](int64_t begin, int64_t end) {
-    scale_slice(dst + begin, end - begin, alpha);
-  });
-}
-
 }  // namespace
 
 void reduce_inplace(float* dst, const float* src, int64_t count, ReduceOp op, Threading threading) {
@@ -252,12 +213,6 @@ void reduce_inplace(float* dst, const float* src, int64_t count, ReduceOp op, Th
 void reduce_inplace(double* dst, const double* src, int64_t count, ReduceOp op,
                     Threading threading) {
   reduce_any(dst, src, count, op, threading);
-}
-void scale_inplace(float* dst, int64_t count, float alpha, Threading threading) {
-  scale_any(dst, count, alpha, threading);
-}
-void scale_inplace(double* dst, int64_t count, double alpha, Threading threading) {
-  scale_any(dst, count, alpha, threading);
 }
 
 const char* reduce_kernel_name() { return kernel_name("avx2"); }

@@ -25,11 +25,6 @@ void reduce_inplace(float* dst, const float* src, int64_t count, ReduceOp op,
 void reduce_inplace(double* dst, const double* src, int64_t count, ReduceOp op,
                     Threading threading = Threading::kAuto);
 
-// dst is (count,); dst[i] *= alpha.
-void scale_inplace(float* dst, int64_t count, float alpha, Threading threading = Threading::kAuto);
-void scale_inplace(double* dst, int64_t count, double alpha,
-                   Threading threading = Threading::kAuto);
-
 // Name of the loop the reductions dispatch to ("avx2" or "portable").
 const char* reduce_kernel_name();
 

@@ -136,23 +136,6 @@ void reduce_inplace(uintptr_t dst, uintptr_t src, int64_t count, const std::stri
   raise_on_error(err, "reduce_inplace");
 }
 
-// dst *= alpha on a (count,) float32 or float64 device array.
-void scale_inplace(uintptr_t dst, int64_t count, const std::string& dtype, double alpha, uintptr_t stream_ptr) {
-  check_size(count, "count", "scale_inplace");
-  const auto stream = reinterpret_cast<cudaStream_t>(stream_ptr);
-  cudaError_t err;
-  if (dtype == "float32") {
-    py::gil_scoped_release release;
-    err = pyrt::cuda::scale_inplace(reinterpret_cast<float*>(dst), count, static_cast<float>(alpha), stream);
-  } else if (dtype == "float64") {
-    py::gil_scoped_release release;
-    err = pyrt::cuda::scale_inplace(reinterpret_cast<double*>(dst), count, alpha, stream);
-  } else {
-    throw std::invalid_argument("scale_inplace: dtype must be float32 or float64, got " + dtype);
-  }
-  raise_on_error(err, "scale_inplace");
-}
-
 py::tuple reduce_plan(uintptr_t dst, uintptr_t src, int64_t count, int64_t itemsize) {
   const pyrt::cuda::ReducePlan plan = pyrt::cuda::reduce_plan(
       reinterpret_cast<const void*>(dst), reinterpret_cast<const void*>(src), count, itemsize);
@@ -266,8 +249,6 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE, m) {
   m.def("reduce_inplace", &reduce_inplace, py::arg("dst_ptr"), py::arg("src_ptr"), py::arg("count"),
         py::arg("dtype"), py::arg("op"), py::arg("stream_ptr") = 0,
         "dst = op(dst, src) element-wise; dtype float32/float64/int32/int64, op sum/prod/max/min.");
-  m.def("scale_inplace", &scale_inplace, py::arg("dst_ptr"), py::arg("count"), py::arg("dtype"),
-        py::arg("alpha"), py::arg("stream_ptr") = 0, "dst *= alpha element-wise; dtype float32/float64.");
   m.def("reduce_plan", &reduce_plan, py::arg("dst_ptr"), py::arg("src_ptr"), py::arg("count"),
         py::arg("itemsize"), "(head, packs): how reduce_inplace splits the elements into loose ones and 16-byte vectors.");
   m.def("int8_row_sums", &int8_row_sums, py::arg("n"), py::arg("k"), py::arg("w_ptr"), py::arg("ldw"),

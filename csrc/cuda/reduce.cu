@@ -1,6 +1,5 @@
-// dst = op(dst, src) and dst *= alpha element-wise on the GPU, for the
-// collectives on device buffers; pyrt.kernels.reduce_inplace / scale_inplace
-// on cupy arrays land here.
+// dst = op(dst, src) element-wise on the GPU, for the collectives on device
+// buffers; pyrt.kernels.reduce_inplace on cupy arrays lands here.
 //
 //   dst (count,), src (count,): device pointers, identical or disjoint
 //
@@ -59,12 +58,6 @@ struct Combine {
     }
     return a;  // unreachable: every op is handled above
   }
-};
-
-template <class T>
-struct Scale {
-  T alpha;
-  __host__ __device__ T operator()(T a, T) const { return a * alpha; }
 };
 
 // dst[i] = f(dst[i], src[i]) for i < count: plan.packs vectors from element
@@ -143,13 +136,6 @@ cudaError_t reduce_inplace(int32_t* dst, const int32_t* src, int64_t count, Redu
 cudaError_t reduce_inplace(int64_t* dst, const int64_t* src, int64_t count, ReduceOp op,
                            cudaStream_t stream) {
   return reduce_any(dst, src, count, op, stream);
-}
-
-cudaError_t scale_inplace(float* dst, int64_t count, float alpha, cudaStream_t stream) {
-  return launch(dst, static_cast<const float*>(dst), count, Scale<float>{alpha}, stream);
-}
-cudaError_t scale_inplace(double* dst, int64_t count, double alpha, cudaStream_t stream) {
-  return launch(dst, static_cast<const double*>(dst), count, Scale<double>{alpha}, stream);
 }
 
 }  // namespace pyrt::cuda

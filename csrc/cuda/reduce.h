@@ -30,10 +30,6 @@ cudaError_t reduce_inplace(int32_t* dst, const int32_t* src, int64_t count, Redu
 cudaError_t reduce_inplace(int64_t* dst, const int64_t* src, int64_t count, ReduceOp op,
                            cudaStream_t stream);
 
-// dst is (count,); dst[i] *= alpha.
-cudaError_t scale_inplace(float* dst, int64_t count, float alpha, cudaStream_t stream);
-cudaError_t scale_inplace(double* dst, int64_t count, double alpha, cudaStream_t stream);
-
 // How the kernels split (dst, src, count) of elements of `itemsize` bytes:
 // `head` leading elements one by one (until dst is 16-byte aligned), `packs`
 // 16-byte vectors, then the rest one by one. head == count and packs == 0 when

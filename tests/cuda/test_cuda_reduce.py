@@ -1,4 +1,4 @@
-"""pyrt._cuda.reduce_inplace / scale_inplace against numpy, on the SIMT emulator and a GPU.
+"""pyrt._cuda.reduce_inplace against numpy, on the SIMT emulator and a GPU.
 
 Run: pytest tests/cuda/test_cuda_reduce.py
 Every test takes ``kernel_device`` (tests/cuda/conftest.py). Results must equal numpy's
@@ -97,18 +97,6 @@ def test_integers_wrap_like_numpy(kernel_device, dtype, op):
         np.testing.assert_array_equal(dev.asnumpy(dst), OPS[op](a, b))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("count", [0, 1, 5, 97])
-@pytest.mark.parametrize("shift", [0, 1])
-def test_scale(kernel_device, dtype, count, shift):
-    dev = kernel_device
-    a = _values(np.random.default_rng(count), dtype, count)
-    x = _placed(dev, a, shift)
-    dev.kernels.scale_inplace(dev.ptr(x), count, x.dtype.name, 0.25, dev.stream_ptr())
-    dev.synchronize()
-    np.testing.assert_array_equal(dev.asnumpy(x), a * dtype(0.25))
-
-
 def test_bad_arguments(kernel_device):
     k = kernel_device.kernels
     with pytest.raises(ValueError, match="op must be 'sum', 'prod', 'max' or 'min', got 'avg'"):
@@ -117,8 +105,6 @@ def test_bad_arguments(kernel_device):
         k.reduce_inplace(0, 0, 1, "float16", "sum", 0)
     with pytest.raises(ValueError, match="count = -1 is negative"):
         k.reduce_inplace(0, 0, -1, "float32", "sum", 0)
-    with pytest.raises(ValueError, match="scale_inplace: dtype must be float32 or float64"):
-        k.scale_inplace(0, 1, "int32", 2.0, 0)
 
 
 def test_error_without_gpu():
@@ -128,5 +114,3 @@ def test_error_without_gpu():
     # The launch itself fails, so the dummy pointers are never dereferenced.
     with pytest.raises(RuntimeError, match=r"reduce_inplace: CUDA error cudaError\w+ \(\d+\)"):
         _cuda.reduce_inplace(16, 16, 4, "float32", "sum", 0)
-    with pytest.raises(RuntimeError, match=r"scale_inplace: CUDA error"):
-        _cuda.scale_inplace(16, 4, "float64", 2.0, 0)
