@@ -5,17 +5,29 @@
 // stride ldc. Target shape: a pruned 4096 x 4096 weight (50-99% zeros) times a
 // 4096 x 256 activation.
 //
-// The loop nest, for one thread's block of rows and columns:
+// Two loop nests. The packed one (AVX2/FMA, every product big enough to pay
+// for a copy of B) first copies B into panels of W = 96 columns, panel-major,
+// each row of a panel 384 contiguous bytes; then, for one thread's rows and
+// panels:
 //
-//   for i0 in rows step RB:                       C block (RB x W per panel) -> L2
-//     for j0 in [0, n) step W:                    B panel (k x W)
-//       for k0 in [0, k) step KB:                 B block (KB x W) -> L2
+//   for i0 in rows step RB:                       C block (RB x n) -> L2
+//     for k0 in [0, k) step KB:                   A's nonzeros in the block -> L1/L2
+//       for each panel j0:                        packed B block (KB x W) -> L2
 //         for i in [i0, i0 + RB):
 //           acc[0:W] = 0                          (W/8 ymm registers)
 //           for p over row i's nonzeros with column in [k0, k0+KB):
-//             acc += values[p] * B[indices[p], j0:j0+W]
+//             acc += values[p] * Bpacked[indices[p], j0:j0+W]
 //           C[i, j0:j0+W] = alpha * acc + beta * C   (first k block)
-//           C[i, j0:j0+W] += alpha * acc             (later k blocks)
+//           C[i, j0:j0+W] += alpha * acc             (later k blocks; skipped
+//                                                      when the row had none)
+//
+// with W = 96, KB = 256, RB = 128. The other nest (the portable kernel, and
+// AVX2 products too small to pack) reads B in place:
+//
+//   for i0 in rows step RB:                       RB = 256
+//     for j0 in [0, n) step W:                    W = 96
+//       for k0 in [0, k) step KB:                 KB = 512, B block in place
+//         for i in [i0, i0 + RB): (as above)
 //
 // Why this shape:
 // - A row of C stays in registers while its nonzeros stream past; each nonzero
@@ -24,35 +36,39 @@
 //   not spill; W = 128 spilled two accumulators and W = 64 reloads A 4 times
 //   instead of 3 (measured ~5-10% slower each, 1 thread, 90% sparsity).
 //   n % W columns run as a narrower panel of whole vectors, the last n % 8
-//   with masked loads/stores, so B and C are never copied or padded.
+//   masked on C (the packed copy zero-pads B, so B's loads are whole vectors).
 // - B is the traffic that matters: every nonzero reads W floats of a random row
 //   of B, while A is read once per panel. At the target shape B is 4 MiB, a
-//   4096 x 96 panel 1.5 MiB, both past the 512 KiB L2. Cutting k into blocks of
-//   KB = 512 rows of B (a 192 KiB block, L2 with room for the A and C streams)
-//   keeps every B access an L2 hit; the price is one extra read+write of the
-//   C row fragment per k block, small next to ~50 nonzeros per row and block
-//   at 90% sparsity. Measured 1.2-1.8x faster than sweeping the whole panel
-//   (W = 64, 1 thread, 128-512 rows of the target weight).
-// - The C fragments must stay in L2 too: sweeping all 4096 rows per k block
-//   pushed 1.5 MiB of C fragments (and the A stream) through L2 between two
-//   uses of a B block and ran at 14 GFLOP/s; RB = 256 rows (96 KiB of C)
-//   per pass over the k blocks runs at 25 GFLOP/s, 28% of the 89 GFLOP/s FMA
-//   peak of one quiet core (1 thread, target shape, CPU time of the best of
-//   40 runs: 60 ms -> 34 ms). The B block is then re-read from
-//   L3 once per row block, 1.5 MiB per 256 rows, a few % of the time.
-// - Measured and rejected (same setup, within noise or slower): packing each B
-//   panel contiguously (the 1 KiB row stride of B costs nothing measurable);
-//   software prefetch of B[indices[p + d]] for d = 2, 4, 8 (the out-of-order
-//   core already overlaps the L2 latency of 12 independent loads per
-//   nonzero); KB = 64 or 128 to keep the B block in L1 (a row then has only
-//   6-13 nonzeros per block, and the C update and loop exit per block cost
-//   more than L1 saves: 2x slower at KB = 64); KB = 256 or 1024, RB = 64-512
-//   and W = 48 or 64 (all within noise of the choice above).
-//   With B in L2 the ceiling is its bandwidth, not the FMAs: 384 bytes per
-//   nonzero at 32 bytes/cycle from L2 is 12 cycles for 12 FMAs, 50% of peak.
+//   4096 x 96 panel 1.5 MiB, both past the 512 KiB L2, so k is cut into blocks
+//   whose B fits in L2; the price is one extra read+write of the C row
+//   fragment per k block.
+// - Why pack: B's rows in place are 1 KiB apart (n = 256), so a 96-column block
+//   of them uses 6 of every 16 cache sets; a 512-row block then fills each of
+//   those L2 sets to its 8 ways and evicts itself, the C rows and A. Packed,
+//   a KB x 96 block is one contiguous 96 KiB run that every set shares
+//   evenly. The copy is one pass over B (4 MiB, well under 1 ms, split between
+//   the threads) against 1.7 M nonzeros that each read a row of it.
+// - RB = 256 rows per pass keeps their C block (256 KiB at n = 256), the B
+//   block (KB = 256: 96 KiB) and the rows' nonzeros of the k block (~80 KiB)
+//   in the 512 KiB L2 together; the packed B is then re-read from L3 once per
+//   row block (4 MiB per 256 rows). A's nonzeros of a k block are found once
+//   (by the first panel, which stops each row at its first column >= k0 + KB
+//   and records where) and re-read by the other panels from cache.
+// - Measured (target shape, 90% zeros, 1 thread, thread CPU time, min of 30-40
+//   alternating rounds of every variant in one process, load average 4-9):
+//   the in-place nest 36.2 ms, packed with KB = 256, RB = 128 29.5 ms (1.23x);
+//   under heavier load RB = 256 kept more of it (50 vs 54 ms, in-place 65).
+//   KB = 192-384 within noise of 256; KB = 64 or 128 with 96 columns (block in
+//   L1) 1.2-1.7x slower, as were W = 32 and 64 with L1-sized blocks (KB = 192,
+//   96): a row then has 6-19 nonzeros per block, and its C read+write and loop
+//   exit per block cost more than L1 saves; software prefetch of
+//   B[indices[p + d]] (d = 2, 4, 8) within noise. With B in L2 the ceiling is
+//   its bandwidth, not the FMAs: 384 bytes per nonzero at 32 bytes/cycle is
+//   12 cycles for 12 FMAs, 50% of peak; packed runs at ~33%.
 // - CSR columns are sorted, so a row's nonzeros for block k0 follow those for
-//   the previous block: a per-row cursor (one int64 per row) resumes each row
-//   where the last block stopped, with no search.
+//   the previous block: a per-row cursor resumes each row where the last block
+//   stopped, with no search. (Unsorted columns stay correct: the last k block
+//   takes every nonzero left, and B is addressed by absolute row.)
 //
 // Threads: C is cut into a tm x tn grid. Rows are split so each thread gets an
 // equal share of (nnz + rows) — prefix sums of nnz, not row counts, since pruned
@@ -61,7 +77,11 @@
 // The grid with the smallest largest share wins: rows normally, columns when a
 // few heavy rows would leave a thread idle (one dense row holding all nonzeros).
 // Problems under kMinFmasPerThread per thread stay on one thread: waking an
-// OpenMP thread costs a few microseconds.
+// OpenMP thread costs a few microseconds. On the packed path every thread
+// first packs a share of B's rows, then all wait at one barrier. At n = 256
+// (3 panels) the grid splits rows; splitting columns (W = 64, 2 panels per
+// thread, so each thread packs and reads only its half of B) measured within
+// noise of it at 2 threads.
 //
 // Build (standalone test): g++ -O3 -std=c++17 -fopenmp -Icsrc csrc/cpu/spmm.cpp
 //   csrc/cpu/cpu_features.cpp spmm_driver.cpp   (AVX2 is chosen at run time;
@@ -70,7 +90,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <utility>
 
 #ifdef _OPENMP
@@ -232,6 +255,183 @@ void rows_avx2_width(const RowBlock& r, int64_t width) {
 }
 #endif
 
+// ---------------------------------------------------------------------------
+// Packed path (AVX2): B copied once per call into panels of kPackVectors * 8
+// columns, panel-major ([panel][row of B][W]), so that a k block of B for one
+// panel is kPackK * W contiguous floats that stay in L1 (see the top of the
+// file).
+
+constexpr int kPackVectors = 12;
+constexpr int64_t kPackW = 8 * kPackVectors;
+constexpr int64_t kPackK = 256;
+constexpr int64_t kPackRows = 256;
+// Pack B only when each of its rows feeds at least this many nonzeros on
+// average (nnz >= kPackMinUses * k). Below, the copy (one pass over B) and the
+// short k blocks lose: at 99% zeros of the target shape (41 nonzeros per row
+// of B, 2.6 per row of A and k block) packed measured a median 12.4 ms
+// against 9.5 ms in place (1 thread, CPU time, alternating rounds); at 95%
+// (205 per row of B) and denser, packing wins.
+constexpr int64_t kPackMinUses = 100;
+// ... and when the packed copy stays below this size (bytes).
+constexpr int64_t kPackMaxBytes = int64_t{64} << 20;
+
+// One call of the tile kernel: rows [row_begin, row_end) of C, one panel of B
+// (already offset to the panel, row stride kPackW), one k block of A's
+// nonzeros: row i's run from starts[i - row_begin] to ends[i - row_begin], or,
+// when find_ends, up to its first column >= k_end (then stored in ends).
+struct PackedTile {
+  const int64_t* indptr;
+  const int64_t* indices;
+  const float* values;
+  const float* panel;  // packed panel: row r of B at panel + r * ldp
+  int64_t ldp;
+  float* c;  // already offset to the panel's first column
+  int64_t ldc;
+  int64_t row_begin, row_end;
+  const int64_t* starts;
+  int64_t* ends;
+  int64_t k_end;
+  float alpha, beta;
+  bool first_block;
+};
+
+#ifdef PYRT_HAVE_X86
+template <int V, bool MASKED, bool FIND_ENDS>
+__attribute__((target("avx2,fma"))) void tile_avx2(const PackedTile& t, int rest) {
+  constexpr int NV = V + (MASKED ? 1 : 0);
+  const __m256i mask =
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(rest), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256 valpha = _mm256_set1_ps(t.alpha);
+  const __m256 vbeta = _mm256_set1_ps(t.beta);
+  const int64_t* indices = t.indices;
+  const float* values = t.values;
+  const float* panel = t.panel;
+  const int64_t ldp = t.ldp;
+  for (int64_t i = t.row_begin; i < t.row_end; ++i) {
+    const int64_t start = t.starts[i - t.row_begin];
+    int64_t p = start;
+    int64_t end;
+    if constexpr (FIND_ENDS) {
+      end = t.indptr[i + 1];
+    } else {
+      end = t.ends[i - t.row_begin];
+    }
+    __m256 acc[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
+    for (; p < end; ++p) {
+      if constexpr (FIND_ENDS) {
+        if (indices[p] >= t.k_end) break;
+      }
+      const __m256 a = _mm256_broadcast_ss(values + p);
+      const float* brow = panel + indices[p] * ldp;
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) acc[v] = _mm256_fmadd_ps(a, _mm256_load_ps(brow + 8 * v), acc[v]);
+    }
+    if constexpr (FIND_ENDS) t.ends[i - t.row_begin] = p;
+    float* crow = t.c + i * t.ldc;
+    if (!t.first_block) {
+      if (p == start) continue;  // nothing in this block: C += 0
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) {
+        _mm256_storeu_ps(crow + 8 * v, _mm256_fmadd_ps(valpha, acc[v], _mm256_loadu_ps(crow + 8 * v)));
+      }
+      if constexpr (MASKED) {
+        _mm256_maskstore_ps(crow + 8 * V, mask,
+                            _mm256_fmadd_ps(valpha, acc[V], _mm256_maskload_ps(crow + 8 * V, mask)));
+      }
+    } else if (t.beta == 0.0f) {
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) _mm256_storeu_ps(crow + 8 * v, _mm256_mul_ps(valpha, acc[v]));
+      if constexpr (MASKED) _mm256_maskstore_ps(crow + 8 * V, mask, _mm256_mul_ps(valpha, acc[V]));
+    } else {
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) {
+        const __m256 old = _mm256_loadu_ps(crow + 8 * v);
+        _mm256_storeu_ps(crow + 8 * v, _mm256_fmadd_ps(valpha, acc[v], _mm256_mul_ps(vbeta, old)));
+      }
+      if constexpr (MASKED) {
+        const __m256 old = _mm256_maskload_ps(crow + 8 * V, mask);
+        _mm256_maskstore_ps(crow + 8 * V, mask,
+                            _mm256_fmadd_ps(valpha, acc[V], _mm256_mul_ps(vbeta, old)));
+      }
+    }
+  }
+}
+
+using TileKernel = void (*)(const PackedTile&, int rest);
+
+template <bool MASKED, bool FIND_ENDS, int... Vs>
+constexpr auto make_tile_table(std::integer_sequence<int, Vs...>) {
+  return std::array<TileKernel, sizeof...(Vs)>{&tile_avx2<Vs, MASKED, FIND_ENDS>...};
+}
+
+// Width 1..kPackW: V whole vectors, plus one masked vector for width % 8.
+// The masked vector still loads all 8 lanes of B: packing zero-fills them.
+void tile_avx2_width(const PackedTile& t, int64_t width, bool find_ends) {
+  static constexpr auto full = make_tile_table<false, false>(std::make_integer_sequence<int, kPackVectors + 1>{});
+  static constexpr auto masked = make_tile_table<true, false>(std::make_integer_sequence<int, kPackVectors>{});
+  static constexpr auto full_f = make_tile_table<false, true>(std::make_integer_sequence<int, kPackVectors + 1>{});
+  static constexpr auto masked_f = make_tile_table<true, true>(std::make_integer_sequence<int, kPackVectors>{});
+  const int64_t vectors = width / 8;
+  const int rest = static_cast<int>(width % 8);
+  if (find_ends) {
+    (rest == 0 ? full_f[vectors] : masked_f[vectors])(t, rest);
+  } else {
+    (rest == 0 ? full[vectors] : masked[vectors])(t, rest);
+  }
+}
+#endif
+
+// Rows [k_begin, k_end) of B (k, n) into panels of ldp columns (ldp = kPackW,
+// or n rounded up to a vector when n is narrower): row r of panel q at
+// packed + (q * k + r) * ldp, the last panel zero-padded to whole vectors.
+void pack_b_rows(const float* b, int64_t ldb, int64_t k, int64_t n, int64_t ldp, int64_t k_begin,
+                 int64_t k_end, float* packed) {
+  for (int64_t j0 = 0, panel = 0; j0 < n; j0 += ldp, ++panel) {
+    const int64_t width = std::min(ldp, n - j0);
+    const int64_t padded = round_up(width, 8);
+    float* dst = packed + (panel * k + k_begin) * ldp;
+    for (int64_t r = k_begin; r < k_end; ++r, dst += ldp) {
+      std::memcpy(dst, b + r * ldb + j0, static_cast<size_t>(width) * sizeof(float));
+      for (int64_t j = width; j < padded; ++j) dst[j] = 0.0f;
+    }
+  }
+}
+
+// Rows [row_begin, row_end) times panels [panel_begin, panel_end) of C, from
+// packed B: for each block of kPackRows rows, for each k block, for each
+// panel, every row's nonzeros in that k block.
+void packed_tile(const PackedTile& base, const float* packed, int64_t k, int64_t n, int64_t row_begin,
+                 int64_t row_end, int64_t panel_begin, int64_t panel_end, float* c) {
+  const int64_t ldp = base.ldp;
+#ifdef PYRT_HAVE_X86
+  int64_t starts[kPackRows], ends[kPackRows];
+  const int64_t kb = k <= kPackK ? k : ceil_div(k, ceil_div(k, kPackK));
+  PackedTile t = base;
+  t.starts = starts;
+  t.ends = ends;
+  for (int64_t i0 = row_begin; i0 < row_end; i0 += kPackRows) {
+    t.row_begin = i0;
+    t.row_end = std::min(row_end, i0 + kPackRows);
+    std::copy(base.indptr + t.row_begin, base.indptr + t.row_end, starts);
+    for (int64_t k0 = 0; k0 < k; k0 += kb) {
+      t.k_end = k0 + kb >= k ? INT64_MAX : k0 + kb;  // the last block takes every remaining nonzero
+      t.first_block = k0 == 0;
+      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+        t.panel = packed + panel * k * ldp;
+        t.c = c + panel * ldp;
+        tile_avx2_width(t, std::min(ldp, n - panel * ldp), panel == panel_begin);
+      }
+      std::copy(ends, ends + (t.row_end - t.row_begin), starts);
+    }
+  }
+#else
+  (void)base, (void)packed, (void)k, (void)n, (void)row_begin, (void)row_end, (void)panel_begin,
+      (void)panel_end, (void)c;
+#endif
+}
+
 using RowKernel = void (*)(const RowBlock&, int64_t width);
 
 RowKernel select_kernel() {
@@ -353,6 +553,95 @@ void split_rows(const int64_t* indptr, int64_t m, int64_t parts, int64_t* rows) 
 }
 
 
+// The tm x tn grid of `threads` tiles (rows split at equal work, `panels`
+// split evenly) with the least work in its busiest tile; rows[0..tm] are the
+// row boundaries. False when no grid fits (fewer rows and panels than threads).
+bool choose_grid(const int64_t* indptr, int64_t m, int64_t threads, int64_t panels, int64_t* best_rows,
+                 int64_t* tm, int64_t* tn) {
+  int64_t rows[kMaxThreads + 1];
+  int64_t best_cost = -1;
+  for (int64_t t = 1; t <= std::min(threads, kMaxThreads); ++t) {
+    if (threads % t != 0 || t > m || threads / t > panels) continue;
+    split_rows(indptr, m, t, rows);
+    int64_t heaviest = 0;
+    for (int64_t i = 0; i < t; ++i) {
+      heaviest = std::max(heaviest, indptr[rows[i + 1]] - indptr[rows[i]] + rows[i + 1] - rows[i]);
+    }
+    const int64_t cost = heaviest * ceil_div(panels, threads / t);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      *tm = t;
+      *tn = threads / t;
+      std::copy(rows, rows + t + 1, best_rows);
+    }
+  }
+  return best_cost >= 0;
+}
+
+// The packed copy of B, kept between calls by the calling thread: 4 MiB at the
+// target shape, and a fresh allocation per call would pay its page faults
+// (about 1 ms) every time.
+float* pack_buffer(int64_t floats) {
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  static thread_local std::unique_ptr<float, Free> buffer;
+  static thread_local int64_t capacity = 0;
+  if (floats > capacity) {
+    buffer.reset();
+    const size_t bytes = static_cast<size_t>(round_up(floats * static_cast<int64_t>(sizeof(float)), 64));
+    buffer.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (!buffer) throw std::bad_alloc();
+    capacity = floats;
+  }
+  return buffer.get();
+}
+
+// Packs B and runs every tile of a tm x tn grid: all threads pack a share of
+// B's rows, wait for each other, then each runs its tile.
+void spmm_packed(int64_t m, int64_t n, int64_t k, float alpha, const int64_t* indptr,
+                 const int64_t* indices, const float* values, const float* b, int64_t ldb, float beta,
+                 float* c, int64_t ldc, int64_t threads) {
+  const int64_t ldp = std::min(kPackW, round_up(n, 8));
+  const int64_t panels = ceil_div(n, ldp);
+  float* packed = pack_buffer(panels * k * ldp);
+  PackedTile base{indptr, indices, values, nullptr, ldp, c, ldc, 0, 0, nullptr, nullptr, 0, alpha, beta, true};
+  int64_t rows[kMaxThreads + 1] = {0, m};
+  int64_t tm = 1, tn = 1;
+  if (threads == 1 || !choose_grid(indptr, m, threads, panels, rows, &tm, &tn)) {
+    pack_b_rows(b, ldb, k, n, ldp, 0, k, packed);
+    packed_tile(base, packed, k, n, 0, m, 0, panels, c);
+    return;
+  }
+  const int64_t panels_per_tile = ceil_div(panels, tn);
+#pragma omp parallel num_threads(static_cast<int>(tm * tn))
+  {
+#ifdef _OPENMP
+    const int64_t team = omp_get_num_threads(), me = omp_get_thread_num();
+#else
+    const int64_t team = 1, me = 0;
+#endif
+    pack_b_rows(b, ldb, k, n, ldp, k * me / team, k * (me + 1) / team, packed);
+#pragma omp barrier
+    for (int64_t tile = me; tile < tm * tn; tile += team) {
+      const int64_t ti = tile / tn, tj = tile % tn;
+      const int64_t panel_begin = tj * panels_per_tile;
+      const int64_t panel_end = std::min(panels, panel_begin + panels_per_tile);
+      if (rows[ti] < rows[ti + 1] && panel_begin < panel_end) {
+        packed_tile(base, packed, k, n, rows[ti], rows[ti + 1], panel_begin, panel_end, c);
+      }
+    }
+  }
+}
+
+// Packing B costs a copy of B; it pays when each row of B feeds several
+// nonzeros, and its buffer must stay a modest size.
+bool use_packed(int64_t n, int64_t k, int64_t nnz) {
+  const int64_t ldp = std::min(kPackW, round_up(n, 8));
+  return n >= 2 && k > 0 && nnz >= kPackMinUses * k &&
+         ceil_div(n, ldp) * ldp * k <= kPackMaxBytes / static_cast<int64_t>(sizeof(float));
+}
+
 void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i) {
     float* row = c + i * ldc;
@@ -389,36 +678,23 @@ void spmm_csr(int64_t m, int64_t n, int64_t k, float alpha, const int64_t* indpt
     for (int64_t t = 0; t < threads; ++t) spmv(indptr, indices, values, b, ldb, alpha, beta, c, ldc, rows[t], rows[t + 1]);
     return;
   }
-  const RowBlock all{indptr, indices, values, b, ldb, c, ldc, 0, m, alpha, beta, nullptr, INT64_MAX, true};
-
   const int64_t total_work = indptr[m] - indptr[0] + m;  // in (row of B) units
-  const int64_t panels = ceil_div(n, kPanel);
   const int64_t work_threads = std::max<int64_t>(1, total_work * n / kMinFmasPerThread);
   const int64_t threads = std::min<int64_t>(max_threads(), work_threads);
+  if (kernel != rows_portable && use_packed(n, k, indptr[m] - indptr[0])) {
+    spmm_packed(m, n, k, alpha, indptr, indices, values, b, ldb, beta, c, ldc, threads);
+    return;
+  }
+  const RowBlock all{indptr, indices, values, b, ldb, c, ldc, 0, m, alpha, beta, nullptr, INT64_MAX, true};
+
+  const int64_t panels = ceil_div(n, kPanel);
   if (threads == 1) {
     spmm_tile(kernel, all, 0, n, k);
     return;
   }
 
-  // Grid tm x tn with the least work in its busiest tile.
-  int64_t rows[kMaxThreads + 1], best_rows[kMaxThreads + 1];
-  int64_t tm = 1, tn = 1, best_cost = -1;
-  for (int64_t t = 1; t <= std::min(threads, kMaxThreads); ++t) {
-    if (threads % t != 0 || t > m || threads / t > panels) continue;
-    split_rows(indptr, m, t, rows);
-    int64_t heaviest = 0;
-    for (int64_t i = 0; i < t; ++i) {
-      heaviest = std::max(heaviest, indptr[rows[i + 1]] - indptr[rows[i]] + rows[i + 1] - rows[i]);
-    }
-    const int64_t cost = heaviest * ceil_div(panels, threads / t);
-    if (best_cost < 0 || cost < best_cost) {
-      best_cost = cost;
-      tm = t;
-      tn = threads / t;
-      std::copy(rows, rows + t + 1, best_rows);
-    }
-  }
-  if (best_cost < 0) {  // fewer rows and panels than threads: nothing to split
+  int64_t best_rows[kMaxThreads + 1], tm = 1, tn = 1;
+  if (!choose_grid(indptr, m, threads, panels, best_rows, &tm, &tn)) {  // fewer rows and panels than threads
     spmm_tile(kernel, all, 0, n, k);
     return;
   }

@@ -252,3 +252,121 @@ def test_spmv_shapes_threads_and_strided_x(m, k, density, rng) -> None:
     out = np.full((m, 1), np.nan, np.float32)
     kernels.spmm(*csr, (m, k), column, out=out)
     assert np.isfinite(out).all()
+
+
+
+
+
+# --- the packed path: B copied into 96-column panels, k blocks of 256 rows, row blocks of 256 -------
+# B is packed when its rows feed at least 100 nonzeros each on average (nnz >= 100 k), so these
+# matrices are dense enough for that; packed_csr checks it.
+
+def packed_csr(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    csr = csr_of(dense)
+    assert len(csr[1]) >= 100 * dense.shape[1], "too sparse to take the packed path"
+    return csr
+
+
+def dense_with_edges(rng, m: int, k: int, uses: int = 150) -> np.ndarray:
+    """(m, k) with about `uses` nonzeros per column, plus empty, dense and one-nonzero rows."""
+    dense = rng.standard_normal((m, k)).astype(np.float32)
+    dense[rng.random((m, k)) >= min(0.95, uses / m)] = 0
+    dense[0] = 0                                       # empty first row
+    dense[m // 2] = 0                                  # empty row inside a row block
+    dense[m - 1] = 0                                   # empty last row
+    dense[3] = rng.standard_normal(k)                  # a dense row spanning every k block
+    dense[5, :] = 0
+    dense[5, k - 1] = -1.5                             # a row whose only nonzero is in the last k block
+    dense[6, :] = 0
+    dense[6, 0] = 0.5                                  # a row whose only nonzero is in the first k block
+    return dense
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [
+    (129, 257, 2),     # the narrowest packed product: one masked vector; k one past a block
+    (256, 512, 96),    # exact multiples of the row block, the k block and the panel
+    (127, 1031, 97),   # prime k over 5 blocks, one column past a panel (a 1-column masked panel)
+    (257, 769, 101),   # prime m, n: a 96 + 5 panel split, row blocks of 256 + 1
+    (300, 600, 193),   # 2 panels + 1 column; k = 2 blocks of 300
+    (131, 520, 256),   # the benchmark's width: panels of 96, 96 and 64
+    (600, 300, 40),    # row blocks of 256 + 256 + 88, one k block, one 40-column panel
+    (160, 2000, 13),   # n below two vectors
+])
+def test_packed_panels_and_blocks(m, k, n, rng) -> None:
+    dense = dense_with_edges(rng, m, k)
+    check(*packed_csr(dense), dense, rng.standard_normal((k, n)).astype(np.float32))
+
+
+@pytest.mark.parametrize("n", [2, 7, 8, 9, 95, 96, 97, 200])
+def test_packed_non_contiguous_b(n, rng) -> None:
+    dense = dense_with_edges(rng, 140, 520)
+    csr = packed_csr(dense)
+    wide = rng.standard_normal((520, n + 37)).astype(np.float32)
+    check(*csr, dense, wide[:, 5:5 + n])                                       # row stride > n, odd offset
+    check(*csr, dense, rng.standard_normal((1040, n)).astype(np.float32)[1::2])  # every other row
+
+
+def test_packed_alpha_beta_accumulate(rng) -> None:
+    # The C++ entry point's alpha and beta (the Python API passes 1 and 0): the first k block
+    # applies beta, later blocks add, and rows with nothing in a block leave C as it is.
+    from pyrt import _C
+
+    dense = dense_with_edges(rng, 150, 700)
+    indptr, indices, values = packed_csr(dense)
+    b = rng.standard_normal((700, 101)).astype(np.float32)
+    c0 = rng.standard_normal((150, 101)).astype(np.float32)
+    exact = dense.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(dense).astype(np.float64) @ np.abs(b).astype(np.float64) + np.abs(c0)
+    for alpha, beta in [(2.0, 0.5), (-1.0, 1.0), (0.5, 0.0)]:
+        out = c0.copy()
+        _C.spmm(indptr, indices, values, b, out, alpha, beta)
+        expected = alpha * exact + beta * c0.astype(np.float64)
+        np.testing.assert_array_less(np.abs(out - expected), 1e-6 * (abs(alpha) + 1) * scale + 1e-30)
+    out = np.full((150, 101), np.nan, np.float32)                     # beta == 0 never reads C
+    _C.spmm(indptr, indices, values, b, out, 1.0, 0.0)
+    assert np.isfinite(out).all()
+
+
+def test_packed_empty_and_all_zero_rows(rng) -> None:
+    # Rows 0-279 empty except one short row, so a whole row block and most of its k blocks have
+    # no nonzeros; 120 dense rows give B enough reuse to be packed.
+    dense = np.zeros((400, 800), np.float32)
+    dense[280:] = rng.standard_normal((120, 800))
+    dense[10, 790:] = 1.0
+    b = rng.standard_normal((800, 150)).astype(np.float32)
+    check(*packed_csr(dense), dense, b)
+    out = kernels.spmm(*csr_of(np.zeros((400, 800), np.float32)), (400, 800), b)
+    assert out.shape == (400, 150) and not out.any()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_packed_threads_agree(threads, rng) -> None:
+    # Thread counts change the grid (rows or panels per thread); every split gives the same
+    # product (each C element is summed by one thread in the same order).
+    dense = dense_with_edges(rng, 333, 1100)
+    b = rng.standard_normal((1100, 250)).astype(np.float32)
+    csr = packed_csr(dense)
+    before = kernels.get_num_threads()
+    try:
+        kernels.set_num_threads(1)
+        one = kernels.spmm(*csr, dense.shape, b)
+        kernels.set_num_threads(threads)
+        np.testing.assert_array_equal(kernels.spmm(*csr, dense.shape, b), one)
+    finally:
+        kernels.set_num_threads(before)
+    check(*csr, dense, b)
+
+
+def test_portable_on_packed_shapes(run_python) -> None:
+    code = (
+        "import numpy as np; from pyrt import kernels\n"
+        "assert kernels.spmm_kernel_name() == 'portable'\n"
+        "r = np.random.default_rng(3); d = r.standard_normal((257, 1031)).astype(np.float32)\n"
+        "d[r.random((257, 1031)) > 0.5] = 0; d[0] = 0; d[200] = 0; rows, cols = np.nonzero(d)\n"
+        "ip = np.searchsorted(rows, np.arange(258))\n"
+        "for n in (2, 97, 256):\n"
+        "    b = r.standard_normal((1031, n)).astype(np.float32)\n"
+        "    out = kernels.spmm(ip, cols, d[rows, cols], d.shape, b)\n"
+        "    np.testing.assert_allclose(out, d.astype(float) @ b, rtol=1e-4, atol=1e-3)\n"
+    )
+    run_python("-c", code, env={"PYRT_DISABLE_AVX2": "1"})
