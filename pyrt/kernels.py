@@ -190,7 +190,8 @@ def matmul(a: Any, b: Any, out: Any | None = None) -> Any:
         )
     m, n = a.shape[0], b.shape[1]
     if out is None:
-        out = xp.empty((m, n), dtype=np.float32)
+        with (a.device if xp is not np else contextlib.nullcontext()):  # on a's GPU, not the current one
+            out = xp.empty((m, n), dtype=np.float32)
     else:
         _check_out(out, (m, n), a, b, xp)
     if xp is np:
@@ -205,11 +206,10 @@ def _check_out(out: Any, shape: tuple[int, int], a: Any, b: Any, xp: ModuleType)
         raise TypeError(f"matmul: out is a {type(out).__module__} array but the inputs are not")
     if out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"matmul: out is {describe(out)} but the product is {shape} float32")
-    if xp is np:
-        if not out.flags.writeable:
-            raise ValueError("matmul: out is read-only")
-        if np.may_share_memory(out, a) or np.may_share_memory(out, b):
-            raise ValueError("matmul: out overlaps an input; pass a separate output array")
+    if xp is np and not out.flags.writeable:
+        raise ValueError("matmul: out is read-only")
+    if xp.may_share_memory(out, a) or xp.may_share_memory(out, b):  # blocks would read what others wrote
+        raise ValueError("matmul: out overlaps an input; pass a separate output array")
     if any(s % out.itemsize for s in out.strides) or (0 in out.strides and out.size > 1):
         raise ValueError(f"matmul: out has strides {out.strides}; it must not repeat elements")
 
@@ -227,8 +227,8 @@ def _cuda_sgemm(a: Any, b: Any, out: Any) -> None:
     rsa, csa = _element_strides(a, 4)
     rsb, csb = _element_strides(b, 4)
     rsc, csc = _element_strides(out, 4)
-    stream = cupy.cuda.get_current_stream().ptr
-    with a.device:
+    with a.device:  # streams are per device: take a's GPU's current stream
+        stream = cupy.cuda.get_current_stream().ptr
         _cuda().sgemm(
             m, n, k, 1.0, a.data.ptr, rsa, csa, b.data.ptr, rsb, csb, 0.0, out.data.ptr,
             rsc, csc, stream,
@@ -487,6 +487,9 @@ def _cuda_int8_gemm_checked(a_q: Any, a_scale: float, a_zero_point: int, w: Cuda
     import cupy
 
     m, k = a_q.shape
+    if out is not None and not is_cuda_array(out):
+        raise TypeError(f"int8_gemm: out is a {type(out).__module__}.{type(out).__name__} but a_q is a "
+                        "cupy array")
     _check_same_gpu("int8_gemm", a_q=a_q, w=w.codes, out=out)
     with a_q.device:
         w_scales = _check_gemm_vector("int8_gemm", "w_scales", w_scales, w.n, cupy)
@@ -501,9 +504,6 @@ def _cuda_int8_gemm_checked(a_q: Any, a_scale: float, a_zero_point: int, w: Cuda
         if out is None:
             out = cupy.empty((m, w.n), dtype=cupy.float32)
         else:
-            if not is_cuda_array(out):
-                raise TypeError(f"int8_gemm: out is a {type(out).__module__}.{type(out).__name__} but a_q "
-                                "is a cupy array")
             if out.shape != (m, w.n) or out.dtype != np.float32:
                 raise ValueError(f"int8_gemm: out is {describe(out)} but the product is ({m}, {w.n}) float32")
             if out.size and w.n > 1 and out.strides[1] != 4:

@@ -51,6 +51,10 @@ _API: dict[str, list[str]] = json.loads(Path(__file__).with_name("cupy14_api.jso
 _CUPY_NAMES = frozenset(_API["cupy"])
 _SAME_AS_NUMPY = frozenset(_API["same_as_numpy"])  # numpy's own objects re-exported (dtypes, finfo...)
 _UFUNCS = frozenset(_API["ufuncs"])
+# Parameter names of cupy 14's Python-level functions (read from the wheel's .py files; functions
+# written in Cython, or taking **kwargs, are not listed): a keyword numpy has but cupy lacks
+# (``as_strided(writeable=)``, ``indices(sparse=)``) raises TypeError here as on a GPU.
+_KEYWORDS = {name: frozenset(names) for name, names in _API["keywords"].items()}
 _NDARRAY_NAMES = frozenset(_API["ndarray"])
 # Methods that return a view: no kernel runs, so cupy neither checks nor changes the device.
 # (``copy``/``astype`` launch a copy kernel onto the current device: checked like any kernel.)
@@ -477,9 +481,15 @@ class ndarray:
                            self._device, owndata=False)
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        # cupy copies a host value to the device only under advanced indexing; with basic
+        # indexing it calls fill(), which refuses a non-scalar numpy array (cupy gh-2079).
+        keys = key if isinstance(key, tuple) else (key,)
+        advanced = any(isinstance(k, (list, np.ndarray, ndarray)) for k in keys)
+        if not advanced and isinstance(value, (np.ndarray, list, tuple)) and np.ndim(value) != 0:
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
         found: list[ndarray] = []
         key = _unwrap(key, found, host_ok=True)
-        value = _unwrap(value, found, host_ok=True)  # cupy copies a numpy value to the device
+        value = _unwrap(value, found, host_ok=True)  # advanced indexing: copied to the device
         _check_device([self, *found])
         self._array[key] = value
 
@@ -591,6 +601,9 @@ def _numpy_forward(numpy_namespace: Any, name: str, allowed: frozenset[str], whe
         return _host_to_device(name)
 
     def call(*args: Any, **kwargs: Any) -> Any:
+        unknown = set(kwargs) - _KEYWORDS.get(name, set(kwargs))
+        if unknown:
+            raise TypeError(f"{name}() got an unexpected keyword argument '{sorted(unknown)[0]}' (cupy 14)")
         return _kernel(target, args, kwargs)
 
     call.__name__ = name

@@ -76,11 +76,16 @@ def to_host(array: Any) -> np.ndarray:
 
 def from_host(host: np.ndarray, array: Any) -> None:
     """Copy ``host`` back into GPU ``array``, in place (views of it see the new values)."""
+    import cupy
+
     with array.device:
         if array.flags.c_contiguous:
             array.set(host)  # one host -> device copy (DDP's buckets are contiguous)
         else:
-            array[...] = host
+            array[...] = cupy.asarray(host)  # cupy's basic-index assignment refuses host arrays
+        # The copies above are queued on the stream and read the pinned buffer, which goes back
+        # to cupy's pool (with no event) as soon as it is dropped: wait before it can be reused.
+        cupy.cuda.get_current_stream().synchronize()
 
 
 class _CopyBack(Work):

@@ -97,12 +97,15 @@ def _im2col(padded: Any, kernel: tuple[int, int], stride: tuple[int, int],
     sn, sh, sw, sc = padded.strides
     (kh, kw), (oh, ow) = kernel, out_hw
     cg = c // groups
+    # numpy's view is made read-only (its windows overlap); cupy's as_strided has no such
+    # keyword, and the reshape below copies either way.
+    read_only = {"writeable": False} if xp is np else {}
     windows = xp.lib.stride_tricks.as_strided(
         padded,
         shape=(n, oh, ow, groups, kh, kw, cg),
         strides=(sn, sh * stride[0], sw * stride[1], sc * cg, sh * dilation[0],
                  sw * dilation[1], sc),
-        writeable=False,
+        **read_only,
     )
     return windows.reshape(n * oh * ow, groups, kh * kw * cg)  # reshape copies here
 

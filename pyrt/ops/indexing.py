@@ -34,7 +34,7 @@ class Gather(Function):
         (index,) = self.saved_tensors
         xp = get_array_module(grad)
         grad_x = xp.zeros(self.shape, dtype=grad.dtype)
-        positions = list(xp.indices(index.shape, sparse=True))
+        positions = list(xp.ix_(*(xp.arange(size) for size in index.shape)))  # cupy's indices has no sparse=
         positions[self.axis] = index
         xp.add.at(grad_x, tuple(positions), grad)  # a repeated index collects every gradient sent to it
         return grad_x, None, None

@@ -38,8 +38,19 @@ def test_host_arrays_never_mix_in(fake_gpu) -> None:
             mixed()
     assert (x * np.float32(2)).sum().get() == 30.0  # numpy scalars are fine, as in cupy
     y = x.copy()
-    y[0] = host  # a host value is copied to the device, as cupy's __setitem__ does
+    with pytest.raises(ValueError, match=r"non-scalar numpy\.ndarray cannot be used for fill"):
+        y[0] = host  # basic indexing: cupy fills, and refuses a host array
+    y[np.array([0])] = host[None]  # advanced indexing: cupy copies the host value to the device
     assert y[np.array([0])].get().tolist() == [[1.0, 1.0, 1.0]]  # host index arrays too
+
+
+def test_keywords_cupy_lacks_are_refused(fake_gpu) -> None:
+    x = fake_gpu.zeros((2, 3))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'writeable'"):
+        fake_gpu.lib.stride_tricks.as_strided(x, shape=(3,), strides=(8,), writeable=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sparse'"):
+        fake_gpu.indices((2, 3), sparse=True)
+    assert fake_gpu.indices((2, 3)).shape == (2, 2, 3)
 
 
 def test_results_stay_on_the_device(fake_gpu) -> None:
