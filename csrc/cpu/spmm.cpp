@@ -178,6 +178,39 @@ void rows_portable(const RowBlock& r, int64_t width) {
 // and stored. maskload never faults on masked-off lanes, so reading past the
 // last column of B (or C) is safe even at the end of an allocation.
 
+// C's row from the accumulators (V full vectors, then `mask`'s lanes when MASKED):
+// C += alpha acc after the first k block, else C = alpha acc + beta C (C unread when
+// beta == 0, as in BLAS). Shared by the in-place and the packed kernels.
+template <int V, bool MASKED>
+__attribute__((target("avx2,fma"), always_inline)) inline void store_c_row(
+    float* crow, const __m256* acc, __m256i mask, __m256 valpha, __m256 vbeta,
+    bool first_block, float beta) {
+  if (!first_block) {
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      _mm256_storeu_ps(crow + 8 * v, _mm256_fmadd_ps(valpha, acc[v], _mm256_loadu_ps(crow + 8 * v)));
+    }
+    if constexpr (MASKED) {
+      _mm256_maskstore_ps(crow + 8 * V, mask,
+                          _mm256_fmadd_ps(valpha, acc[V], _mm256_maskload_ps(crow + 8 * V, mask)));
+    }
+  } else if (beta == 0.0f) {
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) _mm256_storeu_ps(crow + 8 * v, _mm256_mul_ps(valpha, acc[v]));
+    if constexpr (MASKED) _mm256_maskstore_ps(crow + 8 * V, mask, _mm256_mul_ps(valpha, acc[V]));
+  } else {
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      const __m256 old = _mm256_loadu_ps(crow + 8 * v);
+      _mm256_storeu_ps(crow + 8 * v, _mm256_fmadd_ps(valpha, acc[v], _mm256_mul_ps(vbeta, old)));
+    }
+    if constexpr (MASKED) {
+      const __m256 old = _mm256_maskload_ps(crow + 8 * V, mask);
+      _mm256_maskstore_ps(crow + 8 * V, mask, _mm256_fmadd_ps(valpha, acc[V], _mm256_mul_ps(vbeta, old)));
+    }
+  }
+}
+
 template <int V, bool MASKED>
 __attribute__((target("avx2,fma"))) void rows_avx2(const RowBlock& r, int rest) {
   constexpr int NV = V + (MASKED ? 1 : 0);
@@ -207,33 +240,8 @@ __attribute__((target("avx2,fma"))) void rows_avx2(const RowBlock& r, int rest) 
         acc[V] = _mm256_fmadd_ps(a, _mm256_maskload_ps(brow + 8 * V, mask), acc[V]);
       }
     }
-    float* crow = r.c + i * r.ldc;
     if (r.cursor) r.cursor[i - r.row_begin] = p;
-    if (!r.first_block) {
-#pragma GCC unroll 16
-      for (int v = 0; v < V; ++v) {
-        _mm256_storeu_ps(crow + 8 * v, _mm256_fmadd_ps(valpha, acc[v], _mm256_loadu_ps(crow + 8 * v)));
-      }
-      if constexpr (MASKED) {
-        _mm256_maskstore_ps(crow + 8 * V, mask,
-                            _mm256_fmadd_ps(valpha, acc[V], _mm256_maskload_ps(crow + 8 * V, mask)));
-      }
-    } else if (r.beta == 0.0f) {
-#pragma GCC unroll 16
-      for (int v = 0; v < V; ++v) _mm256_storeu_ps(crow + 8 * v, _mm256_mul_ps(valpha, acc[v]));
-      if constexpr (MASKED) _mm256_maskstore_ps(crow + 8 * V, mask, _mm256_mul_ps(valpha, acc[V]));
-    } else {
-#pragma GCC unroll 16
-      for (int v = 0; v < V; ++v) {
-        const __m256 old = _mm256_loadu_ps(crow + 8 * v);
-        _mm256_storeu_ps(crow + 8 * v, _mm256_fmadd_ps(valpha, acc[v], _mm256_mul_ps(vbeta, old)));
-      }
-      if constexpr (MASKED) {
-        const __m256 old = _mm256_maskload_ps(crow + 8 * V, mask);
-        _mm256_maskstore_ps(crow + 8 * V, mask,
-                            _mm256_fmadd_ps(valpha, acc[V], _mm256_mul_ps(vbeta, old)));
-      }
-    }
+    store_c_row<V, MASKED>(r.c + i * r.ldc, acc, mask, valpha, vbeta, r.first_block, r.beta);
   }
 }
 
@@ -329,33 +337,8 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const PackedTile& t, int rest
       for (int v = 0; v < NV; ++v) acc[v] = _mm256_fmadd_ps(a, _mm256_load_ps(brow + 8 * v), acc[v]);
     }
     if constexpr (FIND_ENDS) t.ends[i - t.row_begin] = p;
-    float* crow = t.c + i * t.ldc;
-    if (!t.first_block) {
-      if (p == start) continue;  // nothing in this block: C += 0
-#pragma GCC unroll 16
-      for (int v = 0; v < V; ++v) {
-        _mm256_storeu_ps(crow + 8 * v, _mm256_fmadd_ps(valpha, acc[v], _mm256_loadu_ps(crow + 8 * v)));
-      }
-      if constexpr (MASKED) {
-        _mm256_maskstore_ps(crow + 8 * V, mask,
-                            _mm256_fmadd_ps(valpha, acc[V], _mm256_maskload_ps(crow + 8 * V, mask)));
-      }
-    } else if (t.beta == 0.0f) {
-#pragma GCC unroll 16
-      for (int v = 0; v < V; ++v) _mm256_storeu_ps(crow + 8 * v, _mm256_mul_ps(valpha, acc[v]));
-      if constexpr (MASKED) _mm256_maskstore_ps(crow + 8 * V, mask, _mm256_mul_ps(valpha, acc[V]));
-    } else {
-#pragma GCC unroll 16
-      for (int v = 0; v < V; ++v) {
-        const __m256 old = _mm256_loadu_ps(crow + 8 * v);
-        _mm256_storeu_ps(crow + 8 * v, _mm256_fmadd_ps(valpha, acc[v], _mm256_mul_ps(vbeta, old)));
-      }
-      if constexpr (MASKED) {
-        const __m256 old = _mm256_maskload_ps(crow + 8 * V, mask);
-        _mm256_maskstore_ps(crow + 8 * V, mask,
-                            _mm256_fmadd_ps(valpha, acc[V], _mm256_mul_ps(vbeta, old)));
-      }
-    }
+    if (!t.first_block && p == start) continue;  // nothing in this block: C += 0
+    store_c_row<V, MASKED>(t.c + i * t.ldc, acc, mask, valpha, vbeta, t.first_block, t.beta);
   }
 }
 
