@@ -53,7 +53,7 @@ def test_simple_model_loss_decreases() -> None:
     assert losses[-1] < 0.1 * losses[0], out
 
 
-def test_train_mlp_on_the_fake_gpu_learns_like_on_the_cpu() -> None:
+def test_train_mlp_on_the_fake_gpu_learns_like_on_the_cpu(tmp_path: Path) -> None:
     """``--device cuda`` moves the model and every batch; on the fake GPU (tests/fake_cupy.py,
     the kernels run by the SIMT emulator) the run prints the same losses as on the CPU."""
     tests = Path(__file__).resolve().parent
@@ -62,8 +62,10 @@ def test_train_mlp_on_the_fake_gpu_learns_like_on_the_cpu() -> None:
                 "runpy.run_path(sys.argv[0], run_name='__main__')")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{tests}{os.pathsep}{EXAMPLES}"}
     flags = ["--epochs", "2", "--batch-size", "128"]
+    # cwd elsewhere: `python -c` puts the cwd first on sys.path, and the checkout's pyrt/ (no
+    # compiled modules after a regular install) must not shadow the installed package.
     gpu = subprocess.run([sys.executable, "-c", launcher, *flags, "--device", "cuda"], capture_output=True,
-                         text=True, timeout=300, cwd=EXAMPLES.parent, env=env)
+                         text=True, timeout=300, cwd=tmp_path, env=env)
     assert gpu.returncode == 0, gpu.stdout + gpu.stderr
     assert "device: cuda:0" in gpu.stdout
     cpu = _run("train_mlp.py", *flags)

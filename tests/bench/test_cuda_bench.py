@@ -69,15 +69,17 @@ def test_training_steps_run_on_the_fake_gpu(fake_gpu, monkeypatch: pytest.Monkey
     assert "Training step, batch 64, cuda" in capsys.readouterr().out
 
 
-def test_without_a_gpu_the_cuda_suite_says_so() -> None:
+# Both run outside the checkout: `python -m` puts the cwd first on sys.path, and the checkout's
+# pyrt/ (no compiled modules after a regular install) must not shadow the installed package.
+def test_without_a_gpu_the_cuda_suite_says_so(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "pyrt.bench", "--device", "cuda", "--quick"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode != 0
     assert "need a CUDA GPU" in result.stderr
 
 
-def test_cuda_device_refuses_cpu_only_suites() -> None:
+def test_cuda_device_refuses_cpu_only_suites(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "pyrt.bench", "ddp", "--device", "cuda"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2
     assert "--device cuda runs the suites" in result.stderr
