@@ -18,14 +18,21 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
 #include "comm/ring.h"
+#include "comm/shm.h"
 
 namespace py = pybind11;
 using pyrt::comm::Dtype;
 using pyrt::comm::Op;
+using pyrt::comm::SharedMemoryComm;
+using pyrt::comm::ShmDtype;
+using pyrt::comm::ShmOp;
 
 namespace {
 
@@ -75,6 +82,111 @@ std::string mpi_library_version() {
   return std::string(text, static_cast<size_t>(len));
 }
 
+
+// --- shared memory ------------------------------------------------------------------
+
+ShmDtype shm_dtype_of(const py::array& array) {
+  if (array.dtype().equal(py::dtype::of<float>())) return ShmDtype::Float32;
+  if (array.dtype().equal(py::dtype::of<double>())) return ShmDtype::Float64;
+  if (array.dtype().equal(py::dtype::of<int32_t>())) return ShmDtype::Int32;
+  if (array.dtype().equal(py::dtype::of<int64_t>())) return ShmDtype::Int64;
+  throw py::type_error("shared-memory all-reduce: dtype must be float32, float64, int32 or int64, got " +
+                       std::string(py::str(array.dtype())));
+}
+
+ShmOp parse_shm_op(const std::string& op) {
+  if (op == "sum") return ShmOp::Sum;
+  if (op == "avg") return ShmOp::Avg;
+  if (op == "max") return ShmOp::Max;
+  if (op == "min") return ShmOp::Min;
+  if (op == "product") return ShmOp::Product;
+  throw py::value_error("shared-memory all-reduce: op must be sum, avg, max, min or product, got '" + op + "'");
+}
+
+void* writable_contiguous_data(py::array& array, const char* what) {
+  if (!(array.flags() & py::array::c_style)) {
+    throw py::value_error(std::string(what) + ": the array must be C-contiguous");
+  }
+  if (!array.writeable()) throw py::value_error(std::string(what) + ": the array is read-only");
+  return array.mutable_data();
+}
+
+using Record = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+// The watchdog's wait, entered with the GIL when the spin budget runs out.
+pyrt::comm::SlowWait slow_wait(const py::function& wait) {
+  return [&wait](int64_t barrier) {
+    py::gil_scoped_acquire gil;
+    wait(barrier);
+  };
+}
+
+void bind_shared_memory(py::module_& m) {
+  py::class_<SharedMemoryComm>(m, "SharedMemoryComm",
+                               "All-reduce and call agreement through node shared memory (csrc/comm/shm.h).")
+      .def(py::init([](int rank, const std::vector<uintptr_t>& segments, int64_t slot_bytes, double spin_seconds) {
+             std::vector<char*> pointers;
+             for (uintptr_t address : segments) pointers.push_back(reinterpret_cast<char*>(address));
+             return std::make_unique<SharedMemoryComm>(rank, std::move(pointers), slot_bytes, spin_seconds);
+           }),
+           py::arg("rank"), py::arg("segments"), py::arg("slot_bytes"), py::arg("spin_seconds"))
+      .def_property_readonly("barriers", &SharedMemoryComm::barriers)
+      .def("reached", &SharedMemoryComm::reached, py::arg("barrier"))
+      .def(
+          "record",
+          [](const SharedMemoryComm& self, int q, int64_t words) {
+            if (q < 0 || q >= self.size()) throw py::index_error("record: no rank " + std::to_string(q));
+            if (words < 0 || words > pyrt::comm::kMaxRecordWords) throw py::value_error("record: bad length");
+            Record copy(words);
+            std::memcpy(copy.mutable_data(), self.record(q), words * sizeof(int64_t));
+            return copy;
+          },
+          py::arg("rank"), py::arg("words"), "Rank q's record of the latest barrier (a copy).")
+      .def(
+          "agree",
+          [](SharedMemoryComm& self, const Record& record, const py::function& wait) {
+            const auto slow = slow_wait(wait);
+            py::gil_scoped_release release;
+            return self.agree(record.data(), record.size(), slow);
+          },
+          py::arg("record"), py::arg("wait"), "Barrier carrying record; True when every rank's is equal.")
+      .def(
+          "all_reduce",
+          [](SharedMemoryComm& self, py::array array, const std::string& op, const Record& record,
+             const py::function& wait) {
+            void* data = writable_contiguous_data(array, "shared-memory all-reduce");
+            const ShmDtype dtype = shm_dtype_of(array);
+            const ShmOp parsed = parse_shm_op(op);
+            const auto slow = slow_wait(wait);
+            py::gil_scoped_release release;
+            return self.all_reduce(data, array.size(), dtype, parsed, record.data(), record.size(), slow);
+          },
+          py::arg("array"), py::arg("op"), py::arg("record"), py::arg("wait"),
+          "In-place all-reduce staged through the slots; False (array untouched) when records differ.")
+      .def(
+          "all_reduce_symmetric",
+          [](SharedMemoryComm& self, py::array array, const std::vector<uintptr_t>& copies, const std::string& op,
+             const Record& record, const py::function& wait) {
+            void* data = writable_contiguous_data(array, "shared-memory all-reduce");
+            if (static_cast<int>(copies.size()) != self.size() ||
+                copies[self.rank()] != reinterpret_cast<uintptr_t>(data)) {
+              throw py::value_error("shared-memory all-reduce: copies must list every rank's address, this "
+                                    "rank's being the array's");
+            }
+            std::vector<char*> pointers;
+            for (uintptr_t address : copies) pointers.push_back(reinterpret_cast<char*>(address));
+            const ShmDtype dtype = shm_dtype_of(array);
+            const ShmOp parsed = parse_shm_op(op);
+            const auto slow = slow_wait(wait);
+            py::gil_scoped_release release;
+            return self.all_reduce_symmetric(pointers, array.size(), dtype, parsed, record.data(), record.size(),
+                                             slow);
+          },
+          py::arg("array"), py::arg("copies"), py::arg("op"), py::arg("record"), py::arg("wait"),
+          "Zero-copy all-reduce of array, whose copy on rank q is at copies[q].");
+  m.attr("SHM_CONTROL_BYTES") = pyrt::comm::kControlBytes;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_comm, m) {
@@ -87,6 +199,7 @@ PYBIND11_MODULE(_comm, m) {
   m.def("mpi_library_version", &mpi_library_version,
         "MPI_Get_library_version of the MPI this module is linked to; must equal mpi4py's.");
   m.attr("DEFAULT_SEGMENT_BYTES") = pyrt::comm::kDefaultSegmentBytes;
+  bind_shared_memory(m);
   m.attr("MPI_HEADER_VERSION") =
 #ifdef MPICH_VERSION
       std::string("MPICH ") + MPICH_VERSION;

@@ -58,11 +58,11 @@ def worker(sizes: list[int], out_path: str) -> None:
     from mpi4py import MPI
 
     import pyrt.distributed as dist
-    from pyrt.distributed import collectives
+    from pyrt.distributed import native
 
     pg = dist.init_process_group()
     comm, world = pg.comm, pg.size()
-    algorithms = (["shm"] if pg.on_one_node else []) + (["ring"] if collectives._ring_available() else [])
+    algorithms = (["shm"] if pg.on_one_node else []) + (["ring"] if native.comm_available() else [])
     records = []
     for nbytes in sizes:
         count = nbytes // 4

@@ -5,17 +5,25 @@ with a different op, root, count or dtype, get a hang, a truncation, or a
 silently wrong result. pyrt checks instead. Each collective (and each
 configuration that must match, like DDP's) is described by a ``Call``, which
 encodes to a fixed record of ``RECORD`` int64: the group's sequence number, the
-kind, op, root, dtype, shape, transport and a caller's context (DDP puts its
-iteration there). One small ``Iallgather`` of those records precedes the
-data, and every rank compares all of them, so on a mismatch every rank raises
-the same error, naming what each rank called:
+kind, op, root, dtype, shape, transport, where a zero-copy all-reduce's array
+sits in shared memory, and a caller's context (DDP puts its iteration there).
+Every rank sees every record and compares all of them with its own, so on a
+mismatch every rank raises the same error, naming what each rank called:
 
     all_reduce #7 on WORLD: ranks disagree on the call: rank 0 called
     all_reduce(sum, float32 (4,), mpi), rank 1 called all_reduce(max, float32 (4,), mpi)
 
-The exchange is the one extra message of a collective (about 10 us here,
-measured by ``python -m pyrt.bench allreduce``); it is also where ranks wait for
-each other, so its wait carries the watchdog (``watchdog.wait_for``).
+How the records travel depends on where the group's ranks are:
+
+- **all on one node:** the first barrier of the shared-memory collectives
+  carries them (``shm.py``): a few hundred nanoseconds when ranks are in step,
+  and for an ``algorithm="shm"`` all-reduce no extra barrier at all, since its
+  own first barrier is that one;
+- **across nodes:** one small ``Iallgather`` precedes the data (about 10-25 us
+  here; ``python -m pyrt.bench allreduce`` prices it).
+
+The exchange is also where ranks wait for each other, so its wait carries the
+watchdog (``watchdog.wait_for``).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import numpy as np
 
 from pyrt.distributed import watchdog
 
-__all__ = ["Call", "CollectiveMismatchError", "agree", "check_call", "context"]
+__all__ = ["Call", "CollectiveMismatchError", "agree", "check_call", "context", "mismatch_error"]
 
 KINDS = ("none", "all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier", "agree",
          "send", "recv")
@@ -39,8 +47,10 @@ _OPS = (None, "sum", "avg", "max", "min", "product")
 _TRANSPORTS = (None, "mpi", "ring", "shm", "hierarchical")
 _DTYPES = (None, "float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 _MAX_DIMS = 8
-# seq, kind, op, root, dtype, transport, context label, context value, ndim, shape checksum, dims
-RECORD = 10 + _MAX_DIMS
+# seq, kind, op, root, dtype, transport, context label, context value, ndim, shape checksum,
+# shared offset, dims
+_FIXED = 11
+RECORD = _FIXED + _MAX_DIMS
 _labels: dict[int, str] = {}  # context label checksums back to text, for messages
 
 
@@ -62,6 +72,8 @@ class Call(NamedTuple):
     root: int | None = None  # a global rank
     transport: str | None = None
     context: tuple[str, int] | None = None  # e.g. ("DDP iteration", 3)
+    # Where a zero-copy shared-memory all-reduce's array sits (SharedMemoryComm.symmetric_offset), or -1.
+    shared_offset: int = -1
 
     def encode(self, seq: int) -> np.ndarray:
         """The record exchanged for this call as the group's ``seq``-th collective."""
@@ -72,18 +84,21 @@ class Call(NamedTuple):
     @staticmethod
     def describe(record: np.ndarray) -> str:
         """``record`` as the call a user wrote, e.g. ``all_reduce(sum, float32 (4,), ring)``."""
-        seq, kind, op, root, dtype, transport, label, value, ndim, _ = (int(v) for v in record[:10])
+        fields = (int(v) for v in record[:_FIXED])
+        seq, kind, op, root, dtype, transport, label, value, ndim, _, shared = fields
         parts = []
         if _OPS[op] is not None:
             parts.append(_OPS[op])
         if root >= 0:
             parts.append(f"root {root}")
         if ndim >= 0:
-            dims = tuple(int(d) for d in record[10:10 + min(ndim, _MAX_DIMS)])
+            dims = tuple(int(d) for d in record[_FIXED:_FIXED + min(ndim, _MAX_DIMS)])
             shape = repr(dims) if ndim <= _MAX_DIMS else repr(dims)[:-1] + ", ...)"
             parts.append(f"{_DTYPES[dtype]} {shape}")
         if _TRANSPORTS[transport] is not None:
             parts.append(_TRANSPORTS[transport])
+        if shared >= 0:
+            parts.append(f"shared buffer {shared >> 40} at byte {shared & ((1 << 40) - 1)}")
         if label != _checksum(""):
             parts.append(f"{_labels.get(label, 'context')} {value}")
         return f"{KINDS[kind]}({', '.join(parts)}) #{seq}"
@@ -97,12 +112,12 @@ def _record(call: Call) -> np.ndarray:
     shape = () if call.shape is None else tuple(call.shape)
     label, value = call.context if call.context is not None else ("", 0)
     _labels[_checksum(label)] = label
-    record[1:10] = (KINDS.index(call.kind), _OPS.index(call.op), -1 if call.root is None else call.root,
-                    _DTYPES.index(None if call.dtype is None else np.dtype(call.dtype).name),
-                    _TRANSPORTS.index(call.transport), _checksum(label), value,
-                    -1 if call.shape is None else len(shape), _checksum(repr(shape)))
+    record[1:_FIXED] = (KINDS.index(call.kind), _OPS.index(call.op), -1 if call.root is None else call.root,
+                        _DTYPES.index(None if call.dtype is None else np.dtype(call.dtype).name),
+                        _TRANSPORTS.index(call.transport), _checksum(label), value,
+                        -1 if call.shape is None else len(shape), _checksum(repr(shape)), call.shared_offset)
     dims = shape[:_MAX_DIMS]
-    record[10:10 + len(dims)] = dims
+    record[_FIXED:_FIXED + len(dims)] = dims
     record.flags.writeable = False
     return record
 
@@ -139,21 +154,24 @@ def current() -> tuple[str, int] | None:
 
 # --- the exchange ------------------------------------------------------------------------
 
-def _exchange(pg: Any, call: Call, seq: int) -> np.ndarray:
-    """Every rank's record of its call (one row per group rank), through the watchdog's wait."""
+def _exchange(pg: Any, call: Call, seq: int) -> np.ndarray | None:
+    """None when every rank of ``pg`` made ``call``; else every rank's record (one row per group rank)."""
     from mpi4py import MPI
 
-    mine = call.encode(seq)
     if pg.size() == 1:
-        return mine[None]
+        return None
+    mine = call.encode(seq)
+    if (node := pg.node_shared_memory()) is not None:
+        return node.agree(mine, seq, call.kind)
     every = np.empty((pg.size(), RECORD), dtype=np.int64)
     request = pg.comm.Iallgather(mine, every)
     watchdog.wait_for(request, MPI.Status(), group=pg.name, global_ranks=pg.global_ranks, seq=seq,
                       kind=call.kind)
-    return every
+    return None if (every == mine).all() else every
 
 
-def _mismatch(pg: Any, call: Call, seq: int, every: np.ndarray) -> CollectiveMismatchError:
+def mismatch_error(pg: Any, call: Call, seq: int, every: np.ndarray) -> CollectiveMismatchError:
+    """The error every rank raises when the records ``every`` (one row per rank) differ."""
     listing = ", ".join(f"rank {pg.global_ranks[r]} called {Call.describe(row)}"
                         for r, row in enumerate(every))
     return CollectiveMismatchError(f"{call.kind} #{seq} on {pg.name}: ranks disagree on the call: {listing}")
@@ -166,8 +184,8 @@ def check_call(pg: Any, call: Call, seq: int) -> None:
     asynchronous calls); ``seq`` was drawn when the call was made.
     """
     every = _exchange(pg, call, seq)
-    if not (every == every[0]).all():
-        raise _mismatch(pg, call, seq, every)
+    if every is not None:
+        raise mismatch_error(pg, call, seq, every)
 
 
 def agree(pg: Any, name: str, settings: Any) -> None:
@@ -187,11 +205,11 @@ def agree(pg: Any, name: str, settings: Any) -> None:
     text = repr(settings)
     call, seq = Call("agree", context=(name, _checksum(text))), pg.next_sequence()
     every = _exchange(pg, call, seq)
-    if (every == every[0]).all():
+    if every is None:
         return
     same_check = (every[:, :7] == every[0, :7]).all()  # seq, kind and the name's checksum
     if not same_check:
-        raise _mismatch(pg, call, seq, every)
+        raise mismatch_error(pg, call, seq, every)
     every_settings = pg.comm.allgather(settings)
     ranks = pg.global_ranks
     if all(isinstance(s, dict) and s.keys() == settings.keys() for s in every_settings):

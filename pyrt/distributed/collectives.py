@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pyrt.backend import describe
-from pyrt.distributed import agreement, staging, watchdog
+from pyrt.distributed import agreement, native, shm, staging, watchdog
 from pyrt.distributed.agreement import Call
 from pyrt.distributed.averaging import divide_by_group_size
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
@@ -77,24 +77,39 @@ def _writable_array(x: Tensor | np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-def _checked(pg: ProcessGroup, call: Call) -> Callable[[], int]:
-    """The agreement check for ``call``, numbered now (in call order), run where the data moves."""
-    if (context := agreement.current()) is not None:
-        call = call._replace(context=context)
-    seq = pg.next_sequence()
+class _Check:
+    """The agreement check for one call: numbered when the call is made (in call order), run where the
+    data moves (``check()``), or carried by the shared-memory all-reduce's first barrier (``record()``)."""
 
-    def check() -> int:
-        agreement.check_call(pg, call, seq)
-        return seq
+    def __init__(self, pg: ProcessGroup, call: Call) -> None:
+        if (context := agreement.current()) is not None:
+            call = call._replace(context=context)
+        self.pg, self.call, self.seq = pg, call, pg.next_sequence()
 
-    return check
+    def __call__(self) -> int:
+        agreement.check_call(self.pg, self.call, self.seq)
+        return self.seq
+
+    def record(self) -> np.ndarray:
+        return self.call.encode(self.seq)
+
+    def mismatch(self, every: np.ndarray) -> Exception:
+        return agreement.mismatch_error(self.pg, self.call, self.seq, every)
 
 
+@functools.cache
 def _mpi_op(op: ReduceOp) -> Any:
     from mpi4py import MPI
 
     return {ReduceOp.SUM: MPI.SUM, ReduceOp.AVG: MPI.SUM, ReduceOp.MAX: MPI.MAX,
             ReduceOp.MIN: MPI.MIN, ReduceOp.PRODUCT: MPI.PROD}[op]
+
+
+@functools.cache
+def _in_place() -> Any:
+    from mpi4py import MPI
+
+    return MPI.IN_PLACE
 
 
 def _as_op(op: ReduceOp | str) -> ReduceOp:
@@ -135,37 +150,6 @@ def _p2p_range(kind: str, tensor: Any, peer: int | None, tag: int) -> contextlib
     return _profiling.active.span(kind, "p2p", args)
 
 
-@functools.cache
-def _ring_module() -> Any:
-    """``pyrt._comm``, loaded after mpi4py's MPI and checked to be the same library."""
-    from mpi4py import MPI
-
-    try:
-        from pyrt import _comm
-    except ImportError as exc:
-        raise RuntimeError(
-            "all_reduce(algorithm='ring') needs pyrt._comm, which was not built or cannot find "
-            f"its MPI library ({exc}). Install the mpich wheel (`pip install mpich`) and reinstall "
-            "pyrt, or use algorithm='mpi'"
-        ) from exc
-    if _comm.mpi_library_version() != MPI.Get_library_version():
-        raise RuntimeError(
-            "pyrt._comm was built against a different MPI than mpi4py loaded:\n"
-            f"  pyrt._comm: {_comm.mpi_library_version().splitlines()[0]}\n"
-            f"  mpi4py:     {MPI.Get_library_version().splitlines()[0]}\n"
-            "Reinstall pyrt in this environment so both use one MPI"
-        )
-    return _comm
-
-
-def _ring_available() -> bool:
-    try:
-        _ring_module()
-    except RuntimeError:
-        return False
-    return True
-
-
 _ALGORITHMS = ("auto", "shm", "hierarchical", "ring", "mpi")
 
 
@@ -177,9 +161,15 @@ def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: Process
                          "use 'hierarchical' across nodes")
     if algorithm == "hierarchical" and pg.on_one_node:
         algorithm = "shm"  # one node: the hierarchy is its first level
+    if algorithm in ("shm", "hierarchical") and array.dtype not in shm.DTYPES:
+        raise TypeError(f"all_reduce: algorithm={algorithm!r} reduces float32, float64, int32 and int64, got "
+                        f"{describe(array)}; use algorithm='mpi'")
     if algorithm != "auto":
         return algorithm
-    ring_ok = array.dtype in (np.float32, np.float64) and op is not ReduceOp.PRODUCT and _ring_available()
+    if pg.size() > 1 and array.dtype in shm.DTYPES and pg.node_shared_memory() is not None:
+        return "shm"
+    ring_ok = (array.dtype in (np.float32, np.float64) and op is not ReduceOp.PRODUCT
+               and native.comm_available())
     return "ring" if ring_ok and array.nbytes >= RING_THRESHOLD_BYTES else "mpi"
 
 
@@ -237,19 +227,32 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
         if array.dtype not in (np.float32, np.float64) or reduce_op is ReduceOp.PRODUCT:
             raise TypeError(f"all_reduce: the ring reduces float32/float64 by sum, avg, max or min, got "
                             f"{describe(array)} by {reduce_op.value}")
-        ring = _ring_module()
+        ring = native.comm_module()
 
-    call = Call("all_reduce", array.dtype, array.shape, reduce_op.value, transport=chosen)
-    check = _checked(pg, call)
+    # A C-contiguous array inside a buffer every rank maps (DDP's buckets) is reduced in place, zero-copy;
+    # every rank must pass it at the same place, so the place is part of the agreement.
+    shared_offset = (pg.shared_memory().symmetric_offset(array)
+                     if chosen == "shm" and array.flags.c_contiguous else -1)
+    call = Call("all_reduce", array.dtype, array.shape, reduce_op.value, transport=chosen,
+                shared_offset=shared_offset)
+    check = _Check(pg, call)
 
     def run() -> None:
+        if chosen == "shm":
+            contiguous = np.ascontiguousarray(array)
+            every = pg.shared_memory().all_reduce(contiguous, reduce_op.value, check.record(), check.seq)
+            if every is not None:
+                raise check.mismatch(every)
+            if contiguous is not array:
+                array[...] = contiguous
+            return
         seq = check()
         if on_gpu is not None:
             if pg.size() > 1 and array.size:
                 staging.all_reduce_on_device(pg.comm, array, _mpi_op(reduce_op), reduce_op is ReduceOp.AVG)
             return
         contiguous = np.ascontiguousarray(array)
-        if chosen in ("shm", "hierarchical"):
+        if chosen == "hierarchical":
             pg.shared_memory().all_reduce(contiguous, reduce_op.value, seq)
         elif chosen == "ring":
             # The ring averages in C++, by the same rule (divide_by_group_size): each chunk's
@@ -258,9 +261,7 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
         else:
             if pg.size() == 1 or array.size == 0:
                 return
-            from mpi4py import MPI
-
-            pg.comm.Allreduce(MPI.IN_PLACE, contiguous, op=_mpi_op(reduce_op))
+            pg.comm.Allreduce(_in_place(), contiguous, op=_mpi_op(reduce_op))
             if reduce_op is ReduceOp.AVG:
                 divide_by_group_size(contiguous, pg.size())
         if contiguous is not array:
@@ -285,7 +286,7 @@ def broadcast(tensor: Tensor | np.ndarray, src: int, group: ProcessGroup | None 
     array = on_gpu if on_gpu is not None else _writable_array(tensor, "broadcast")
     root = pg.group_rank(src, "broadcast: src")
     call = Call("broadcast", array.dtype, array.shape, root=src)
-    check = _checked(pg, call)
+    check = _Check(pg, call)
 
     def run() -> None:
         check()
@@ -315,7 +316,7 @@ def all_gather_into_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarr
         )
 
     call = Call("all_gather", source.dtype, source.shape)
-    check = _checked(pg, call)
+    check = _Check(pg, call)
 
     def run() -> None:
         check()
@@ -345,7 +346,7 @@ def all_gather(tensor_list: Sequence[Tensor | np.ndarray], tensor: Tensor | np.n
             raise ValueError(f"all_gather: tensor_list[{i}] is {describe(t)}, input is {describe(source)}")
     gathered = np.empty((pg.size(), *source.shape), dtype=source.dtype)
     call = Call("all_gather", source.dtype, source.shape)
-    check = _checked(pg, call)
+    check = _Check(pg, call)
 
     def run() -> None:
         check()
@@ -374,7 +375,7 @@ def reduce_scatter_tensor(output: Tensor | np.ndarray, input: Tensor | np.ndarra
         )
 
     call = Call("reduce_scatter", source.dtype, source.shape, reduce_op.value)
-    check = _checked(pg, call)
+    check = _Check(pg, call)
 
     def run() -> None:
         check()
@@ -421,7 +422,7 @@ def barrier(group: ProcessGroup | None = None, async_op: bool = False) -> Work |
     pg = resolve_group(group, "barrier")
     # The agreement exchange is itself a barrier: every rank's record arrives before any returns.
     call = Call("barrier")
-    return _run(pg, _checked(pg, call), async_op, call)
+    return _run(pg, _Check(pg, call), async_op, call)
 
 
 # --- point to point -------------------------------------------------------------

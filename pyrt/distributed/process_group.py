@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from pyrt.distributed import shm, watchdog
+from pyrt.distributed import native, shm, watchdog
 from pyrt.distributed.executor import CollectiveExecutor
 
 __all__ = [
@@ -59,15 +59,23 @@ class ProcessGroup:
         #: the most ranks of the group on any one node (above 1, ``"hierarchical"`` pays).
         self.on_one_node, self.most_ranks_per_node = (
             shm.node_layout(comm) if comm is not None else (False, 0))
-        self._shm: shm.SharedMemoryAllreduce | shm.HierarchicalAllreduce | None = None
+        self._shm: shm.SharedMemoryComm | shm.HierarchicalAllreduce | None = None
 
-    def shared_memory(self) -> shm.SharedMemoryAllreduce | shm.HierarchicalAllreduce:
-        """The group's all-reduce through node shared memory, created (collectively) on first use:
+    def shared_memory(self) -> shm.SharedMemoryComm | shm.HierarchicalAllreduce:
+        """The group's collectives through node shared memory, created (collectively) on first use:
         one shared window on one node, or windows per node joined by their leaders."""
         if self._shm is None:
-            kind = shm.SharedMemoryAllreduce if self.on_one_node else shm.HierarchicalAllreduce
+            kind = shm.SharedMemoryComm if self.on_one_node else shm.HierarchicalAllreduce
             self._shm = kind(self.comm, self.name, self.global_ranks)
         return self._shm
+
+    def node_shared_memory(self) -> shm.SharedMemoryComm | None:
+        """``shared_memory()`` when every rank of the group shares this node; None for one rank,
+        across nodes, or without ``pyrt._comm``. Every collective's agreement check goes through it."""
+        if self._shm is None and not (self.on_one_node and self.size() > 1 and native.comm_available()):
+            return None
+        memory = self.shared_memory()
+        return memory if isinstance(memory, shm.SharedMemoryComm) else None
 
     def next_sequence(self) -> int:
         """The number of this group's next collective: equal on every rank for the same call."""

@@ -1,55 +1,53 @@
-"""All-reduce through node shared memory (``algorithm="shm"``), for ranks on one machine.
+"""All-reduce and call agreement through node shared memory, for ranks on one machine.
 
 MPICH moves an intra-node all-reduce through small shared-memory cells, a
 pipeline of copies between processes. Here every rank of the group maps every
-other rank's buffer (an MPI-3 shared window, ``Win.Allocate_shared`` on a
-``COMM_TYPE_SHARED`` communicator), so a chunk of the message costs:
+other rank's segment of an MPI-3 shared window (``Win.Allocate_shared`` on a
+``COMM_TYPE_SHARED`` communicator), and the collective runs in C++
+(``csrc/comm/shm.cpp``, ``pyrt._comm.SharedMemoryComm``) with the GIL
+released: two flag barriers and the copies, no MPI call at all.
 
-1. each rank copies its chunk into its own slot;
-2. flag barrier;
-3. rank r reduces slice r of the chunk across all slots, in place in its own
-   slot (with pyrt's vectorized reduction kernel for float32/float64), and
-   divides it by the group size for an average (``averaging.py``);
-4. flag barrier;
-5. each rank copies every slice from its owner's slot into its output.
+- **Agreement.** The first barrier of every collective carries the call's
+  record (``agreement.py``): after it, every rank compares every record with
+  its own. On one node this *is* the agreement check of every collective,
+  whatever carries its data, so it costs about a microsecond instead of an
+  ``Iallgather``.
+- **Staged all-reduce** (any contiguous array): copy into my slot, barrier,
+  reduce my slice across every slot, barrier, copy every slice out.
+- **Symmetric all-reduce** (zero-copy): when the array lives in a buffer from
+  ``allocate`` (DDP's gradient buckets do), each rank reduces its slice of
+  every rank's copy and writes the result into every copy: each byte is read
+  and written once per rank, with no staging.
 
-Every byte crosses the memory bus about three times per rank instead of being
-staged through cells. Slots are double-buffered, so chunk k+1 may be written
-while a slow rank still reads chunk k; the barrier of step 2 for chunk k+1
-cannot pass before every rank finished step 5 of chunk k-1, which is what
-would reuse its buffer. Each slice is reduced once, by one rank, in rank
-order, so every rank receives bit-identical results.
-
-Barriers are per-rank counters in the same window: each rank publishes its
-own count (no atomics needed), ``Win.Sync`` orders the data before the
-flag (MPI's memory model for shared windows), and waiters poll through the
-watchdog, yielding the core instead of spinning.
+Each slice is reduced by one rank, in a fixed order, so every rank receives
+the same bits, and the staged and symmetric paths give the same bits too.
+Barrier waits spin for ``SPIN_SECONDS`` in C++ and then wait in the watchdog
+(``watchdog.wait_for``), which sleeps between polls and ends the job, naming
+the rank, if one never arrives.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
-from pyrt import kernels
 from pyrt.distributed import watchdog
 from pyrt.distributed.averaging import divide_by_group_size
 
-__all__ = ["SLOT_BYTES", "HierarchicalAllreduce", "SharedMemoryAllreduce", "node_layout"]
+__all__ = ["SLOT_BYTES", "HierarchicalAllreduce", "SharedMemoryComm", "SymmetricBuffer", "node_layout"]
 
-# Per rank and buffer. Large enough that a chunk's two barriers are a small
-# share of its copying (4 MB moves in ~0.5 ms here), small enough that the
-# window is a few MB per rank.
+# Per rank and slot (two slots): large enough that a chunk's two barriers are a
+# small share of its copying, small enough that the window is a few MB per rank.
 SLOT_BYTES = 4 << 20
-_FLAG_BYTES = 64  # one cache line per rank for its barrier counter
-# The other ranks reach a barrier within a chunk's copy time, so a waiter keeps
-# yielding (not sleeping) that long: a sleep costs ~0.1 ms of wake-up latency twice
-# per chunk. Yielding still hands the core to a runnable rank when ranks share cores.
-BARRIER_SPIN_SECONDS = 2e-3
-
-_UFUNCS = {"sum": np.add, "max": np.maximum, "min": np.minimum, "product": np.multiply}
-_KERNEL_OPS = ("sum", "max", "min")  # what kernels.reduce_inplace computes
+# How long a barrier spins (pause, then sched_yield) before the watchdog's
+# sleeping wait takes over. The others arrive within a copy's time when ranks
+# are in step; a longer wait is a computation away, and the sleep gives the
+# core to it when ranks share cores.
+SPIN_SECONDS = 2e-4
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32), np.dtype(np.int64))
+_ALIGN = 64
 
 
 def node_layout(comm: Any) -> tuple[bool, int]:
@@ -63,105 +61,147 @@ def node_layout(comm: Any) -> tuple[bool, int]:
     return most == comm.Get_size(), most
 
 
-class _FlagsReached:
-    """Quacks like an MPI request: done once every rank's counter has reached ``target``."""
+def _shared_window(comm: Any, nbytes: int) -> tuple[Any, list[int]]:
+    """A shared window of ``nbytes`` per rank and the 64-byte-aligned start of each rank's segment, as mapped
+    here; collective over ``comm`` (one node)."""
+    from mpi4py import MPI
 
-    def __init__(self, flags: list[np.ndarray], target: int, window: Any) -> None:
-        self.flags, self.target, self.window = flags, target, window
+    info = MPI.Info.Create()
+    info.Set("alloc_shared_noncontig", "true")  # each segment on its own pages
+    window = MPI.Win.Allocate_shared(nbytes + _ALIGN, 1, info=info, comm=comm)
+    info.Free()
+    starts = []
+    for q in range(comm.Get_size()):
+        memory, _ = window.Shared_query(q)
+        starts.append(memory.address + (-memory.address) % _ALIGN)
+    return window, starts
+
+
+class _Reached:
+    """Quacks like an MPI request for the watchdog: done once every rank arrived at ``barrier``."""
+
+    def __init__(self, native: Any, barrier: int) -> None:
+        self.native, self.barrier = native, barrier
 
     def Test(self, status: Any = None) -> bool:
-        self.window.Sync()  # see the other ranks' latest stores
-        return all(int(flag[0]) >= self.target for flag in self.flags)
+        return self.native.reached(self.barrier)
 
 
-class SharedMemoryAllreduce:
-    """In-place all-reduce of contiguous arrays among the ranks of ``comm``, all on one node.
+@dataclasses.dataclass
+class SymmetricBuffer:
+    """``nbytes`` at the same offset of every rank's segment of a shared window (see ``allocate``).
 
-    Created collectively (every rank of the group, once; ``ProcessGroup``
-    keeps one). ``name`` and ``global_ranks`` label the watchdog's reports.
+    ``array`` is this rank's copy (uint8); ``starts[q]`` is where rank q's copy is mapped here.
+    """
+
+    array: np.ndarray
+    starts: list[int]
+    window: Any
+
+    def offset_of(self, array: np.ndarray) -> int | None:
+        """Where ``array``'s data starts in this buffer, or None when it is not inside it."""
+        begin = _address(array) - _address(self.array)
+        return begin if 0 <= begin and begin + array.nbytes <= self.array.nbytes else None
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+class SharedMemoryComm:
+    """Collectives through node shared memory among the ranks of ``comm`` (all on one node).
+
+    Created collectively (``ProcessGroup`` keeps one per group on one node).
+    ``name`` and ``global_ranks`` label the watchdog's reports.
 
     Example (under ``mpiexec -n 2``, every rank)::
 
-        shm = SharedMemoryAllreduce(comm, "WORLD", [0, 1])
-        x = np.ones(10, np.float32); shm.all_reduce(x, "sum")   # x == 2
+        shm = SharedMemoryComm(comm, "WORLD", [0, 1])
+        x = np.ones(10, np.float32)
+        shm.all_reduce(x, "sum", record, seq=1)   # x == 2 (record: agreement.Call(...).encode(1))
     """
 
     def __init__(self, comm: Any, name: str, global_ranks: list[int]) -> None:
         from mpi4py import MPI
 
+        from pyrt import _comm
+
         self.comm = comm.Split_type(MPI.COMM_TYPE_SHARED)
         if self.comm.Get_size() != comm.Get_size():
             self.comm.Free()
-            raise ValueError(f"shared-memory all-reduce: group {name} spans several nodes")
+            raise ValueError(f"shared-memory collectives: group {name} spans several nodes")
         self.name, self.global_ranks = name, global_ranks
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self.window = MPI.Win.Allocate_shared(_FLAG_BYTES + 2 * SLOT_BYTES, 1, comm=self.comm)
-        self.window.Lock_all()  # one passive epoch for the window's life: Sync needs it
-        self.flags: list[np.ndarray] = []
-        self.slots: list[tuple[np.ndarray, np.ndarray]] = []
-        for q in range(self.size):
-            memory, _ = self.window.Shared_query(q)
-            raw = np.frombuffer(memory, dtype=np.uint8)
-            self.flags.append(raw[:8].view(np.int64))
-            self.slots.append((raw[_FLAG_BYTES:_FLAG_BYTES + SLOT_BYTES],
-                               raw[_FLAG_BYTES + SLOT_BYTES:_FLAG_BYTES + 2 * SLOT_BYTES]))
-        self.flags[self.rank][0] = 0
-        self.barriers = 0
-        self.buffer = 0  # which of the two slot buffers the next chunk uses
-        self.comm.Barrier()  # every flag zeroed before anyone polls one
+        control = _comm.SHM_CONTROL_BYTES
+        self.window, starts = _shared_window(self.comm, control + 2 * SLOT_BYTES)
+        mine = np.frombuffer(self.window.tomemory(), np.uint8)  # this rank's segment
+        offset = starts[self.rank] - _address(mine)
+        mine[offset:offset + control] = 0  # counters and records
+        self.comm.Barrier()  # every counter zeroed before anyone polls one
+        self.native = _comm.SharedMemoryComm(self.rank, starts, SLOT_BYTES, SPIN_SECONDS)
+        self.symmetric: list[SymmetricBuffer] = []
 
-    def _barrier(self, seq: int) -> None:
-        self.barriers += 1
-        self.window.Sync()  # this rank's data stores before its flag store
-        self.flags[self.rank][0] = self.barriers
-        self.window.Sync()
-        watchdog.wait_for(_FlagsReached(self.flags, self.barriers, self.window), None, group=self.name,
-                          global_ranks=self.global_ranks, seq=seq, kind="all_reduce",
-                          spin_seconds=BARRIER_SPIN_SECONDS)
+    def _wait(self, seq: int, kind: str) -> Any:
+        def wait(barrier: int) -> None:
+            watchdog.wait_for(_Reached(self.native, barrier), None, group=self.name,
+                              global_ranks=self.global_ranks, seq=seq, kind=kind)
+        return wait
 
-    def all_reduce(self, array: np.ndarray, op: str, seq: int = 0) -> None:
-        """Reduce ``array`` (contiguous, any numeric dtype) in place; ``op``: sum, avg, max, min, product.
+    def agree(self, record: np.ndarray, seq: int, kind: str) -> np.ndarray | None:
+        """Barrier carrying ``record``: None when every rank's equals it, else every rank's (one row each)."""
+        watchdog.reached(self.name, seq, kind)
+        if self.native.agree(record, self._wait(seq, kind)):
+            return None
+        return self.records(len(record))
 
-        ``seq`` is the collective's sequence number, for the watchdog's report.
+    def records(self, words: int) -> np.ndarray:
+        """Every rank's record of the latest barrier, one row per rank."""
+        return np.stack([self.native.record(q, words) for q in range(self.size)])
+
+    def all_reduce(self, array: np.ndarray, op: str, record: np.ndarray, seq: int) -> np.ndarray | None:
+        """Reduce ``array`` (C-contiguous; float32/64, int32/64) in place: sum, avg, max, min or product.
+
+        The first barrier carries ``record``: when any rank's differs, nothing
+        is reduced and every rank's record is returned (one row each), else None.
         """
-        flat = array.reshape(-1)
-        if self.size == 1 or flat.size == 0:
-            return
-        average = op == "avg"
-        reduce_op = "sum" if average else op
-        per_chunk = SLOT_BYTES // flat.itemsize
-        for start in range(0, flat.size, per_chunk):
-            chunk = flat[start:start + per_chunk]
-            slots = [s[self.buffer][:chunk.nbytes].view(chunk.dtype) for s in self.slots]
-            self.buffer ^= 1
-            np.copyto(slots[self.rank], chunk)
-            self._barrier(seq)
-            lo, hi = self._bounds(chunk.size, self.rank)
-            mine = slots[self.rank][lo:hi]
-            for q in range(self.size):
-                if q != self.rank:
-                    self._reduce(mine, slots[q][lo:hi], reduce_op)
-            if average:
-                divide_by_group_size(mine, self.size)  # AVG's one rule, as in every algorithm
-            self._barrier(seq)
-            for q in range(self.size):
-                lo, hi = self._bounds(chunk.size, q)
-                np.copyto(chunk[lo:hi], slots[q][lo:hi])
-
-    def _bounds(self, count: int, q: int) -> tuple[int, int]:
-        base, extra = divmod(count, self.size)
-        lo = q * base + min(q, extra)
-        return lo, lo + base + (q < extra)
-
-    @staticmethod
-    def _reduce(dst: np.ndarray, src: np.ndarray, op: str) -> None:
-        if dst.dtype in (np.float32, np.float64) and op in _KERNEL_OPS:
-            kernels.reduce_inplace(dst, src, op)
+        watchdog.reached(self.name, seq, "all_reduce")
+        wait = self._wait(seq, "all_reduce")
+        for buffer in self.symmetric:
+            offset = buffer.offset_of(array)
+            if offset is not None:
+                copies = [start + offset for start in buffer.starts]
+                agreed = self.native.all_reduce_symmetric(array, copies, op, record, wait)
+                break
         else:
-            _UFUNCS[op](dst, src, out=dst)
+            agreed = self.native.all_reduce(array, op, record, wait)
+        return None if agreed else self.records(len(record))
+
+    def symmetric_offset(self, array: np.ndarray) -> int:
+        """Where ``array`` starts in a buffer from ``allocate``, or -1 (it is staged)."""
+        for index, buffer in enumerate(self.symmetric):
+            offset = buffer.offset_of(array)
+            if offset is not None:
+                return (index << 40) | offset
+        return -1
+
+    def allocate(self, nbytes: int) -> np.ndarray:
+        """``nbytes`` (uint8, 64-byte aligned) that every rank of the group maps; collective.
+
+        ``all_reduce`` of an array inside it runs zero-copy, provided every rank
+        passes the array at the same offset (the agreement check compares them).
+        The memory lives until the group is destroyed.
+        """
+        window, starts = _shared_window(self.comm, nbytes)
+        mine = np.frombuffer(window.tomemory(), np.uint8)
+        offset = starts[self.rank] - _address(mine)
+        array = mine[offset:offset + nbytes]
+        self.symmetric.append(SymmetricBuffer(array, starts, window))
+        return array
 
     def free(self) -> None:
-        self.window.Unlock_all()
+        for buffer in self.symmetric:
+            buffer.window.Free()
+        self.symmetric = []
         self.window.Free()
         self.comm.Free()
 
@@ -169,7 +209,7 @@ class SharedMemoryAllreduce:
 class HierarchicalAllreduce:
     """All-reduce across nodes: shared memory inside each node, then MPI between node leaders.
 
-    1. every node reduces through shared memory (``SharedMemoryAllreduce``);
+    1. every node reduces through shared memory (``SharedMemoryComm``);
     2. one leader per node all-reduces the node sums with the other leaders;
     3. each leader broadcasts the total inside its node.
 
@@ -192,16 +232,20 @@ class HierarchicalAllreduce:
         node_members = self.node.allgather(global_ranks[comm.Get_rank()])
         self.leader = self.node.Get_rank() == 0
         self.leaders = comm.Split(0 if self.leader else MPI.UNDEFINED, key=comm.Get_rank())
-        self.shm = SharedMemoryAllreduce(self.node, f"{name} (this node)", node_members)
+        self.shm = SharedMemoryComm(self.node, f"{name} (this node)", node_members)
 
     def all_reduce(self, array: np.ndarray, op: str, seq: int = 0) -> None:
-        """Reduce ``array`` (contiguous) in place; ``op``: sum, avg, max, min, product."""
+        """Reduce ``array`` (C-contiguous; float32/64, int32/64) in place: sum, avg, max, min or product.
+
+        The group's ranks have agreed on the call already (across nodes, by
+        ``agreement.check_call``), so the node's barrier carries just ``seq``.
+        """
         from mpi4py import MPI
 
         if array.size == 0:
             return
         total = "sum" if op == "avg" else op
-        self.shm.all_reduce(array, total, seq)
+        self.shm.all_reduce(array, total, np.array([seq], np.int64), seq)
         if self.leader and self.leaders.Get_size() > 1:
             mpi_op = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN, "product": MPI.PROD}[total]
             self._wait(self.leaders.Iallreduce(MPI.IN_PLACE, array, op=mpi_op), seq)

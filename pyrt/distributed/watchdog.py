@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_TIMEOUT", "Progress", "wait_for"]
+__all__ = ["DEFAULT_TIMEOUT", "Progress", "reached", "wait_for"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)
 
@@ -99,6 +99,12 @@ class Progress:
         row[_WAITING_IN] = code
         row[_SINCE_NS] = time.time_ns()
         row[_STATE] = WAITING
+
+    def reach(self, group: str, seq: int, kind: str) -> None:
+        """Record collective ``seq`` of ``group`` as the last one reached, without waiting in it."""
+        row = self.mine
+        row[_GROUP], row[_SEQ], row[_KIND] = self.group_code(group), seq, self.kinds.index(kind)
+        row[_SINCE_NS] = time.time_ns()
 
     def leave(self) -> None:
         self.mine[_SINCE_NS] = time.time_ns()
@@ -182,6 +188,16 @@ def abort(message: str) -> None:
     # the message first, or the job dies without saying why.
     time.sleep(0.5)
     MPI.COMM_WORLD.Abort(1)
+
+
+def reached(group: str, seq: int, kind: str) -> None:
+    """Record, for the report, that this rank reached collective ``seq`` of ``group``.
+
+    For waits that start outside ``wait_for`` (the shared-memory barriers spin
+    in C++ first and call ``wait_for`` only when they have to wait longer).
+    """
+    if _progress is not None:
+        _progress.reach(group, seq, kind)
 
 
 def wait_for(request: Any, status: Any, *, group: str, global_ranks: list[int], seq: int,

@@ -31,7 +31,7 @@ def check_all_reduce(group=None) -> None:
         sizes = [*SIZES, (1 << 20) + 3] if dtype == np.float32 else SIZES
         for size in sizes:
             for algorithm in ("mpi", "shm", "hierarchical", "ring", "auto"):
-                if algorithm == "ring" and (not floating or not dist.collectives._ring_available()):
+                if algorithm == "ring" and (not floating or not dist.native.comm_available()):
                     continue
                 if algorithm == "shm" and not on_one_node:
                     continue
@@ -78,7 +78,7 @@ def check_average_rule(group=None) -> dict[str, int]:
     world = dist.get_world_size(group)
     algorithms = ["mpi", "hierarchical", "auto"]
     algorithms += ["shm"] if on_one_node else []
-    algorithms += ["ring"] if dist.collectives._ring_available() else []
+    algorithms += ["ring"] if dist.native.comm_available() else []
     rng = np.random.default_rng(1000 + dist.get_rank())  # different values on every rank
     differing = dict.fromkeys(algorithms[1:], 0)
     for dtype in (np.float32, np.float64):

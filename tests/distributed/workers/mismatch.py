@@ -33,7 +33,7 @@ def main() -> None:
     expect_error(lambda: dist.all_reduce(sized, algorithm="mpi"), "ranks disagree",
                  "rank 0 called all_reduce(sum, float32 (1000,), mpi)",
                  "rank 1 called all_reduce(sum, float32 (999,), mpi)")
-    if dist.collectives._ring_available():
+    if dist.native.comm_available():
         expect_error(lambda: dist.all_reduce(sized, algorithm="ring"), "float32 (999,), ring")
         same = np.ones(100_000, np.float32)
         expect_error(lambda: dist.all_reduce(same, algorithm="ring" if odd else "mpi"),

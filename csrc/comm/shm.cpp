@@ -1,0 +1,306 @@
+// All-reduce through node shared memory: every rank maps every other rank's
+// segment, so reducing costs plain loads and stores instead of messages.
+//
+// Barrier. Each rank owns one counter; arriving at barrier b stores b into it
+// (release) and waiting loads every rank's counter (acquire) until all are at
+// least b. No read-modify-write atomics: each counter has one writer. Every
+// store this rank made before arriving is visible to a rank that saw the
+// counter, which is the only ordering the schedules below need. A waiter
+// spins briefly (pause, then sched_yield: with more ranks than cores, the
+// rank being waited for needs this core) and then hands the wait to the
+// caller's SlowWait, where pyrt's watchdog sleeps between polls and ends the
+// job if a rank never arrives.
+//
+// Agreement. A barrier may carry a record (pyrt/distributed/agreement.py:
+// the group's sequence number, the collective's kind, op, dtype, shape...)
+// that every rank compares with its own after passing: the check that ranks
+// are making the same call costs no message of its own. Records alternate
+// between two areas by barrier parity: a rank writes barrier b's record only
+// after passing barrier b-1, by which time every rank has read barrier b-2's.
+//
+// Staged all-reduce, per chunk of at most one slot:
+//   1. copy the chunk into my slot;                        barrier (+ record)
+//   2. reduce slice r of the chunk across every slot into my slot, in the
+//      order mine, then rank 0, 1, ... (one rank reduces each element, so
+//      every rank gets the same bits); divide for an average;   barrier
+//   3. copy every rank's slice from its slot into my buffer.
+// Chunks alternate between two slots per rank: chunk k+1 is written while a
+// slow rank may still read chunk k, and cannot overwrite chunk k-1 before its
+// barrier 1, which waits for every rank to have finished chunk k-1's step 3.
+//
+// Symmetric (zero-copy) all-reduce, when every rank's array lives in memory
+// the others map: barrier (+ record); rank r reduces slice r of the array
+// across all copies and writes the result into every copy; barrier. Each
+// element is read p times and written p times in all, by one rank.
+#include "comm/shm.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define PYRT_CPU_RELAX() _mm_pause()
+#else
+#define PYRT_CPU_RELAX() ((void)0)
+#endif
+
+#include "cpu/reduce.h"
+
+namespace pyrt::comm {
+
+namespace {
+
+using Counter = std::atomic<int64_t>;
+static_assert(Counter::is_always_lock_free, "the barrier counters must be lock-free to work across processes");
+
+// Reduce [begin, end) of a slice in blocks of this many bytes, every peer's
+// block and the copies back, so the block stays in L1/L2 between the passes.
+constexpr int64_t kBlockBytes = 32 * 1024;
+
+template <typename T>
+void combine(T* dst, const T* src, int64_t n, ShmOp op) {
+  if constexpr (std::is_floating_point_v<T>) {
+    if (op != ShmOp::Product) {
+      const auto kernel_op = op == ShmOp::Max   ? cpu::ReduceOp::kMax
+                             : op == ShmOp::Min ? cpu::ReduceOp::kMin
+                                                : cpu::ReduceOp::kSum;
+      cpu::reduce_inplace(dst, src, n, kernel_op, cpu::Threading::kSingleThread);
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) dst[i] *= src[i];
+  } else {
+    // Integers wrap on overflow, as numpy's do: add and multiply as unsigned.
+    using U = std::make_unsigned_t<T>;
+    switch (op) {
+      case ShmOp::Sum:
+      case ShmOp::Avg:
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(static_cast<U>(dst[i]) + static_cast<U>(src[i]));
+        break;
+      case ShmOp::Product:
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(static_cast<U>(dst[i]) * static_cast<U>(src[i]));
+        break;
+      case ShmOp::Max:
+        for (int64_t i = 0; i < n; ++i) dst[i] = std::max(dst[i], src[i]);
+        break;
+      case ShmOp::Min:
+        for (int64_t i = 0; i < n; ++i) dst[i] = std::min(dst[i], src[i]);
+        break;
+    }
+  }
+}
+
+// AVG's rule: divide by p as a T (correctly rounded; no -ffast-math here), or
+// floor-divide integers like numpy's `//=`.
+template <typename T>
+void divide(T* x, int64_t n, int p) {
+  if constexpr (std::is_floating_point_v<T>) {
+    const T divisor = static_cast<T>(p);
+    for (int64_t i = 0; i < n; ++i) x[i] /= divisor;
+  } else {
+    const T divisor = static_cast<T>(p);
+    for (int64_t i = 0; i < n; ++i) {
+      const T q = x[i] / divisor;
+      x[i] = (x[i] % divisor != 0 && x[i] < 0) ? q - 1 : q;
+    }
+  }
+}
+
+int64_t dtype_size(ShmDtype dtype) {
+  switch (dtype) {
+    case ShmDtype::Float32:
+    case ShmDtype::Int32:
+      return 4;
+    case ShmDtype::Float64:
+    case ShmDtype::Int64:
+      return 8;
+  }
+  throw std::invalid_argument("shared-memory all-reduce: unknown dtype");
+}
+
+// Calls f(T*) with the dtype's element type.
+template <typename F>
+void with_type(ShmDtype dtype, F&& f) {
+  switch (dtype) {
+    case ShmDtype::Float32:
+      return f(static_cast<float*>(nullptr));
+    case ShmDtype::Float64:
+      return f(static_cast<double*>(nullptr));
+    case ShmDtype::Int32:
+      return f(static_cast<int32_t*>(nullptr));
+    case ShmDtype::Int64:
+      return f(static_cast<int64_t*>(nullptr));
+  }
+}
+
+// [lo, hi) of `count` elements owned by rank q of p: the first count % p ranks get one extra.
+std::pair<int64_t, int64_t> bounds(int64_t count, int q, int p) {
+  const int64_t base = count / p, extra = count % p;
+  const int64_t lo = q * base + std::min<int64_t>(q, extra);
+  return {lo, lo + base + (q < extra ? 1 : 0)};
+}
+
+// Reduce elements [lo, hi) of every rank's copy (sources[rank] is the
+// destination) in place, block by block, then copy each finished block to
+// every pointer in `outputs` other than the destination.
+template <typename T>
+void reduce_slice(const std::vector<char*>& sources, int rank, int64_t lo, int64_t hi, ShmOp op,
+                  const std::vector<char*>& outputs) {
+  const int p = static_cast<int>(sources.size());
+  T* mine = reinterpret_cast<T*>(sources[rank]);
+  const int64_t block = kBlockBytes / static_cast<int64_t>(sizeof(T));
+  for (int64_t begin = lo; begin < hi; begin += block) {
+    const int64_t n = std::min(block, hi - begin);
+    for (int q = 0; q < p; ++q) {
+      if (q != rank) combine(mine + begin, reinterpret_cast<const T*>(sources[q]) + begin, n, op);
+    }
+    if (op == ShmOp::Avg && p > 1) divide(mine + begin, n, p);
+    for (char* out : outputs) {
+      if (out != sources[rank]) std::memcpy(reinterpret_cast<T*>(out) + begin, mine + begin, n * sizeof(T));
+    }
+  }
+}
+
+}  // namespace
+
+SharedMemoryComm::SharedMemoryComm(int rank, std::vector<char*> segments, int64_t slot_bytes,
+                                   double spin_seconds)
+    : rank_(rank), segments_(std::move(segments)), slot_bytes_(slot_bytes), spin_seconds_(spin_seconds) {
+  if (segments_.empty() || rank < 0 || rank >= static_cast<int>(segments_.size())) {
+    throw std::invalid_argument("SharedMemoryComm: rank " + std::to_string(rank) + " outside a group of " +
+                                std::to_string(segments_.size()));
+  }
+  if (slot_bytes <= 0 || slot_bytes % 64 != 0) {
+    throw std::invalid_argument("SharedMemoryComm: slot_bytes must be a positive multiple of 64, got " +
+                                std::to_string(slot_bytes));
+  }
+  for (char* segment : segments_) {
+    if (segment == nullptr || reinterpret_cast<uintptr_t>(segment) % 64 != 0) {
+      throw std::invalid_argument("SharedMemoryComm: every segment must be non-null and 64-byte aligned");
+    }
+  }
+}
+
+char* SharedMemoryComm::slot(int q, int which) const {
+  return segments_[q] + kControlBytes + which * slot_bytes_;
+}
+
+const int64_t* SharedMemoryComm::record(int q) const {
+  return reinterpret_cast<const int64_t*>(segments_[q] + 64 + (barriers_ % 2) * kRecordBytes);
+}
+
+bool SharedMemoryComm::reached(int64_t barrier) const {
+  for (char* segment : segments_) {
+    if (reinterpret_cast<const Counter*>(segment)->load(std::memory_order_acquire) < barrier) return false;
+  }
+  return true;
+}
+
+void SharedMemoryComm::arrive(const int64_t* record, int64_t words) {
+  ++barriers_;
+  if (record != nullptr) {
+    std::memcpy(segments_[rank_] + 64 + (barriers_ % 2) * kRecordBytes, record, words * sizeof(int64_t));
+  }
+  reinterpret_cast<Counter*>(segments_[rank_])->store(barriers_, std::memory_order_release);
+}
+
+void SharedMemoryComm::wait(const SlowWait& slow) const {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  for (int64_t polls = 0; !reached(barriers_); ++polls) {
+    if (polls < 256) {
+      PYRT_CPU_RELAX();
+      continue;
+    }
+    sched_yield();
+    if (std::chrono::duration<double>(Clock::now() - start).count() > spin_seconds_) {
+      slow(barriers_);
+      return;
+    }
+  }
+}
+
+bool SharedMemoryComm::records_agree(int64_t words) const {
+  const int64_t* mine = record(rank_);
+  for (int q = 0; q < size(); ++q) {
+    if (std::memcmp(record(q), mine, words * sizeof(int64_t)) != 0) return false;
+  }
+  return true;
+}
+
+bool SharedMemoryComm::agree(const int64_t* record, int64_t words, const SlowWait& slow) {
+  if (words < 0 || words > kMaxRecordWords) {
+    throw std::invalid_argument("SharedMemoryComm: a record holds at most " + std::to_string(kMaxRecordWords) +
+                                " int64, got " + std::to_string(words));
+  }
+  arrive(record, words);
+  wait(slow);
+  return records_agree(words);
+}
+
+bool SharedMemoryComm::all_reduce(void* data, int64_t count, ShmDtype dtype, ShmOp op, const int64_t* record,
+                                  int64_t words, const SlowWait& slow) {
+  if (count < 0) throw std::invalid_argument("shared-memory all-reduce: negative count");
+  if (words < 0 || words > kMaxRecordWords) throw std::invalid_argument("shared-memory all-reduce: bad record");
+  const int64_t itemsize = dtype_size(dtype);
+  const int64_t per_chunk = slot_bytes_ / itemsize;
+  char* bytes = static_cast<char*>(data);
+  if (count == 0) return agree(record, words, slow);
+  bool agreed = true;
+  with_type(dtype, [&](auto* type_tag) {
+    using T = std::remove_pointer_t<decltype(type_tag)>;
+    for (int64_t start = 0; start < count; start += per_chunk) {
+      const int64_t n = std::min(per_chunk, count - start);
+      char* chunk = bytes + start * itemsize;
+      std::vector<char*> slots(segments_.size());
+      for (int q = 0; q < size(); ++q) slots[q] = slot(q, buffer_);
+      std::memcpy(slots[rank_], chunk, n * itemsize);
+      const bool first = start == 0;
+      arrive(first ? record : nullptr, first ? words : 0);
+      wait(slow);
+      if (first && !records_agree(words)) {
+        agreed = false;
+        return;  // nothing written to `data` yet
+      }
+      const auto [lo, hi] = bounds(n, rank_, size());
+      reduce_slice<T>(slots, rank_, lo, hi, op, {});
+      arrive(nullptr, 0);
+      wait(slow);
+      for (int q = 0; q < size(); ++q) {
+        const auto [qlo, qhi] = bounds(n, q, size());
+        std::memcpy(chunk + qlo * itemsize, slots[q] + qlo * itemsize, (qhi - qlo) * itemsize);
+      }
+      buffer_ ^= 1;  // only for chunks every rank reduced: a refused call leaves the ranks in step
+    }
+  });
+  return agreed;
+}
+
+bool SharedMemoryComm::all_reduce_symmetric(const std::vector<char*>& buffers, int64_t count, ShmDtype dtype,
+                                            ShmOp op, const int64_t* record, int64_t words,
+                                            const SlowWait& slow) {
+  if (count < 0) throw std::invalid_argument("shared-memory all-reduce: negative count");
+  if (static_cast<int>(buffers.size()) != size()) {
+    throw std::invalid_argument("shared-memory all-reduce: " + std::to_string(buffers.size()) +
+                                " buffers for a group of " + std::to_string(size()));
+  }
+  if (!agree(record, words, slow)) return false;  // also: every rank's data is in place
+  if (count == 0 || size() == 1) return true;  // an average over one rank is its sum
+  with_type(dtype, [&](auto* type_tag) {
+    using T = std::remove_pointer_t<decltype(type_tag)>;
+    const auto [lo, hi] = bounds(count, rank_, size());
+    reduce_slice<T>(buffers, rank_, lo, hi, op, buffers);
+  });
+  arrive(nullptr, 0);  // every copy complete before any rank reads or rewrites its array
+  wait(slow);
+  return true;
+}
+
+}  // namespace pyrt::comm

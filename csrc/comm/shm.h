@@ -1,0 +1,76 @@
+// All-reduce and call agreement through node shared memory, for the ranks of a
+// group that share one machine. See shm.cpp for the schedule.
+//
+// The memory is MPI's (an MPI-3 shared window, `Win.Allocate_shared` on a
+// `COMM_TYPE_SHARED` communicator, made in pyrt/distributed/shm.py): this
+// code only sees each rank's segment as mapped in this process and needs no
+// MPI calls, so a collective costs two flag barriers and the copies.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace pyrt::comm {
+
+enum class ShmDtype : int { Float32 = 0, Float64 = 1, Int32 = 2, Int64 = 3 };
+// Avg is Sum then one division by the group size in the array's dtype (floor
+// division for integers): pyrt/distributed/averaging.py's rule.
+enum class ShmOp : int { Sum = 0, Avg = 1, Max = 2, Min = 3, Product = 4 };
+
+// A rank's segment:
+//   [0, 64)                 its barrier counter (int64; only its owner writes it)
+//   [64, 64 + 2 * 256)      two agreement records, used by barrier parity
+//   [kControlBytes, ...)    two staging slots of slot_bytes each
+constexpr int64_t kRecordBytes = 256;
+constexpr int64_t kMaxRecordWords = kRecordBytes / 8;
+constexpr int64_t kControlBytes = 64 + 2 * kRecordBytes;
+
+// Called with the barrier number when a barrier is not passed within the spin
+// budget; returns once `reached(barrier)` (pyrt's watchdog waits there, and
+// ends the job if a rank never arrives). Called without the GIL held.
+using SlowWait = std::function<void(int64_t barrier)>;
+
+class SharedMemoryComm {
+ public:
+  // segments[q]: rank q's segment (kControlBytes + 2 * slot_bytes bytes, 64-byte
+  // aligned, counters zeroed before any rank calls in); this is rank `rank`.
+  SharedMemoryComm(int rank, std::vector<char*> segments, int64_t slot_bytes, double spin_seconds);
+
+  int rank() const { return rank_; }
+  int size() const { return static_cast<int>(segments_.size()); }
+  int64_t barriers() const { return barriers_; }
+  // Whether every rank has passed its `barrier`-th barrier's arrival.
+  bool reached(int64_t barrier) const;
+  // Rank q's record (`words` int64) of the most recent barrier.
+  const int64_t* record(int q) const;
+
+  // A barrier carrying this rank's record (words <= kMaxRecordWords); true when
+  // every rank published the same record. Every rank gets the same answer.
+  bool agree(const int64_t* record, int64_t words, const SlowWait& slow);
+
+  // In-place all-reduce of `count` elements at `data`, staged through the slots.
+  // Starts with agree(record): when that fails, returns false with `data` untouched.
+  bool all_reduce(void* data, int64_t count, ShmDtype dtype, ShmOp op, const int64_t* record, int64_t words,
+                  const SlowWait& slow);
+
+  // The same, zero-copy: buffers[q] is rank q's copy of the array (in memory
+  // every rank maps, e.g. another shared window), reduced in every rank's copy.
+  bool all_reduce_symmetric(const std::vector<char*>& buffers, int64_t count, ShmDtype dtype, ShmOp op,
+                            const int64_t* record, int64_t words, const SlowWait& slow);
+
+ private:
+  void arrive(const int64_t* record, int64_t words);
+  void wait(const SlowWait& slow) const;
+  bool records_agree(int64_t words) const;
+  char* slot(int q, int which) const;
+
+  int rank_;
+  std::vector<char*> segments_;
+  int64_t slot_bytes_;
+  double spin_seconds_;
+  int64_t barriers_ = 0;
+  int buffer_ = 0;  // the slot the next staged chunk uses
+};
+
+}  // namespace pyrt::comm
