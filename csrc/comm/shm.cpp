@@ -20,9 +20,9 @@
 //
 // Staged all-reduce, per chunk of at most one slot:
 //   1. copy the chunk into my slot;                        barrier (+ record)
-//   2. reduce slice r of the chunk across every slot into my slot, in the
-//      order mine, then rank 0, 1, ... (one rank reduces each element, so
-//      every rank gets the same bits); divide for an average;   barrier
+//   2. reduce slice r of the chunk across every slot into my slot, in rank
+//      order (one rank reduces each element, so every rank gets the same
+//      bits); divide for an average;                             barrier
 //   3. copy every rank's slice from its slot into my buffer.
 // Chunks alternate between two slots per rank: chunk k+1 is written while a
 // slow rank may still read chunk k, and cannot overwrite chunk k-1 before its
@@ -61,9 +61,9 @@ namespace {
 using Counter = std::atomic<int64_t>;
 static_assert(Counter::is_always_lock_free, "the barrier counters must be lock-free to work across processes");
 
-// Reduce [begin, end) of a slice in blocks of this many bytes, every peer's
-// block and the copies back, so the block stays in L1/L2 between the passes.
-constexpr int64_t kBlockBytes = 32 * 1024;
+// A slice is reduced in blocks of this many bytes: combined in a buffer on the
+// stack, then copied out, so each block stays in L1 between the passes.
+constexpr int64_t kBlockBytes = 16 * 1024;
 
 template <typename T>
 void combine(T* dst, const T* src, int64_t n, ShmOp op) {
@@ -147,24 +147,23 @@ std::pair<int64_t, int64_t> bounds(int64_t count, int q, int p) {
   return {lo, lo + base + (q < extra ? 1 : 0)};
 }
 
-// Reduce elements [lo, hi) of every rank's copy (sources[rank] is the
-// destination) in place, block by block, then copy each finished block to
-// every pointer in `outputs` other than the destination.
+// Reduce elements [lo, hi) across every rank's copy (`sources`, by rank) and
+// write the result to each of `outputs`. The order is rank 0, 1, ..., p-1
+// whichever rank runs it and wherever the element falls in a chunk, so a sum's
+// bits depend only on the ranks' values: a DDP run that rebuilds its buckets
+// differently (a resumed run) reduces every gradient exactly as before.
 template <typename T>
-void reduce_slice(const std::vector<char*>& sources, int rank, int64_t lo, int64_t hi, ShmOp op,
+void reduce_slice(const std::vector<char*>& sources, int64_t lo, int64_t hi, ShmOp op,
                   const std::vector<char*>& outputs) {
   const int p = static_cast<int>(sources.size());
-  T* mine = reinterpret_cast<T*>(sources[rank]);
-  const int64_t block = kBlockBytes / static_cast<int64_t>(sizeof(T));
-  for (int64_t begin = lo; begin < hi; begin += block) {
-    const int64_t n = std::min(block, hi - begin);
-    for (int q = 0; q < p; ++q) {
-      if (q != rank) combine(mine + begin, reinterpret_cast<const T*>(sources[q]) + begin, n, op);
-    }
-    if (op == ShmOp::Avg && p > 1) divide(mine + begin, n, p);
-    for (char* out : outputs) {
-      if (out != sources[rank]) std::memcpy(reinterpret_cast<T*>(out) + begin, mine + begin, n * sizeof(T));
-    }
+  constexpr int64_t kBlock = kBlockBytes / static_cast<int64_t>(sizeof(T));
+  alignas(64) T acc[kBlock];
+  for (int64_t begin = lo; begin < hi; begin += kBlock) {
+    const int64_t n = std::min(kBlock, hi - begin);
+    std::memcpy(acc, reinterpret_cast<const T*>(sources[0]) + begin, n * sizeof(T));
+    for (int q = 1; q < p; ++q) combine(acc, reinterpret_cast<const T*>(sources[q]) + begin, n, op);
+    if (op == ShmOp::Avg && p > 1) divide(acc, n, p);
+    for (char* out : outputs) std::memcpy(reinterpret_cast<T*>(out) + begin, acc, n * sizeof(T));
   }
 }
 
@@ -270,7 +269,7 @@ bool SharedMemoryComm::all_reduce(void* data, int64_t count, ShmDtype dtype, Shm
         return;  // nothing written to `data` yet
       }
       const auto [lo, hi] = bounds(n, rank_, size());
-      reduce_slice<T>(slots, rank_, lo, hi, op, {});
+      reduce_slice<T>(slots, lo, hi, op, {slots[rank_]});
       arrive(nullptr, 0);
       wait(slow);
       for (int q = 0; q < size(); ++q) {
@@ -296,7 +295,7 @@ bool SharedMemoryComm::all_reduce_symmetric(const std::vector<char*>& buffers, i
   with_type(dtype, [&](auto* type_tag) {
     using T = std::remove_pointer_t<decltype(type_tag)>;
     const auto [lo, hi] = bounds(count, rank_, size());
-    reduce_slice<T>(buffers, rank_, lo, hi, op, buffers);
+    reduce_slice<T>(buffers, lo, hi, op, buffers);
   });
   arrive(nullptr, 0);  // every copy complete before any rank reads or rewrites its array
   wait(slow);

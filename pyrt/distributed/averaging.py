@@ -14,8 +14,7 @@ what a user computes from the sum with numpy.
 What the rule cannot give is the same ``SUM`` from every algorithm: float
 addition is not associative, and from 3 ranks up the algorithms add the
 ranks' values in different orders (the ring adds chunk c's values starting
-from rank c, shared memory starts from the slice's owner and then goes in
-rank order, the hierarchical path sums each node first, MPICH picks its own
+from rank c, shared memory goes in rank order, the hierarchical path sums each node first, MPICH picks its own
 order by message size). With 2 ranks every order is the same one addition
 (``a + b == b + a`` in IEEE arithmetic), so every algorithm agrees bit for
 bit; ``tests/distributed/workers/collectives.py`` checks both statements.

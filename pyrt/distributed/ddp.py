@@ -79,10 +79,11 @@ class _Bucket:
 
     The buffer lives where the parameters do: for a model on a GPU it is a cupy array on that
     device (the averaged gradients stay views of it), which ``all_reduce`` stages through pinned
-    host memory.
+    host memory. On the CPU, ``storage`` (bytes of the group's shared memory) makes it a
+    buffer every rank maps, which the shared-memory all-reduce reduces in place, zero-copy.
     """
 
-    def __init__(self, index: int, params: list[tuple[str, Parameter]]) -> None:
+    def __init__(self, index: int, params: list[tuple[str, Parameter]], storage: Any = None) -> None:
         self.index = index
         self.params = params
         self.offsets: list[int] = []
@@ -91,8 +92,12 @@ class _Bucket:
             self.offsets.append(total)
             total += p.numel()
         first = params[0][1]
-        with on_device_of(first):
-            self.buffer = get_array_module(first.data).zeros(total, dtype=first.dtype)
+        if storage is not None:
+            self.buffer = storage[:total * first.data.itemsize].view(first.dtype)
+            self.buffer[...] = 0
+        else:
+            with on_device_of(first):
+                self.buffer = get_array_module(first.data).zeros(total, dtype=first.dtype)
         self.done = [False] * len(params)
         self.ready = 0
         self.work: Work | None = None
@@ -102,8 +107,18 @@ class _Bucket:
         return self.buffer[self.offsets[i]:self.offsets[i] + p.numel()].reshape(p.shape)
 
 
-def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int) -> list[_Bucket]:
-    """Buckets of the parameters in the order their gradients are expected, up to ``cap_bytes`` each.
+_ALIGN = 64  # bucket starts in shared memory: a cache line, as the C++ kernels like
+
+
+def _shared_bytes(params: list[tuple[str, Parameter]]) -> int:
+    """Shared memory enough for any bucketing of ``params`` (each bucket padded to a cache line)."""
+    return sum(p.data.nbytes for _, p in params) + _ALIGN * len(params)
+
+
+def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int,
+                   shared: np.ndarray | None = None) -> list[_Bucket]:
+    """Buckets of the parameters in the order their gradients are expected, up to ``cap_bytes`` each,
+    carved from ``shared`` (``_shared_bytes`` of the group's shared memory) when given.
 
     PyTorch also caps the first bucket at 1 MB, so communication starts early;
     measured here (python -m pyrt.bench ddp, 784-1024-512-10 MLP, 2 ranks on 2
@@ -111,13 +126,13 @@ def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int) -> 
     per rank, an early all-reduce takes the core from backward rather than
     running beside it. So every bucket has the same cap.
     """
-    buckets: list[_Bucket] = []
+    groups: list[list[tuple[str, Parameter]]] = []
     current: list[tuple[str, Parameter]] = []
     size = 0
     for name, p in ready_order:
         fits = size + p.data.nbytes <= cap_bytes and (not current or current[0][1].dtype == p.dtype)
         if current and not fits:
-            buckets.append(_Bucket(len(buckets), current))
+            groups.append(current)
             current, size = [], 0
         if current and current[0][1].device != p.device:
             raise ValueError(f"DistributedDataParallel: parameters {current[0][0]} ({current[0][1].device}) "
@@ -125,7 +140,14 @@ def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int) -> 
         current.append((name, p))
         size += p.data.nbytes
     if current:
-        buckets.append(_Bucket(len(buckets), current))
+        groups.append(current)
+    buckets, offset = [], 0
+    for index, params in enumerate(groups):
+        storage = None
+        if shared is not None:
+            storage = shared[offset:]
+            offset += -(-sum(p.data.nbytes for _, p in params) // _ALIGN) * _ALIGN
+        buckets.append(_Bucket(index, params, storage))
     return buckets
 
 
@@ -208,6 +230,7 @@ class DistributedDataParallel(Module):
         self._broadcast_state()
         object.__setattr__(self, "_cap_bytes", int(bucket_cap_mb * 1024 * 1024))
         object.__setattr__(self, "_named", named)
+        object.__setattr__(self, "_shared", self._shared_storage(named))
         # Which parameters got a gradient on this rank in the current step.
         object.__setattr__(self, "_index", {id(p): k for k, (_, p) in enumerate(named)})
         object.__setattr__(self, "_locally_used", np.zeros(len(named), dtype=np.uint8))
@@ -228,8 +251,18 @@ class DistributedDataParallel(Module):
             p.register_post_accumulate_grad_hook(self._on_gradient_ready)
 
     # --- construction ----------------------------------------------------------------
+    def _shared_storage(self, named: list[tuple[str, Parameter]]) -> np.ndarray | None:
+        """Node shared memory for the buckets when their all-reduce is the shared-memory one (zero-copy),
+        else None; collective."""
+        pg = self.process_group
+        if not named or not all(isinstance(p.data, np.ndarray) for _, p in named):
+            return None
+        if any(select_algorithm(p.data, ReduceOp.AVG, pg, self.algorithm) != "shm" for _, p in named):
+            return None
+        return pg.shared_memory().allocate(_shared_bytes(named))
+
     def _set_buckets(self, ready_order: list[tuple[str, Parameter]]) -> None:
-        buckets = _build_buckets(ready_order, self._cap_bytes)
+        buckets = _build_buckets(ready_order, self._cap_bytes, self._shared)
         object.__setattr__(self, "_buckets", buckets)
         slots = {id(p): (b, i) for b in buckets for i, (_, p) in enumerate(b.params)}
         object.__setattr__(self, "_slots", slots)
@@ -254,7 +287,17 @@ class DistributedDataParallel(Module):
         broadcast(order, src=self.process_group.global_ranks[0], group=self.process_group)
         if (order < 0).any():
             return  # rank 0 saw no full iteration: keep the buckets, on every rank alike
+        # New buckets in shared memory reuse the old ones' bytes, which the gradients just
+        # averaged still view: keep the values and move the gradients into the new buckets.
+        kept = {id(p): p.grad.data.copy() for _, p in self._named
+                if self._shared is not None and p.grad is not None}
         self._set_buckets([self._named[k] for k in order])
+        for b in self._buckets:
+            for i, (_, p) in enumerate(b.params):
+                if id(p) in kept:
+                    view = b.slot(i)
+                    view[...] = kept[id(p)]
+                    p.grad.data = view
         self._describe_buckets()
 
     def _check_same_parameters(self, named: list[tuple[str, Parameter]]) -> None:

@@ -19,8 +19,9 @@ released: two flag barriers and the copies, no MPI call at all.
   every rank's copy and writes the result into every copy: each byte is read
   and written once per rank, with no staging.
 
-Each slice is reduced by one rank, in a fixed order, so every rank receives
-the same bits, and the staged and symmetric paths give the same bits too.
+Each element is reduced by one rank, in rank order, so every rank receives the
+same bits, and they do not depend on the path (staged or symmetric) or on
+where the element falls in the array.
 Barrier waits spin for ``SPIN_SECONDS`` in C++ and then wait in the watchdog
 (``watchdog.wait_for``), which sleeps between polls and ends the job, naming
 the rank, if one never arrives.
