@@ -2,8 +2,10 @@
 
 ``python -m pyrt.bench allreduce`` launches itself under ``mpiexec`` at 2 and 4
 ranks. Each rank times ``pyrt.distributed.all_reduce`` (ours, including its
-agreement check) with ``algorithm="shm"`` and ``"ring"``, and mpi4py's raw
-``comm.Allreduce`` (the reference), on float32 buffers from 1 KB to 64 MB,
+agreement check) with ``algorithm="shm"`` on an ordinary array (staged
+through the shared window) and on one in the group's shared memory
+(``shm_zero_copy``: how DDP's buckets are reduced), with ``"ring"``, and
+mpi4py's raw ``comm.Allreduce`` (the reference), on float32 buffers from 1 KB to 64 MB,
 and reports the slowest rank's best time. Bandwidths follow nccl-tests: algbw = bytes / time, busbw =
 algbw * 2 (p - 1) / p, the per-link traffic a bandwidth-optimal all-reduce needs.
 
@@ -62,7 +64,9 @@ def worker(sizes: list[int], out_path: str) -> None:
 
     pg = dist.init_process_group()
     comm, world = pg.comm, pg.size()
-    algorithms = (["shm"] if pg.on_one_node else []) + (["ring"] if native.comm_available() else [])
+    # (label, algorithm, whether the buffer lives in the group's shared memory: zero-copy, as DDP's buckets)
+    algorithms = ([("shm", "shm", False), ("shm_zero_copy", "shm", True)] if pg.on_one_node else [])
+    algorithms += [("ring", "ring", False)] if native.comm_available() else []
     records = []
     for nbytes in sizes:
         count = nbytes // 4
@@ -71,14 +75,15 @@ def worker(sizes: list[int], out_path: str) -> None:
         comm.Allreduce(MPI.IN_PLACE, expected, op=MPI.SUM)
         buffer = data.copy()
         ref_s = _time_collective(comm, lambda b=buffer: comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM), nbytes)
-        for algorithm in algorithms:
-            check = data.copy()
+        for label, algorithm, zero_copy in algorithms:
+            check = pg.shared_memory().allocate(nbytes).view(np.float32) if zero_copy else np.empty_like(data)
+            check[...] = data
             dist.all_reduce(check, algorithm=algorithm)
             if not np.allclose(check, expected, rtol=1e-5, atol=1e-5):
-                raise AssertionError(f"allreduce {algorithm} {nbytes} B on {world} ranks: wrong result")
-            ours_s = _time_collective(comm, lambda b=buffer, a=algorithm: dist.all_reduce(b, algorithm=a),
+                raise AssertionError(f"allreduce {label} {nbytes} B on {world} ranks: wrong result")
+            ours_s = _time_collective(comm, lambda b=check, a=algorithm: dist.all_reduce(b, algorithm=a),
                                       nbytes)
-            records.append(Record(f"allreduce_{algorithm}", f"{nbytes} B x {world} ranks", ours_s,
+            records.append(Record(f"allreduce_{label}", f"{nbytes} B x {world} ranks", ours_s,
                                   "MPI_Allreduce", ref_s, _bandwidths(nbytes, world, ours_s, ref_s)))
         if not algorithms:
             records.append(Record("allreduce_mpi", f"{nbytes} B x {world} ranks", ref_s,
