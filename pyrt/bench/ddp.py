@@ -2,13 +2,17 @@
 
 ``python -m pyrt.bench ddp`` launches itself under ``mpiexec`` with one thread
 per rank. Each run trains the MLP 784-1024-512-10 on a fixed global batch of
-64 (split across the ranks), with 4 MB gradient buckets so several all-reduces
-can overlap backward, and reports the throughput and the share of all-reduce
-time hidden behind backward (``DistributedDataParallel.comm_stats``). The
-reference is the same training at 1 rank: ratio = speedup over one rank.
+64 (split across the ranks), with each library's default buckets (25 MB: one
+bucket for these 5.3 MB of gradients; PyTorch caps its first at 1 MB), and
+reports the throughput and the share of all-reduce time hidden behind backward
+(``DistributedDataParallel.comm_stats``). The reference is the same training
+at 1 rank: ratio = speedup over one rank.
+``no-comm`` is the ceiling: every rank running the same local steps at once
+with no gradient averaging at all (the wrapped module, no hooks), whose
+speedup over DDP's 1 rank is the most any all-reduce could give here.
 
-Where PyTorch is installed, the same processes then train the same model, data
-and buckets with ``torch.nn.parallel.DistributedDataParallel`` over gloo (one
+Where PyTorch is installed, the same processes then train the same model and data
+with ``torch.nn.parallel.DistributedDataParallel`` over gloo (one
 thread each), and the table shows its samples/s beside ours.
 """
 
@@ -41,8 +45,7 @@ def worker(steps: int, out_path: str) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     pyrt.manual_seed(0)
     model = DistributedDataParallel(
-        nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10)),
-        bucket_cap_mb=4)
+        nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10)))
     optimizer = pyrt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     rng = np.random.default_rng(rank)
@@ -63,6 +66,7 @@ def worker(steps: int, out_path: str) -> None:
         step()
     comm = model.process_group.comm
     elapsed = comm.allreduce(time.perf_counter() - start, op=_max_op())
+    no_comm_elapsed = _no_communication_seconds(steps, model.module, x, y, comm)
     torch_elapsed = _torch_ddp_seconds(steps, rank, world, x.data, y.data, comm)
     if rank == 0:
         stats = model.comm_stats
@@ -70,12 +74,37 @@ def worker(steps: int, out_path: str) -> None:
             "ranks": world, "step_s": elapsed / steps, "samples_per_s": GLOBAL_BATCH * steps / elapsed,
             "allreduce_ms_per_step": 1e3 * stats.allreduce_seconds / max(stats.steps, 1),
             "hidden_fraction": stats.hidden_fraction, "buckets": len(model._buckets),
+            "no_comm_samples_per_s": GLOBAL_BATCH * steps / no_comm_elapsed,
             "torch_samples_per_s": None if torch_elapsed is None else GLOBAL_BATCH * steps / torch_elapsed}))
     dist.destroy_process_group()
 
 
+def _no_communication_seconds(steps: int, module, x, y, comm) -> float:
+    """The same local steps on every rank at once, without averaging gradients: the slowest rank's
+    seconds. What DDP would reach with free communication (ranks still share the cores' caches and
+    memory bandwidth, and each still updates every parameter)."""
+    import pyrt
+    from pyrt import nn
+
+    optimizer = pyrt.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss_fn(module(x), y).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    comm.Barrier()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return comm.allreduce(time.perf_counter() - start, op=_max_op())
+
+
 def _torch_ddp_seconds(steps: int, rank: int, world: int, x: np.ndarray, y: np.ndarray, comm) -> float | None:
-    """PyTorch DDP over gloo on the same model, data and bucket size: the slowest rank's seconds."""
+    """PyTorch DDP over gloo on the same model and data (its default buckets): the slowest rank's seconds."""
     try:
         import torch
         import torch.distributed as tdist
@@ -87,7 +116,7 @@ def _torch_ddp_seconds(steps: int, rank: int, world: int, x: np.ndarray, y: np.n
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512),
                               torch.nn.ReLU(), torch.nn.Linear(512, 10))
-    model = torch.nn.parallel.DistributedDataParallel(net, bucket_cap_mb=4)
+    model = torch.nn.parallel.DistributedDataParallel(net)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
@@ -136,6 +165,8 @@ def run(quick: bool = False) -> list[Record]:
         ("speedup", lambda r: r.ratio), ("buckets", lambda r: r.extra["buckets"]),
         ("all-reduce ms/step", lambda r: r.extra["allreduce_ms_per_step"]),
         ("% hidden", lambda r: 100 * r.extra["hidden_fraction"]),
+        ("no-comm samples/s", lambda r: r.extra["no_comm_samples_per_s"]),
+        ("no-comm speedup", lambda r: r.extra["no_comm_samples_per_s"] / results[0]["samples_per_s"]),
         ("torch DDP (gloo) samples/s", lambda r: r.extra["torch_samples_per_s"]),
         ("pyrt / torch", lambda r: (r.extra["samples_per_s"] / r.extra["torch_samples_per_s"]
                                     if r.extra["torch_samples_per_s"] else None)),

@@ -45,13 +45,13 @@ class ReduceOp(enum.Enum):
     PRODUCT = "product"
 
 
-# Below this many bytes MPI_Allreduce's latency-optimised algorithms win; above
-# it the ring's bandwidth-optimal schedule does. Measured here (docs/benchmarks.md):
-# the ring leads from 64 KB at 2 ranks and from 256 KB at 4 (oversubscribed) ranks.
-# "auto" does not take "shm" or "hierarchical": measured on this machine
-# (python -m pyrt.bench allreduce), the shared-memory path is still slower than
-# MPICH's own at every size (1 MB at 2 ranks: 664 us against 422 us; it copies
-# in and out of the window from Python, two flag barriers per chunk).
+# "auto" (python -m pyrt.bench allreduce, docs/benchmarks.md): an array in the group's
+# shared memory (SharedMemoryComm.allocate; DDP's buckets) takes the zero-copy "shm",
+# 1.4-5x MPICH from 256 KB at 2 ranks. Any other array: below this many bytes
+# MPI_Allreduce's latency-optimised algorithms win, above it the ring's
+# bandwidth-optimal schedule does (it leads from 64 KB at 2 ranks and from 256 KB at 4
+# oversubscribed ranks). The staged "shm" copies in and out of the window, about
+# MPICH's speed at 2 ranks (0.9-1.05x), so "auto" leaves it to be asked for.
 RING_THRESHOLD_BYTES = 256 * 1024
 
 _DTYPE_CODES = {np.dtype(t): i for i, t in enumerate(
@@ -166,8 +166,9 @@ def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: Process
                         f"{describe(array)}; use algorithm='mpi'")
     if algorithm != "auto":
         return algorithm
-    if pg.size() > 1 and array.dtype in shm.DTYPES and pg.node_shared_memory() is not None:
-        return "shm"
+    if (pg.size() > 1 and array.dtype in shm.DTYPES and (node := pg.node_shared_memory()) is not None
+            and node.symmetric_offset(array) >= 0):
+        return "shm"  # an array in the group's shared memory (DDP's buckets): zero-copy
     ring_ok = (array.dtype in (np.float32, np.float64) and op is not ReduceOp.PRODUCT
                and native.comm_available())
     return "ring" if ring_ok and array.nbytes >= RING_THRESHOLD_BYTES else "mpi"
@@ -196,8 +197,9 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
     ``shm.py``), ``"hierarchical"`` through shared memory inside each node
     and MPI between node leaders, ``"ring"`` runs pyrt's C++ ring
     (reduce-scatter then all-gather over point-to-point, float32/float64),
-    ``"mpi"`` calls ``MPI_Allreduce``. ``"auto"`` takes the ring from 256 KB,
-    otherwise MPI (the shared-memory paths are not yet faster than MPICH's).
+    ``"mpi"`` calls ``MPI_Allreduce``. ``"auto"`` takes ``"shm"`` for an array
+    in the group's shared memory (zero-copy; DDP's buckets live there), else the
+    ring from 256 KB, else MPI.
     Every algorithm computes ``avg`` as its ``sum`` divided once by the group
     size (``averaging.py``); the sums themselves may differ in the last bits
     between algorithms at more than 2 ranks, since each adds in its own order.

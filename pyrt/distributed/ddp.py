@@ -34,7 +34,7 @@ import numpy as np
 
 from pyrt.autograd import is_grad_enabled, on_device_of
 from pyrt.backend import get_array_module
-from pyrt.distributed import agreement
+from pyrt.distributed import agreement, shm
 from pyrt.distributed.collectives import ReduceOp, all_reduce, broadcast, select_algorithm
 from pyrt.distributed.process_group import ProcessGroup, resolve_group
 from pyrt.distributed.work import Work
@@ -255,11 +255,12 @@ class DistributedDataParallel(Module):
         """Node shared memory for the buckets when their all-reduce is the shared-memory one (zero-copy),
         else None; collective."""
         pg = self.process_group
-        if not named or not all(isinstance(p.data, np.ndarray) for _, p in named):
+        if self.algorithm not in ("auto", "shm", "hierarchical") or pg.node_shared_memory() is None:
             return None
-        if any(select_algorithm(p.data, ReduceOp.AVG, pg, self.algorithm) != "shm" for _, p in named):
+        on_host = all(isinstance(p.data, np.ndarray) and p.data.dtype in shm.DTYPES for _, p in named)
+        if not named or not on_host:
             return None
-        return pg.shared_memory().allocate(_shared_bytes(named))
+        return pg.node_shared_memory().allocate(_shared_bytes(named))
 
     def _set_buckets(self, ready_order: list[tuple[str, Parameter]]) -> None:
         buckets = _build_buckets(ready_order, self._cap_bytes, self._shared)

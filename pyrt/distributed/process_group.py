@@ -72,7 +72,7 @@ class ProcessGroup:
     def node_shared_memory(self) -> shm.SharedMemoryComm | None:
         """``shared_memory()`` when every rank of the group shares this node; None for one rank,
         across nodes, or without ``pyrt._comm``. Every collective's agreement check goes through it."""
-        if self._shm is None and not (self.on_one_node and self.size() > 1 and native.comm_available()):
+        if self.size() == 1 or (self._shm is None and not (self.on_one_node and native.comm_available())):
             return None
         memory = self.shared_memory()
         return memory if isinstance(memory, shm.SharedMemoryComm) else None

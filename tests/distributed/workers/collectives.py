@@ -10,6 +10,7 @@ import numpy as np
 
 import pyrt
 import pyrt.distributed as dist
+from pyrt.distributed.agreement import CollectiveMismatchError
 
 SIZES = [0, 1, 2, 3, 5, 7, 13, 1000, 65_537]
 
@@ -113,6 +114,56 @@ def check_average_rule(group=None) -> dict[str, int]:
     return differing
 
 
+def check_zero_copy_all_reduce(group=None) -> None:
+    """Arrays in the group's shared memory: "auto" reduces them in place (zero-copy shm), equal to
+    the closed form for every dtype and op, bit-equal to the staged shm path and independent of where
+    the array sits; ranks passing it at different places get an error on every rank."""
+    pg = group or dist.process_group.default_group()
+    node = pg.node_shared_memory()
+    if node is None:  # one rank, several nodes, or no pyrt._comm
+        return
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    arena = node.allocate(8 * ((1 << 20) + 3) + 256)
+
+    def placed(values: np.ndarray, at: int) -> np.ndarray:
+        x = arena[at:at + values.nbytes].view(values.dtype)
+        x[...] = values
+        return x
+
+    for dtype in (np.float32, np.float64, np.int32, np.int64):
+        floating = np.issubdtype(dtype, np.floating)
+        for size in [*SIZES, (1 << 20) + 3] if dtype == np.float32 else SIZES:
+            stacked = np.stack([rank_values(size, r, dtype) for r in range(world)])
+            expected = {"sum": stacked.sum(0), "max": stacked.max(0), "min": stacked.min(0),
+                        "product": stacked.prod(0),
+                        "avg": stacked.sum(0) / world if floating else stacked.sum(0) // world}
+            for op, want in expected.items():
+                x = placed(rank_values(size, rank, dtype), 64)
+                assert dist.collectives.select_algorithm(x, op, group) == "shm"
+                dist.all_reduce(x, op=op, group=group)
+                np.testing.assert_allclose(x, want.astype(dtype), rtol=1e-6,
+                                           err_msg=f"zero-copy {op} {size} {dtype}")
+    rng = np.random.default_rng(7 + rank)
+    for size in (1, 1000, 65_537, (1 << 20) + 3):
+        values = rng.standard_normal(size).astype(np.float32)
+        staged = values.copy()
+        dist.all_reduce(staged, "avg", group=group, algorithm="shm")
+        for at in (0, 4, 128):  # the element order inside the array does not change a sum's bits
+            x = placed(values, at)
+            dist.all_reduce(x, "avg", group=group)
+            assert np.array_equal(bits(x), bits(staged)), f"zero-copy at byte {at} != staged, size {size}"
+    x = placed(np.ones(10, np.float32), 64 if rank == 0 else 128)
+    try:
+        dist.all_reduce(x, group=group)
+    except CollectiveMismatchError as exc:
+        assert "shared buffer" in str(exc) and "at byte 64" in str(exc), str(exc)
+    else:
+        raise AssertionError("arrays at different places in shared memory must be refused")
+    ok = placed(np.ones(10, np.float32), 64)
+    dist.all_reduce(ok, group=group)
+    assert (ok == world).all()
+
+
 def check_async_all_reduce(group=None) -> None:
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     buffers = [np.full(1000 * (i + 1), float(rank + i), np.float32) for i in range(5)]
@@ -203,6 +254,7 @@ def main() -> None:
         if rank == 0:
             print(f"avg rule holds on 3 of {world} ranks; elements whose sum differs from mpi's: "
                   f"{differing}", flush=True)
+    check_zero_copy_all_reduce()
     check_async_all_reduce()
     check_broadcast()
     check_all_gather()
@@ -216,6 +268,7 @@ def main() -> None:
         assert dist.get_world_size(sub) == len(members)
         assert dist.get_rank(sub) == members.index(rank)
         check_all_reduce(sub)
+        check_zero_copy_all_reduce(sub)
         check_async_all_reduce(sub)
         check_broadcast(sub, members)
         check_all_gather(sub)
