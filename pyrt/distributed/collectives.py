@@ -242,7 +242,8 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
     def run() -> None:
         if chosen == "shm":
             contiguous = np.ascontiguousarray(array)
-            every = pg.shared_memory().all_reduce(contiguous, reduce_op.value, check.record(), check.seq)
+            every = pg.shared_memory().all_reduce(contiguous, reduce_op.value, check.record(), check.seq,
+                                                  shared_offset)
             if every is not None:
                 raise check.mismatch(every)
             if contiguous is not array:

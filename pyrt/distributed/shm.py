@@ -167,26 +167,27 @@ class SharedMemoryComm:
         """Every rank's record of the latest barrier, one row per rank."""
         return np.stack([self.native.record(q, words) for q in range(self.size)])
 
-    def all_reduce(self, array: np.ndarray, op: str, record: np.ndarray, seq: int) -> np.ndarray | None:
+    def all_reduce(self, array: np.ndarray, op: str, record: np.ndarray, seq: int,
+                   shared_offset: int = -1) -> np.ndarray | None:
         """Reduce ``array`` (C-contiguous; float32/64, int32/64) in place: sum, avg, max, min or product.
 
-        The first barrier carries ``record``: when any rank's differs, nothing
-        is reduced and every rank's record is returned (one row each), else None.
+        ``shared_offset`` is ``symmetric_offset(array)``: from 0, the array is
+        reduced in place in every rank's copy (zero-copy), else staged. The first
+        barrier carries ``record``: when any rank's differs, nothing is reduced
+        and every rank's record is returned (one row each), else None.
         """
         watchdog.reached(self.name, seq, "all_reduce")
         wait = self._wait(seq, "all_reduce")
-        for buffer in self.symmetric:
-            offset = buffer.offset_of(array)
-            if offset is not None:
-                copies = [start + offset for start in buffer.starts]
-                agreed = self.native.all_reduce_symmetric(array, copies, op, record, wait)
-                break
+        if shared_offset >= 0:
+            buffer, offset = self.symmetric[shared_offset >> 40], shared_offset & ((1 << 40) - 1)
+            copies = [start + offset for start in buffer.starts]
+            agreed = self.native.all_reduce_symmetric(array, copies, op, record, wait)
         else:
             agreed = self.native.all_reduce(array, op, record, wait)
         return None if agreed else self.records(len(record))
 
     def symmetric_offset(self, array: np.ndarray) -> int:
-        """Where ``array`` starts in a buffer from ``allocate``, or -1 (it is staged)."""
+        """Which buffer from ``allocate`` holds ``array`` and where (index << 40 | byte offset), or -1."""
         for index, buffer in enumerate(self.symmetric):
             offset = buffer.offset_of(array)
             if offset is not None:
