@@ -20,7 +20,9 @@ def is_cuda_array(x: Any) -> bool:
     >>> is_cuda_array(np.zeros(3))
     False
     """
-    return type(x).__module__.startswith("cupy")
+    kind = type(x)
+    # numpy arrays first: every op asks, once per operand, on the CPU's hot path.
+    return kind is not np.ndarray and kind.__module__.startswith("cupy")
 
 
 def get_array_module(*arrays: Any) -> ModuleType:
@@ -30,7 +32,7 @@ def get_array_module(*arrays: Any) -> ModuleType:
     True
     """
     for x in arrays:
-        if is_cuda_array(x):
+        if type(x) is not np.ndarray and is_cuda_array(x):
             import cupy
 
             return cupy
