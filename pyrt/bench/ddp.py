@@ -94,6 +94,11 @@ def _no_communication_seconds(steps: int, module, x, y, comm) -> float:
         loss_fn(module(x), y).backward()
         optimizer.step()
 
+    return _slowest_rank_seconds(step, steps, comm)
+
+
+def _slowest_rank_seconds(step, steps: int, comm) -> float:
+    """Seconds of ``steps`` calls of ``step`` after 3 warm-up calls, started together: the slowest rank's."""
     for _ in range(3):
         step()
     comm.Barrier()
@@ -126,13 +131,7 @@ def _torch_ddp_seconds(steps: int, rank: int, world: int, x: np.ndarray, y: np.n
         loss_fn(model(tx), ty).backward()
         optimizer.step()
 
-    for _ in range(3):
-        step()
-    comm.Barrier()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    elapsed = comm.allreduce(time.perf_counter() - start, op=_max_op())
+    elapsed = _slowest_rank_seconds(step, steps, comm)
     tdist.destroy_process_group()
     return elapsed
 
