@@ -119,6 +119,20 @@ class enable_grad(set_grad_enabled):
 
 # --- Function ------------------------------------------------------------------
 
+_tensor_type: Any = None  # pyrt.tensor.Tensor once _load_tensor_type ran
+
+
+def _load_tensor_type() -> Any:
+    """``pyrt.tensor.Tensor``, imported on first use (pyrt.tensor imports this module) and kept in a
+    global: a ``from pyrt.tensor import Tensor`` in a function costs ~1.6 us per call, and
+    ``Function.apply`` and the device guards run on every op."""
+    global _tensor_type
+    from pyrt.tensor import Tensor
+
+    _tensor_type = Tensor
+    return Tensor
+
+
 class Function:
     """Base class of every differentiable operation.
 
@@ -183,12 +197,18 @@ class Function:
 
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
-        from pyrt.tensor import Tensor
-
+        Tensor = _tensor_type or _load_tensor_type()
         fn = cls()
-        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-        # Tensors only, as PyTorch checks: a numpy index array may index a GPU tensor.
-        device = common_device(*[a.data for a in args if isinstance(a, Tensor)])
+        arrays = []
+        on_cpu = True
+        for a in args:
+            if isinstance(a, Tensor):
+                a = a.data
+                on_cpu = on_cpu and type(a) is np.ndarray
+            arrays.append(a)
+        # Tensors only, as PyTorch checks: a numpy index array may index a GPU tensor. With numpy
+        # arrays in every tensor (any op of a CPU model) common_device would say None: skipped.
+        device = None if on_cpu else common_device(*[a.data for a in args if isinstance(a, Tensor)])
         if device is None:  # the CPU: no guard to enter (this path runs once per op)
             out = fn._run_forward(arrays, kwargs)
         else:
@@ -253,17 +273,18 @@ def _on_device(device: int | None) -> Any:
 
 def _first_cuda_device(values: Any) -> int | None:
     """The device of the first GPU tensor or array among ``values`` (and inside lists/tuples)."""
-    from pyrt.tensor import Tensor
-
+    Tensor = _tensor_type or _load_tensor_type()
     for v in values:
+        if isinstance(v, Tensor):
+            v = v.data
+        if type(v) is np.ndarray or v is None:  # the CPU's arguments, settled first: runs per op call
+            continue
         if isinstance(v, list | tuple):
             found = _first_cuda_device(v)
             if found is not None:
                 return found
-            continue
-        data = v.data if isinstance(v, Tensor) else v
-        if type(data) is not np.ndarray and is_cuda_array(data):
-            return int(data.device.id)
+        elif is_cuda_array(v):
+            return int(v.device.id)
     return None
 
 
@@ -290,7 +311,7 @@ def runs_on_input_device(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         device = _first_cuda_device(args)
-        if device is None:
+        if device is None and kwargs:
             device = _first_cuda_device(kwargs.values())
         if device is None:
             return fn(*args, **kwargs)

@@ -153,7 +153,8 @@ def _check_matmul_operand(name: str, x: Any) -> None:
             f"matmul: {name} is {describe(x)}; the native kernel computes in float32 "
             "(cast with .astype(np.float32), or use numpy for other dtypes)"
         )
-    if any(s % x.itemsize for s in x.strides):
+    # Two strides (x is 2-D), tested without a generator: this runs for both operands of every GEMM.
+    if x.strides[0] % x.itemsize or x.strides[1] % x.itemsize:
         raise ValueError(
             f"matmul: {name} has strides {x.strides} that are not multiples of its "
             f"item size {x.itemsize}"
@@ -182,15 +183,18 @@ def matmul(a: Any, b: Any, out: Any | None = None) -> Any:
             f"matmul: a is {describe(a)} but b is {describe(b)}; "
             f"inner dimensions {a.shape[1]} != {b.shape[0]}"
         )
-    xp = get_array_module(a, b)
+    # Two numpy operands, the CPU's every call, need no array-module lookup.
+    xp = np if type(a) is np.ndarray and type(b) is np.ndarray else get_array_module(a, b)
     if xp is not np and not (is_cuda_array(a) and is_cuda_array(b)):
         raise TypeError(
             "matmul: a and b must both be numpy arrays or both cupy arrays, got "
             f"{type(a).__module__}.{type(a).__name__} and {type(b).__module__}.{type(b).__name__}"
         )
     m, n = a.shape[0], b.shape[1]
-    if out is None:
-        with (a.device if xp is not np else contextlib.nullcontext()):  # on a's GPU, not the current one
+    if out is None and xp is np:
+        out = np.empty((m, n), dtype=np.float32)
+    elif out is None:
+        with a.device:  # on a's GPU, not the current one
             out = xp.empty((m, n), dtype=np.float32)
     else:
         _check_out(out, (m, n), a, b, xp)
@@ -289,7 +293,7 @@ class CudaPackedInt8Weight:
 
 def _require_numpy(fn: str, **arrays: Any) -> None:
     for name, x in arrays.items():
-        if get_array_module(x) is not np:
+        if type(x) is not np.ndarray and get_array_module(x) is not np:
             raise TypeError(
                 f"{fn}: {name} is a {type(x).__module__}.{type(x).__name__} but the other operands are "
                 "on the CPU; pass numpy arrays here, or put every operand on the GPU (cupy arrays and "
@@ -339,7 +343,7 @@ def _cuda_pack_int8_weight(w_q: Any) -> CudaPackedInt8Weight:
 def _check_quantize_input(x: Any) -> None:
     if getattr(x, "ndim", None) != 2 or x.dtype != np.float32:
         raise TypeError(f"quantize_u8: x must be a 2-D float32 array, got {describe(x)}")
-    if any(s % x.itemsize for s in x.strides):
+    if x.strides[0] % 4 or x.strides[1] % 4:  # x is 2-D float32: two strides, no generator per call
         raise ValueError(f"quantize_u8: x has strides {x.strides}, not multiples of 4 bytes")
 
 
@@ -392,7 +396,8 @@ def quantize_u8(x: Any) -> tuple[Any, float, int]:
 def _check_gemm_vector(fn: str, name: str, v: Any, n: int, xp: ModuleType) -> Any:
     """w_scales or bias as a contiguous float32 (n,) array of ``xp``'s kind."""
     if xp is np:
-        _require_numpy(fn, **{name: v})
+        if type(v) is not np.ndarray:  # (a numpy array passes: the call and its dict are per forward)
+            _require_numpy(fn, **{name: v})
     elif not is_cuda_array(v):
         raise TypeError(f"{fn}: {name} is a {type(v).__module__}.{type(v).__name__} but a_q is a cupy "
                         f"array; pass {name} as a cupy array on the same GPU")
