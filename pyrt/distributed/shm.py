@@ -107,10 +107,13 @@ class SymmetricBuffer:
     starts: list[int]
     window: Any
 
-    def offset_of(self, array: np.ndarray) -> int | None:
-        """Where ``array``'s data starts in this buffer, or None when it is not inside it."""
-        begin = _address(array) - _address(self.array)
-        return begin if 0 <= begin and begin + array.nbytes <= self.array.nbytes else None
+    def __post_init__(self) -> None:
+        self.address = _address(self.array)
+
+    def offset_of(self, address: int, nbytes: int) -> int | None:
+        """Where ``nbytes`` at ``address`` start in this buffer, or None when they are not inside it."""
+        begin = address - self.address
+        return begin if 0 <= begin and begin + nbytes <= self.array.nbytes else None
 
 
 def _address(array: np.ndarray) -> int:
@@ -188,8 +191,9 @@ class SharedMemoryComm:
 
     def symmetric_offset(self, array: np.ndarray) -> int:
         """Which buffer from ``allocate`` holds ``array`` and where (index << 40 | byte offset), or -1."""
+        address = _address(array)
         for index, buffer in enumerate(self.symmetric):
-            offset = buffer.offset_of(array)
+            offset = buffer.offset_of(address, array.nbytes)
             if offset is not None:
                 return (index << 40) | offset
         return -1
