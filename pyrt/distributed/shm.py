@@ -191,6 +191,8 @@ class SharedMemoryComm:
 
     def symmetric_offset(self, array: np.ndarray) -> int:
         """Which buffer from ``allocate`` holds ``array`` and where (index << 40 | byte offset), or -1."""
+        if not isinstance(array, np.ndarray) or not self.symmetric:  # GPU arrays are staged by the caller
+            return -1
         address = _address(array)
         for index, buffer in enumerate(self.symmetric):
             offset = buffer.offset_of(address, array.nbytes)
