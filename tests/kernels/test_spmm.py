@@ -254,6 +254,18 @@ def test_spmv_shapes_threads_and_strided_x(m, k, density, rng) -> None:
     assert np.isfinite(out).all()
 
 
+def test_spmv_every_row_length_through_the_vector_steps(rng) -> None:
+    # Row i holds i nonzeros (0..40): the AVX2 SpMV's 16-nonzero steps, its 8 and 4 steps and its
+    # scalar tail in every combination, with x contiguous (the vector path) and strided (the scalar one).
+    m, k = 41, 64
+    dense = np.zeros((m, k), np.float32)
+    for i in range(m):
+        dense[i, rng.choice(k, size=i, replace=False)] = rng.standard_normal(i)
+    csr = csr_of(dense)
+    check(*csr, dense, rng.standard_normal((k, 1)).astype(np.float32))
+    check(*csr, dense, rng.standard_normal((k, 3)).astype(np.float32)[:, 1:2])
+
+
 
 
 
