@@ -124,12 +124,15 @@ pyrt::comm::SlowWait slow_wait(const py::function& wait) {
 void bind_shared_memory(py::module_& m) {
   py::class_<SharedMemoryComm>(m, "SharedMemoryComm",
                                "All-reduce and call agreement through node shared memory (csrc/comm/shm.h).")
-      .def(py::init([](int rank, const std::vector<uintptr_t>& segments, int64_t slot_bytes, double spin_seconds) {
+      .def(py::init([](int rank, const std::vector<uintptr_t>& segments, int64_t slot_bytes, double spin_seconds,
+                       int64_t record_words) {
              std::vector<char*> pointers;
              for (uintptr_t address : segments) pointers.push_back(reinterpret_cast<char*>(address));
-             return std::make_unique<SharedMemoryComm>(rank, std::move(pointers), slot_bytes, spin_seconds);
+             return std::make_unique<SharedMemoryComm>(rank, std::move(pointers), slot_bytes, spin_seconds,
+                                                       record_words);
            }),
-           py::arg("rank"), py::arg("segments"), py::arg("slot_bytes"), py::arg("spin_seconds"))
+           py::arg("rank"), py::arg("segments"), py::arg("slot_bytes"), py::arg("spin_seconds"),
+           py::arg("record_words"))
       .def_property_readonly("barriers", &SharedMemoryComm::barriers)
       .def("reached", &SharedMemoryComm::reached, py::arg("barrier"))
       .def(

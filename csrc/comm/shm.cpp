@@ -170,8 +170,16 @@ void reduce_slice(const std::vector<char*>& sources, int64_t lo, int64_t hi, Shm
 }  // namespace
 
 SharedMemoryComm::SharedMemoryComm(int rank, std::vector<char*> segments, int64_t slot_bytes,
-                                   double spin_seconds)
-    : rank_(rank), segments_(std::move(segments)), slot_bytes_(slot_bytes), spin_seconds_(spin_seconds) {
+                                   double spin_seconds, int64_t record_words)
+    : rank_(rank),
+      segments_(std::move(segments)),
+      slot_bytes_(slot_bytes),
+      spin_seconds_(spin_seconds),
+      record_words_(record_words) {
+  if (record_words < 1 || record_words > kMaxRecordWords) {
+    throw std::invalid_argument("SharedMemoryComm: record_words must be in [1, " +
+                                std::to_string(kMaxRecordWords) + "], got " + std::to_string(record_words));
+  }
   if (segments_.empty() || rank < 0 || rank >= static_cast<int>(segments_.size())) {
     throw std::invalid_argument("SharedMemoryComm: rank " + std::to_string(rank) + " outside a group of " +
                                 std::to_string(segments_.size()));
@@ -184,6 +192,29 @@ SharedMemoryComm::SharedMemoryComm(int rank, std::vector<char*> segments, int64_
     if (segment == nullptr || reinterpret_cast<uintptr_t>(segment) % 64 != 0) {
       throw std::invalid_argument("SharedMemoryComm: every segment must be non-null and 64-byte aligned");
     }
+  }
+}
+
+class SharedMemoryComm::Exclusive {
+ public:
+  explicit Exclusive(std::atomic<bool>& busy) : busy_(busy) {
+    if (busy_.exchange(true)) {
+      throw std::logic_error("SharedMemoryComm: called from two threads at once; a group's collectives "
+                             "must be issued from one thread at a time");
+    }
+  }
+  ~Exclusive() { busy_.store(false); }
+  Exclusive(const Exclusive&) = delete;
+  Exclusive& operator=(const Exclusive&) = delete;
+
+ private:
+  std::atomic<bool>& busy_;
+};
+
+void SharedMemoryComm::check_record(int64_t words) const {
+  if (words != record_words_) {
+    throw std::invalid_argument("SharedMemoryComm: a record is " + std::to_string(record_words_) +
+                                " int64 here, got " + std::to_string(words));
   }
 }
 
@@ -235,10 +266,8 @@ bool SharedMemoryComm::records_agree(int64_t words) const {
 }
 
 bool SharedMemoryComm::agree(const int64_t* record, int64_t words, const SlowWait& slow) {
-  if (words < 0 || words > kMaxRecordWords) {
-    throw std::invalid_argument("SharedMemoryComm: a record holds at most " + std::to_string(kMaxRecordWords) +
-                                " int64, got " + std::to_string(words));
-  }
+  Exclusive only(busy_);
+  check_record(words);
   arrive(record, words);
   wait(slow);
   return records_agree(words);
@@ -247,11 +276,12 @@ bool SharedMemoryComm::agree(const int64_t* record, int64_t words, const SlowWai
 bool SharedMemoryComm::all_reduce(void* data, int64_t count, ShmDtype dtype, ShmOp op, const int64_t* record,
                                   int64_t words, const SlowWait& slow) {
   if (count < 0) throw std::invalid_argument("shared-memory all-reduce: negative count");
-  if (words < 0 || words > kMaxRecordWords) throw std::invalid_argument("shared-memory all-reduce: bad record");
+  if (count == 0) return agree(record, words, slow);
+  Exclusive only(busy_);
+  check_record(words);
   const int64_t itemsize = dtype_size(dtype);
   const int64_t per_chunk = slot_bytes_ / itemsize;
   char* bytes = static_cast<char*>(data);
-  if (count == 0) return agree(record, words, slow);
   bool agreed = true;
   with_type(dtype, [&](auto* type_tag) {
     using T = std::remove_pointer_t<decltype(type_tag)>;
@@ -292,6 +322,7 @@ bool SharedMemoryComm::all_reduce_symmetric(const std::vector<char*>& buffers, i
   }
   if (!agree(record, words, slow)) return false;  // also: every rank's data is in place
   if (count == 0 || size() == 1) return true;  // an average over one rank is its sum
+  Exclusive only(busy_);
   with_type(dtype, [&](auto* type_tag) {
     using T = std::remove_pointer_t<decltype(type_tag)>;
     const auto [lo, hi] = bounds(count, rank_, size());

@@ -7,6 +7,7 @@
 // MPI calls, so a collective costs two flag barriers and the copies.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -35,7 +36,10 @@ class SharedMemoryComm {
  public:
   // segments[q]: rank q's segment (kControlBytes + 2 * slot_bytes bytes, 64-byte
   // aligned, counters zeroed before any rank calls in); this is rank `rank`.
-  SharedMemoryComm(int rank, std::vector<char*> segments, int64_t slot_bytes, double spin_seconds);
+  // Every record this object carries is record_words int64 long (fixed, so that
+  // ranks cannot compare different prefixes and reach different answers).
+  SharedMemoryComm(int rank, std::vector<char*> segments, int64_t slot_bytes, double spin_seconds,
+                   int64_t record_words);
 
   int rank() const { return rank_; }
   int size() const { return static_cast<int>(segments_.size()); }
@@ -45,8 +49,12 @@ class SharedMemoryComm {
   // Rank q's record (`words` int64) of the most recent barrier.
   const int64_t* record(int q) const;
 
-  // A barrier carrying this rank's record (words <= kMaxRecordWords); true when
-  // every rank published the same record. Every rank gets the same answer.
+  // A barrier carrying this rank's record (record_words int64); true when every
+  // rank published the same record. Every rank gets the same answer.
+  //
+  // One thread at a time: the collectives of one group are issued in one order
+  // on every rank, so a second thread inside would desynchronise the barrier
+  // counts; a call that finds another one running throws std::logic_error.
   bool agree(const int64_t* record, int64_t words, const SlowWait& slow);
 
   // In-place all-reduce of `count` elements at `data`, staged through the slots.
@@ -60,6 +68,8 @@ class SharedMemoryComm {
                             const int64_t* record, int64_t words, const SlowWait& slow);
 
  private:
+  class Exclusive;  // the one-thread-at-a-time check
+  void check_record(int64_t words) const;
   void arrive(const int64_t* record, int64_t words);
   void wait(const SlowWait& slow) const;
   bool records_agree(int64_t words) const;
@@ -69,8 +79,10 @@ class SharedMemoryComm {
   std::vector<char*> segments_;
   int64_t slot_bytes_;
   double spin_seconds_;
+  int64_t record_words_;
   int64_t barriers_ = 0;
   int buffer_ = 0;  // the slot the next staged chunk uses
+  std::atomic<bool> busy_{false};
 };
 
 }  // namespace pyrt::comm

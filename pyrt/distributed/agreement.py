@@ -202,6 +202,7 @@ def agree(pg: Any, name: str, settings: Any) -> None:
 
         agree(group, "DistributedDataParallel", {"bucket_cap_mb": 25, "find_unused_parameters": False})
     """
+    pg.drain()  # asynchronous collectives queued on the group come first, in every rank's order
     text = repr(settings)
     call, seq = Call("agree", context=(name, _checksum(text))), pg.next_sequence()
     every = _exchange(pg, call, seq)

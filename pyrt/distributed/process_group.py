@@ -59,11 +59,16 @@ class ProcessGroup:
         #: the most ranks of the group on any one node (above 1, ``"hierarchical"`` pays).
         self.on_one_node, self.most_ranks_per_node = (
             shm.node_layout(comm) if comm is not None else (False, 0))
+        # Created now, on the thread creating the group (collective already), not on first use:
+        # the first use may be on the communication thread while this one calls MPI on comm.
         self._shm: shm.SharedMemoryComm | shm.HierarchicalAllreduce | None = None
+        if comm is not None and self.on_one_node and len(self.global_ranks) > 1 and native.comm_available():
+            self._shm = shm.SharedMemoryComm(comm, name, self.global_ranks)
 
     def shared_memory(self) -> shm.SharedMemoryComm | shm.HierarchicalAllreduce:
-        """The group's collectives through node shared memory, created (collectively) on first use:
-        one shared window on one node, or windows per node joined by their leaders."""
+        """The group's collectives through node shared memory: one shared window on one node (made
+        with the group), or windows per node joined by their leaders (made, collectively, on the first
+        ``algorithm="hierarchical"`` call)."""
         if self._shm is None:
             kind = shm.SharedMemoryComm if self.on_one_node else shm.HierarchicalAllreduce
             self._shm = kind(self.comm, self.name, self.global_ranks)
@@ -72,10 +77,9 @@ class ProcessGroup:
     def node_shared_memory(self) -> shm.SharedMemoryComm | None:
         """``shared_memory()`` when every rank of the group shares this node; None for one rank,
         across nodes, or without ``pyrt._comm``. Every collective's agreement check goes through it."""
-        if self.size() == 1 or (self._shm is None and not (self.on_one_node and native.comm_available())):
+        if self.size() == 1 or not isinstance(self._shm, shm.SharedMemoryComm):
             return None
-        memory = self.shared_memory()
-        return memory if isinstance(memory, shm.SharedMemoryComm) else None
+        return self._shm
 
     def next_sequence(self) -> int:
         """The number of this group's next collective: equal on every rank for the same call."""

@@ -30,11 +30,12 @@ the rank, if one never arrives.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import numpy as np
 
-from pyrt.distributed import watchdog
+from pyrt.distributed import agreement, native, watchdog
 from pyrt.distributed.averaging import divide_by_group_size
 
 __all__ = ["SLOT_BYTES", "HierarchicalAllreduce", "SharedMemoryComm", "SymmetricBuffer", "node_layout"]
@@ -109,6 +110,13 @@ class SymmetricBuffer:
 
     def __post_init__(self) -> None:
         self.address = _address(self.array)
+        # numpy points every view of ``array`` at this one object (its .base), so its
+        # reference count says whether any array still uses the memory (see free()).
+        self.memory = self.array.base
+
+    def in_use(self) -> bool:
+        """Whether an array other than ``self.array`` still views this memory (DDP's gradients)."""
+        return sys.getrefcount(self.memory) > 3  # self.memory, self.array's .base, getrefcount's argument
 
     def offset_of(self, address: int, nbytes: int) -> int | None:
         """Where ``nbytes`` at ``address`` start in this buffer, or None when they are not inside it."""
@@ -136,8 +144,7 @@ class SharedMemoryComm:
     def __init__(self, comm: Any, name: str, global_ranks: list[int]) -> None:
         from mpi4py import MPI
 
-        from pyrt import _comm
-
+        _comm = native.comm_module()
         self.comm = comm.Split_type(MPI.COMM_TYPE_SHARED)
         if self.comm.Get_size() != comm.Get_size():
             self.comm.Free()
@@ -150,7 +157,7 @@ class SharedMemoryComm:
         offset = starts[self.rank] - _address(mine)
         mine[offset:offset + control] = 0  # counters and records
         self.comm.Barrier()  # every counter zeroed before anyone polls one
-        self.native = _comm.SharedMemoryComm(self.rank, starts, SLOT_BYTES, SPIN_SECONDS)
+        self.native = _comm.SharedMemoryComm(self.rank, starts, SLOT_BYTES, SPIN_SECONDS, agreement.RECORD)
         self.symmetric: list[SymmetricBuffer] = []
 
     def _wait(self, seq: int, kind: str) -> Any:
@@ -215,8 +222,16 @@ class SharedMemoryComm:
         return array
 
     def free(self) -> None:
-        for buffer in self.symmetric:
-            buffer.window.Free()
+        """Free the windows (collective). A buffer from ``allocate`` that any rank still views (a
+        DDP model's averaged gradients outlive ``destroy_process_group``) stays mapped until
+        MPI_Finalize: unmapping it would turn those arrays into dangling pointers."""
+        from mpi4py import MPI
+
+        in_use = np.array([b.in_use() for b in self.symmetric], np.uint8)
+        self.comm.Allreduce(MPI.IN_PLACE, in_use, op=MPI.MAX)  # Win.Free is collective: all or none
+        for buffer, used in zip(self.symmetric, in_use, strict=True):
+            if not used:
+                buffer.window.Free()
         self.symmetric = []
         self.window.Free()
         self.comm.Free()
@@ -261,7 +276,12 @@ class HierarchicalAllreduce:
         if array.size == 0:
             return
         total = "sum" if op == "avg" else op
-        self.shm.all_reduce(array, total, np.array([seq], np.int64), seq)
+        record = np.zeros(agreement.RECORD, np.int64)
+        record[0] = seq
+        if self.shm.all_reduce(array, total, record, seq) is not None:
+            raise RuntimeError(f"all_reduce #{seq} on {self.name}: the ranks of this node are at different "
+                               "collectives although they agreed across nodes (the group used from two "
+                               "threads?)")
         if self.leader and self.leaders.Get_size() > 1:
             mpi_op = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN, "product": MPI.PROD}[total]
             self._wait(self.leaders.Iallreduce(MPI.IN_PLACE, array, op=mpi_op), seq)

@@ -119,7 +119,12 @@ def main() -> None:
         assert not staged, f"rank {rank}: {len(staged)} GPU arrays were staged through the host"
     print(f"rank {rank}: ddp matches single-process, max abs diff {worst:.2e}, "
           f"{len(ddp._buckets)} buckets on {device}")
+    grads = [p.grad.data.copy() for p in ddp.parameters()]
     dist.destroy_process_group()
+    # The averaged gradients view DDP's buckets, in the group's shared memory on one node: that
+    # memory must outlive the group (it crashed the process when destroy unmapped it).
+    for p, before in zip(ddp.parameters(), grads, strict=True):
+        assert (p.grad.data == before).all()
 
 
 if __name__ == "__main__":
