@@ -31,31 +31,36 @@ namespace py = pybind11;
 using pyrt::comm::Dtype;
 using pyrt::comm::Op;
 using pyrt::comm::SharedMemoryComm;
-using pyrt::comm::ShmDtype;
-using pyrt::comm::ShmOp;
 
 namespace {
 
 MPI_Comm comm_from_fortran(int64_t fcomm) { return MPI_Comm_f2c(static_cast<MPI_Fint>(fcomm)); }
 
-Op parse_op(const std::string& op) {
+// `op` by name; `who` names the caller in errors. The ring has no product.
+Op parse_op(const std::string& op, const char* who, bool product) {
   if (op == "sum") return Op::Sum;
+  if (op == "avg") return Op::Avg;
   if (op == "max") return Op::Max;
   if (op == "min") return Op::Min;
-  if (op == "avg") return Op::Avg;
-  throw py::value_error("ring_allreduce: op must be 'sum', 'max', 'min' or 'avg', got '" + op + "'");
+  if (product && op == "product") return Op::Product;
+  throw py::value_error(std::string(who) + ": op must be 'sum', 'avg', 'max', 'min'" +
+                        (product ? " or 'product'" : "") + ", got '" + op + "'");
 }
 
-Dtype dtype_of(const py::array& buffer) {
-  if (buffer.dtype().equal(py::dtype::of<float>())) return Dtype::Float32;
-  if (buffer.dtype().equal(py::dtype::of<double>())) return Dtype::Float64;
-  throw py::type_error("ring_allreduce: buffer must be float32 or float64 in native byte order, got " +
-                       std::string(py::str(buffer.dtype())));
+// The array's Dtype; `who` names the caller in errors. The ring reduces floats only.
+Dtype dtype_of(const py::array& array, const char* who, bool integers) {
+  if (array.dtype().equal(py::dtype::of<float>())) return Dtype::Float32;
+  if (array.dtype().equal(py::dtype::of<double>())) return Dtype::Float64;
+  if (integers && array.dtype().equal(py::dtype::of<int32_t>())) return Dtype::Int32;
+  if (integers && array.dtype().equal(py::dtype::of<int64_t>())) return Dtype::Int64;
+  throw py::type_error(std::string(who) + ": the array must be float32" +
+                       (integers ? ", float64, int32 or int64" : " or float64") +
+                       " in native byte order, got " + std::string(py::str(array.dtype())));
 }
 
 void ring_allreduce(int64_t fcomm, py::array buffer, const std::string& op, int64_t segment_bytes) {
-  const Dtype dtype = dtype_of(buffer);
-  const Op parsed_op = parse_op(op);
+  const Dtype dtype = dtype_of(buffer, "ring_allreduce", false);
+  const Op parsed_op = parse_op(op, "ring_allreduce", false);
   // Elementwise in place over the raw memory, so C or Fortran order both work;
   // a strided view would need a gather and scatter the caller should see.
   const py::object flags = buffer.attr("flags");
@@ -84,24 +89,6 @@ std::string mpi_library_version() {
 
 
 // --- shared memory ------------------------------------------------------------------
-
-ShmDtype shm_dtype_of(const py::array& array) {
-  if (array.dtype().equal(py::dtype::of<float>())) return ShmDtype::Float32;
-  if (array.dtype().equal(py::dtype::of<double>())) return ShmDtype::Float64;
-  if (array.dtype().equal(py::dtype::of<int32_t>())) return ShmDtype::Int32;
-  if (array.dtype().equal(py::dtype::of<int64_t>())) return ShmDtype::Int64;
-  throw py::type_error("shared-memory all-reduce: dtype must be float32, float64, int32 or int64, got " +
-                       std::string(py::str(array.dtype())));
-}
-
-ShmOp parse_shm_op(const std::string& op) {
-  if (op == "sum") return ShmOp::Sum;
-  if (op == "avg") return ShmOp::Avg;
-  if (op == "max") return ShmOp::Max;
-  if (op == "min") return ShmOp::Min;
-  if (op == "product") return ShmOp::Product;
-  throw py::value_error("shared-memory all-reduce: op must be sum, avg, max, min or product, got '" + op + "'");
-}
 
 void* writable_contiguous_data(py::array& array, const char* what) {
   if (!(array.flags() & py::array::c_style)) {
@@ -158,8 +145,8 @@ void bind_shared_memory(py::module_& m) {
           [](SharedMemoryComm& self, py::array array, const std::string& op, const Record& record,
              const py::function& wait) {
             void* data = writable_contiguous_data(array, "shared-memory all-reduce");
-            const ShmDtype dtype = shm_dtype_of(array);
-            const ShmOp parsed = parse_shm_op(op);
+            const Dtype dtype = dtype_of(array, "shared-memory all-reduce", true);
+            const Op parsed = parse_op(op, "shared-memory all-reduce", true);
             const auto slow = slow_wait(wait);
             py::gil_scoped_release release;
             return self.all_reduce(data, array.size(), dtype, parsed, record.data(), record.size(), slow);
@@ -178,8 +165,8 @@ void bind_shared_memory(py::module_& m) {
             }
             std::vector<char*> pointers;
             for (uintptr_t address : copies) pointers.push_back(reinterpret_cast<char*>(address));
-            const ShmDtype dtype = shm_dtype_of(array);
-            const ShmOp parsed = parse_shm_op(op);
+            const Dtype dtype = dtype_of(array, "shared-memory all-reduce", true);
+            const Op parsed = parse_op(op, "shared-memory all-reduce", true);
             const auto slow = slow_wait(wait);
             py::gil_scoped_release release;
             return self.all_reduce_symmetric(pointers, array.size(), dtype, parsed, record.data(), record.size(),

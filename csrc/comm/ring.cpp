@@ -46,7 +46,6 @@
 // libmpi.so.12). Checked against MPI_Allreduce at 1 to 4 ranks by
 //   mpiexec -n 4 python test_ring.py; timed by mpiexec -n 4 python bench_ring.py
 #include "comm/ring.h"
-#include "cpu/reduce.h"
 
 #include <sched.h>
 
@@ -61,25 +60,6 @@
 namespace pyrt::comm {
 
 namespace {
-
-// The reduction: the shared vectorized kernel, single-threaded so the other
-// core stays free for the MPI transfer it overlaps with.
-template <typename T>
-void reduce_inplace(T* dst, const T* src, int64_t n, Op op) {
-  const auto kernel_op = op == Op::Max   ? cpu::ReduceOp::kMax
-                         : op == Op::Min ? cpu::ReduceOp::kMin
-                                         : cpu::ReduceOp::kSum;  // Avg sums, then divides once
-  cpu::reduce_inplace(dst, src, n, kernel_op, cpu::Threading::kSingleThread);
-}
-
-// AVG's one rule, shared with every other algorithm (pyrt/distributed/averaging.py):
-// the sum divided by the group size as a T. Divide rather than multiply by 1/p:
-// correctly rounded, and bit-equal to the Python paths' `x /= dtype(p)` on the
-// same sum (no -ffast-math here, which could turn it into a multiplication).
-template <typename T>
-void divide_inplace(T* x, int64_t n, T divisor) {
-  for (int64_t i = 0; i < n; ++i) x[i] /= divisor;
-}
 
 template <typename T>
 MPI_Datatype mpi_type();
@@ -289,8 +269,8 @@ void ring_allreduce_typed(RingComm& ring, T* buf, int64_t count, Op op, int64_t 
     const int64_t c = mod_p(r - u.t - 1);
     auto [ptr, len] = segment(c, u.j);
     if (u.t < p - 1) {
-      reduce_inplace(ptr, scratch + half * slot, len, op);
-      if (op == Op::Avg && u.t == p - 2) divide_inplace(ptr, len, static_cast<T>(p));
+      combine(ptr, scratch + half * slot, len, op);
+      if (op == Op::Avg && u.t == p - 2) divide(ptr, len, p);
     }
     if (u.t + 1 < steps) post_send(u.t + 1, c, u.j);
     u = after;
@@ -303,8 +283,6 @@ void ring_allreduce_typed(RingComm& ring, T* buf, int64_t count, Op op, int64_t 
 }  // namespace
 
 
-int64_t dtype_size(Dtype dtype) { return dtype == Dtype::Float64 ? 8 : 4; }
-
 void ring_allreduce(MPI_Comm comm, void* buffer, int64_t count, Dtype dtype, Op op, int64_t segment_bytes) {
   if (count < 0) throw std::invalid_argument("ring_allreduce: count must be >= 0, got " + std::to_string(count));
   if (segment_bytes <= 0 || segment_bytes > (int64_t{1} << 30)) {
@@ -312,6 +290,10 @@ void ring_allreduce(MPI_Comm comm, void* buffer, int64_t count, Dtype dtype, Op 
                                 std::to_string(segment_bytes));
   }
   if (buffer == nullptr && count > 0) throw std::invalid_argument("ring_allreduce: buffer is null");
+  if (dtype != Dtype::Float32 && dtype != Dtype::Float64) {
+    throw std::invalid_argument("ring_allreduce: the ring reduces float32 and float64 only");
+  }
+  if (op == Op::Product) throw std::invalid_argument("ring_allreduce: the ring reduces by sum, avg, max or min");
   RingComm& ring = ring_comm_of(comm);
   switch (dtype) {
     case Dtype::Float32:
@@ -320,6 +302,8 @@ void ring_allreduce(MPI_Comm comm, void* buffer, int64_t count, Dtype dtype, Op 
     case Dtype::Float64:
       ring_allreduce_typed(ring, static_cast<double*>(buffer), count, op, segment_bytes);
       break;
+    default:
+      break;  // refused above
   }
 }
 

@@ -7,22 +7,20 @@
 #include <cstdint>
 #include <string>
 
+#include "comm/elementwise.h"
+
 namespace pyrt::comm {
 
-enum class Dtype : int { Float32 = 0, Float64 = 1 };
-// Avg is Sum followed by a division by the group size (as a float or double:
-// the rule every pyrt all-reduce algorithm shares), done by the rank that
-// owns each chunk between the two halves of the ring, so it costs 1/p of a
-// full pass over the buffer and every rank ends with bit-identical values.
-enum class Op : int { Sum = 0, Max = 1, Min = 2, Avg = 3 };
+// The ring reduces Float32/Float64 by Sum, Avg, Max and Min (Dtype, Op: elementwise.h).
+// Its Avg divides by the group size on the rank that owns each chunk, between the
+// two halves of the ring, so it costs 1/p of a full pass over the buffer and
+// every rank ends with bit-identical values.
 
 // 512 KiB: the fastest or within noise of it from 1 MiB to 64 MiB buffers on 2
 // and 4 ranks (bench_ring.py, segments 64 KiB .. 4 MiB). Smaller segments pay
 // per-message overhead in MPICH's shared-memory path; larger ones leave too
 // few segments per chunk for the add of one to overlap the copy of the next.
 constexpr int64_t kDefaultSegmentBytes = 512 * 1024;
-
-int64_t dtype_size(Dtype dtype);
 
 // In-place all-reduce of `count` elements of `dtype` at `buffer` across the
 // ranks of `comm`. Collective: every rank must call it with the same count,

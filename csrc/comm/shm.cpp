@@ -52,7 +52,7 @@
 #define PYRT_CPU_RELAX() ((void)0)
 #endif
 
-#include "cpu/reduce.h"
+#include "comm/elementwise.h"
 
 namespace pyrt::comm {
 
@@ -64,81 +64,6 @@ static_assert(Counter::is_always_lock_free, "the barrier counters must be lock-f
 // A slice is reduced in blocks of this many bytes: combined in a buffer on the
 // stack, then copied out, so each block stays in L1 between the passes.
 constexpr int64_t kBlockBytes = 16 * 1024;
-
-template <typename T>
-void combine(T* dst, const T* src, int64_t n, ShmOp op) {
-  if constexpr (std::is_floating_point_v<T>) {
-    if (op != ShmOp::Product) {
-      const auto kernel_op = op == ShmOp::Max   ? cpu::ReduceOp::kMax
-                             : op == ShmOp::Min ? cpu::ReduceOp::kMin
-                                                : cpu::ReduceOp::kSum;
-      cpu::reduce_inplace(dst, src, n, kernel_op, cpu::Threading::kSingleThread);
-      return;
-    }
-    for (int64_t i = 0; i < n; ++i) dst[i] *= src[i];
-  } else {
-    // Integers wrap on overflow, as numpy's do: add and multiply as unsigned.
-    using U = std::make_unsigned_t<T>;
-    switch (op) {
-      case ShmOp::Sum:
-      case ShmOp::Avg:
-        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(static_cast<U>(dst[i]) + static_cast<U>(src[i]));
-        break;
-      case ShmOp::Product:
-        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(static_cast<U>(dst[i]) * static_cast<U>(src[i]));
-        break;
-      case ShmOp::Max:
-        for (int64_t i = 0; i < n; ++i) dst[i] = std::max(dst[i], src[i]);
-        break;
-      case ShmOp::Min:
-        for (int64_t i = 0; i < n; ++i) dst[i] = std::min(dst[i], src[i]);
-        break;
-    }
-  }
-}
-
-// AVG's rule: divide by p as a T (correctly rounded; no -ffast-math here), or
-// floor-divide integers like numpy's `//=`.
-template <typename T>
-void divide(T* x, int64_t n, int p) {
-  if constexpr (std::is_floating_point_v<T>) {
-    const T divisor = static_cast<T>(p);
-    for (int64_t i = 0; i < n; ++i) x[i] /= divisor;
-  } else {
-    const T divisor = static_cast<T>(p);
-    for (int64_t i = 0; i < n; ++i) {
-      const T q = x[i] / divisor;
-      x[i] = (x[i] % divisor != 0 && x[i] < 0) ? q - 1 : q;
-    }
-  }
-}
-
-int64_t dtype_size(ShmDtype dtype) {
-  switch (dtype) {
-    case ShmDtype::Float32:
-    case ShmDtype::Int32:
-      return 4;
-    case ShmDtype::Float64:
-    case ShmDtype::Int64:
-      return 8;
-  }
-  throw std::invalid_argument("shared-memory all-reduce: unknown dtype");
-}
-
-// Calls f(T*) with the dtype's element type.
-template <typename F>
-void with_type(ShmDtype dtype, F&& f) {
-  switch (dtype) {
-    case ShmDtype::Float32:
-      return f(static_cast<float*>(nullptr));
-    case ShmDtype::Float64:
-      return f(static_cast<double*>(nullptr));
-    case ShmDtype::Int32:
-      return f(static_cast<int32_t*>(nullptr));
-    case ShmDtype::Int64:
-      return f(static_cast<int64_t*>(nullptr));
-  }
-}
 
 // [lo, hi) of `count` elements owned by rank q of p: the first count % p ranks get one extra.
 std::pair<int64_t, int64_t> bounds(int64_t count, int q, int p) {
@@ -153,7 +78,7 @@ std::pair<int64_t, int64_t> bounds(int64_t count, int q, int p) {
 // bits depend only on the ranks' values: a DDP run that rebuilds its buckets
 // differently (a resumed run) reduces every gradient exactly as before.
 template <typename T>
-void reduce_slice(const std::vector<char*>& sources, int64_t lo, int64_t hi, ShmOp op,
+void reduce_slice(const std::vector<char*>& sources, int64_t lo, int64_t hi, Op op,
                   const std::vector<char*>& outputs) {
   const int p = static_cast<int>(sources.size());
   constexpr int64_t kBlock = kBlockBytes / static_cast<int64_t>(sizeof(T));
@@ -162,7 +87,7 @@ void reduce_slice(const std::vector<char*>& sources, int64_t lo, int64_t hi, Shm
     const int64_t n = std::min(kBlock, hi - begin);
     std::memcpy(acc, reinterpret_cast<const T*>(sources[0]) + begin, n * sizeof(T));
     for (int q = 1; q < p; ++q) combine(acc, reinterpret_cast<const T*>(sources[q]) + begin, n, op);
-    if (op == ShmOp::Avg && p > 1) divide(acc, n, p);
+    if (op == Op::Avg && p > 1) divide(acc, n, p);
     for (char* out : outputs) std::memcpy(reinterpret_cast<T*>(out) + begin, acc, n * sizeof(T));
   }
 }
@@ -273,7 +198,7 @@ bool SharedMemoryComm::agree(const int64_t* record, int64_t words, const SlowWai
   return records_agree(words);
 }
 
-bool SharedMemoryComm::all_reduce(void* data, int64_t count, ShmDtype dtype, ShmOp op, const int64_t* record,
+bool SharedMemoryComm::all_reduce(void* data, int64_t count, Dtype dtype, Op op, const int64_t* record,
                                   int64_t words, const SlowWait& slow) {
   if (count < 0) throw std::invalid_argument("shared-memory all-reduce: negative count");
   if (count == 0) return agree(record, words, slow);
@@ -312,8 +237,8 @@ bool SharedMemoryComm::all_reduce(void* data, int64_t count, ShmDtype dtype, Shm
   return agreed;
 }
 
-bool SharedMemoryComm::all_reduce_symmetric(const std::vector<char*>& buffers, int64_t count, ShmDtype dtype,
-                                            ShmOp op, const int64_t* record, int64_t words,
+bool SharedMemoryComm::all_reduce_symmetric(const std::vector<char*>& buffers, int64_t count, Dtype dtype,
+                                            Op op, const int64_t* record, int64_t words,
                                             const SlowWait& slow) {
   if (count < 0) throw std::invalid_argument("shared-memory all-reduce: negative count");
   if (static_cast<int>(buffers.size()) != size()) {

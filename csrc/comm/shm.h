@@ -12,12 +12,10 @@
 #include <functional>
 #include <vector>
 
+#include "comm/elementwise.h"
+
 namespace pyrt::comm {
 
-enum class ShmDtype : int { Float32 = 0, Float64 = 1, Int32 = 2, Int64 = 3 };
-// Avg is Sum then one division by the group size in the array's dtype (floor
-// division for integers): pyrt/distributed/averaging.py's rule.
-enum class ShmOp : int { Sum = 0, Avg = 1, Max = 2, Min = 3, Product = 4 };
 
 // A rank's segment:
 //   [0, 64)                 its barrier counter (int64; only its owner writes it)
@@ -59,12 +57,12 @@ class SharedMemoryComm {
 
   // In-place all-reduce of `count` elements at `data`, staged through the slots.
   // Starts with agree(record): when that fails, returns false with `data` untouched.
-  bool all_reduce(void* data, int64_t count, ShmDtype dtype, ShmOp op, const int64_t* record, int64_t words,
+  bool all_reduce(void* data, int64_t count, Dtype dtype, Op op, const int64_t* record, int64_t words,
                   const SlowWait& slow);
 
   // The same, zero-copy: buffers[q] is rank q's copy of the array (in memory
   // every rank maps, e.g. another shared window), reduced in every rank's copy.
-  bool all_reduce_symmetric(const std::vector<char*>& buffers, int64_t count, ShmDtype dtype, ShmOp op,
+  bool all_reduce_symmetric(const std::vector<char*>& buffers, int64_t count, Dtype dtype, Op op,
                             const int64_t* record, int64_t words, const SlowWait& slow);
 
  private:
