@@ -54,6 +54,23 @@ RECORD = _FIXED + _MAX_DIMS
 _labels: dict[int, str] = {}  # context label checksums back to text, for messages
 
 
+_OFFSET_BITS = 40  # a shared buffer's byte offset; the buffer's index above
+
+
+def shared_offset(index: int, offset: int) -> int:
+    """``Call.shared_offset`` for byte ``offset`` of the group's ``index``-th shared buffer.
+
+    >>> split_shared_offset(shared_offset(2, 64))
+    (2, 64)
+    """
+    return (index << _OFFSET_BITS) | offset
+
+
+def split_shared_offset(value: int) -> tuple[int, int]:
+    """(buffer index, byte offset) of a ``Call.shared_offset``."""
+    return value >> _OFFSET_BITS, value & ((1 << _OFFSET_BITS) - 1)
+
+
 class CollectiveMismatchError(ValueError):
     """Ranks of a group called different collectives (or the same one differently)."""
 
@@ -98,7 +115,7 @@ class Call(NamedTuple):
         if _TRANSPORTS[transport] is not None:
             parts.append(_TRANSPORTS[transport])
         if shared >= 0:
-            parts.append(f"shared buffer {shared >> 40} at byte {shared & ((1 << 40) - 1)}")
+            parts.append("shared buffer {} at byte {}".format(*split_shared_offset(shared)))
         if label != _checksum(""):
             parts.append(f"{_labels.get(label, 'context')} {value}")
         return f"{KINDS[kind]}({', '.join(parts)}) #{seq}"

@@ -107,12 +107,9 @@ class _Bucket:
         return self.buffer[self.offsets[i]:self.offsets[i] + p.numel()].reshape(p.shape)
 
 
-_ALIGN = 64  # bucket starts in shared memory: a cache line, as the C++ kernels like
-
-
 def _shared_bytes(params: list[tuple[str, Parameter]]) -> int:
     """Shared memory enough for any bucketing of ``params`` (each bucket padded to a cache line)."""
-    return sum(p.data.nbytes for _, p in params) + _ALIGN * len(params)
+    return sum(p.data.nbytes for _, p in params) + shm.ALIGN * len(params)
 
 
 def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int,
@@ -146,7 +143,7 @@ def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int,
         storage = None
         if shared is not None:
             storage = shared[offset:]
-            offset += -(-sum(p.data.nbytes for _, p in params) // _ALIGN) * _ALIGN
+            offset += -(-sum(p.data.nbytes for _, p in params) // shm.ALIGN) * shm.ALIGN
         buckets.append(_Bucket(index, params, storage))
     return buckets
 
@@ -254,13 +251,13 @@ class DistributedDataParallel(Module):
     def _shared_storage(self, named: list[tuple[str, Parameter]]) -> np.ndarray | None:
         """Node shared memory for the buckets when their all-reduce is the shared-memory one (zero-copy),
         else None; collective."""
-        pg = self.process_group
-        if self.algorithm not in ("auto", "shm", "hierarchical") or pg.node_shared_memory() is None:
+        node = self.process_group.node_shared_memory()
+        if self.algorithm not in ("auto", "shm", "hierarchical") or node is None:
             return None
         on_host = all(isinstance(p.data, np.ndarray) and p.data.dtype in shm.DTYPES for _, p in named)
         if not named or not on_host:
             return None
-        return pg.node_shared_memory().allocate(_shared_bytes(named))
+        return node.allocate(_shared_bytes(named))
 
     def _set_buckets(self, ready_order: list[tuple[str, Parameter]]) -> None:
         buckets = _build_buckets(ready_order, self._cap_bytes, self._shared)

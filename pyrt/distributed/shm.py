@@ -38,7 +38,8 @@ import numpy as np
 from pyrt.distributed import agreement, native, watchdog
 from pyrt.distributed.averaging import divide_by_group_size
 
-__all__ = ["SLOT_BYTES", "HierarchicalAllreduce", "SharedMemoryComm", "SymmetricBuffer", "node_layout"]
+__all__ = ["ALIGN", "SLOT_BYTES", "HierarchicalAllreduce", "SharedMemoryComm", "SymmetricBuffer",
+           "node_layout"]
 
 # Per rank and slot (two slots): large enough that a chunk's two barriers are a
 # small share of its copying, small enough that the window is a few MB per rank.
@@ -49,7 +50,7 @@ SLOT_BYTES = 4 << 20
 # core to it when ranks share cores.
 SPIN_SECONDS = 2e-4
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32), np.dtype(np.int64))
-_ALIGN = 64
+ALIGN = 64  # every segment and shared buffer starts on a cache line
 
 
 def node_layout(comm: Any) -> tuple[bool, int]:
@@ -63,20 +64,25 @@ def node_layout(comm: Any) -> tuple[bool, int]:
     return most == comm.Get_size(), most
 
 
-def _shared_window(comm: Any, nbytes: int) -> tuple[Any, list[int]]:
-    """A shared window of ``nbytes`` per rank and the 64-byte-aligned start of each rank's segment, as mapped
-    here; collective over ``comm`` (one node)."""
+def _shared_window(comm: Any, nbytes: int) -> tuple[Any, list[int], np.ndarray]:
+    """A shared window of ``nbytes`` per rank; collective over ``comm`` (one node).
+
+    Returns the window, the 64-byte-aligned start of each rank's segment as
+    mapped here, and this rank's segment from its start (uint8, ``nbytes``).
+    """
     from mpi4py import MPI
 
     info = MPI.Info.Create()
     info.Set("alloc_shared_noncontig", "true")  # each segment on its own pages
-    window = MPI.Win.Allocate_shared(nbytes + _ALIGN, 1, info=info, comm=comm)
+    window = MPI.Win.Allocate_shared(nbytes + ALIGN, 1, info=info, comm=comm)
     info.Free()
     starts = []
     for q in range(comm.Get_size()):
         memory, _ = window.Shared_query(q)
-        starts.append(memory.address + (-memory.address) % _ALIGN)
-    return window, starts
+        starts.append(memory.address + (-memory.address) % ALIGN)
+    local = np.frombuffer(window.tomemory(), np.uint8)
+    offset = starts[comm.Get_rank()] - _address(local)
+    return window, starts, local[offset:offset + nbytes]
 
 
 class _Reached:
@@ -152,10 +158,8 @@ class SharedMemoryComm:
         self.name, self.global_ranks = name, global_ranks
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         control = _comm.SHM_CONTROL_BYTES
-        self.window, starts = _shared_window(self.comm, control + 2 * SLOT_BYTES)
-        mine = np.frombuffer(self.window.tomemory(), np.uint8)  # this rank's segment
-        offset = starts[self.rank] - _address(mine)
-        mine[offset:offset + control] = 0  # counters and records
+        self.window, starts, mine = _shared_window(self.comm, control + 2 * SLOT_BYTES)
+        mine[:control] = 0  # counters and records
         self.comm.Barrier()  # every counter zeroed before anyone polls one
         self.native = _comm.SharedMemoryComm(self.rank, starts, SLOT_BYTES, SPIN_SECONDS, agreement.RECORD)
         self.symmetric: list[SymmetricBuffer] = []
@@ -189,7 +193,8 @@ class SharedMemoryComm:
         watchdog.reached(self.name, seq, "all_reduce")
         wait = self._wait(seq, "all_reduce")
         if shared_offset >= 0:
-            buffer, offset = self.symmetric[shared_offset >> 40], shared_offset & ((1 << 40) - 1)
+            index, offset = agreement.split_shared_offset(shared_offset)
+            buffer = self.symmetric[index]
             copies = [start + offset for start in buffer.starts]
             agreed = self.native.all_reduce_symmetric(array, copies, op, record, wait)
         else:
@@ -197,14 +202,14 @@ class SharedMemoryComm:
         return None if agreed else self.records(len(record))
 
     def symmetric_offset(self, array: np.ndarray) -> int:
-        """Which buffer from ``allocate`` holds ``array`` and where (index << 40 | byte offset), or -1."""
+        """Which buffer from ``allocate`` holds ``array`` and where (``agreement.shared_offset``), or -1."""
         if not isinstance(array, np.ndarray) or not self.symmetric:  # GPU arrays are staged by the caller
             return -1
         address = _address(array)
         for index, buffer in enumerate(self.symmetric):
             offset = buffer.offset_of(address, array.nbytes)
             if offset is not None:
-                return (index << 40) | offset
+                return agreement.shared_offset(index, offset)
         return -1
 
     def allocate(self, nbytes: int) -> np.ndarray:
@@ -214,10 +219,7 @@ class SharedMemoryComm:
         passes the array at the same offset (the agreement check compares them).
         The memory lives until the group is destroyed.
         """
-        window, starts = _shared_window(self.comm, nbytes)
-        mine = np.frombuffer(window.tomemory(), np.uint8)
-        offset = starts[self.rank] - _address(mine)
-        array = mine[offset:offset + nbytes]
+        window, starts, array = _shared_window(self.comm, nbytes)
         self.symmetric.append(SymmetricBuffer(array, starts, window))
         return array
 

@@ -92,11 +92,10 @@ class Progress:
         return self.group_names.index(name)
 
     def enter(self, group: str, seq: int, kind: str) -> None:
-        row = self.mine
-        code = self.kinds.index(kind)
         if seq:  # a collective; transfers (seq 0) keep the last collective reached
-            row[_GROUP], row[_SEQ], row[_KIND] = self.group_code(group), seq, code
-        row[_WAITING_IN] = code
+            self.reach(group, seq, kind)
+        row = self.mine
+        row[_WAITING_IN] = self.kinds.index(kind)
         row[_SINCE_NS] = time.time_ns()
         row[_STATE] = WAITING
 
