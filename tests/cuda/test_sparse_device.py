@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from classifier_steps import train_steps
 
 import pyrt
 from pyrt import kernels, nn
@@ -167,17 +168,7 @@ def _train_sparse_mlp(device: str, steps: int = 4) -> tuple[list[float], list[np
     assert isinstance(model[0], SparseLinear) and isinstance(model[2], SparseLinear)
     model.to(device)
     optimizer = pyrt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    rng = np.random.default_rng(5)
-    losses = []
-    for _ in range(steps):
-        x = pyrt.tensor(rng.standard_normal((16, 20)).astype(np.float32), device=device)
-        y = pyrt.tensor(rng.integers(0, 5, 16), device=device)
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses, [p.detach().cpu().numpy() for p in model.parameters()]
+    return train_steps(model, optimizer, device, steps, batch=16, features=20, classes=5, seed=5)
 
 
 def test_sparsified_mlp_trains_the_same_on_the_gpu(gpu) -> None:

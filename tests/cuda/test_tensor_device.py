@@ -8,6 +8,7 @@ import io
 
 import numpy as np
 import pytest
+from classifier_steps import train_steps
 
 import pyrt
 from pyrt import nn
@@ -227,18 +228,8 @@ def _train(device: str, make_optimizer, steps: int = 3) -> tuple[list[float], li
     # different on each device) Adam's normalisation would turn into full-size steps.
     pyrt.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).to(device)
-    optimizer = make_optimizer(model.parameters())
-    rng = np.random.default_rng(1)
-    losses = []
-    for _ in range(steps):
-        x = pyrt.tensor(rng.standard_normal((8, 4)).astype(np.float32), device=device)
-        y = pyrt.tensor(rng.integers(0, 3, 8), device=device)
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses, [p.detach().cpu().numpy() for p in model.parameters()]
+    return train_steps(model, make_optimizer(model.parameters()), device, steps, batch=8, features=4,
+                       classes=3, seed=1)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
