@@ -177,9 +177,11 @@ std::string validate_csr(const I64Array& indptr, const I64Array& indices, int64_
   return pyrt::cpu::validate_csr(m, k, p, m + 1, ix, nnz);
 }
 
-// out = alpha * A @ b + beta * out with A as CSR (m = len(indptr) - 1, k = b.shape[0]).
+// out = alpha * A @ b + beta * out (+ bias[:, None]) with A as CSR (m = len(indptr) - 1,
+// k = b.shape[0]). The bias rides along because a layer's separate `out += bias` cost as much
+// Python time as the whole batch-1 product.
 void spmm(const I64Array& indptr, const I64Array& indices, const F32Array& values, const py::array& b,
-          py::array out, float alpha, float beta) {
+          py::array out, float alpha, float beta, const std::optional<F32Array>& bias) {
   check_1d(indptr, "spmm", "indptr");
   check_1d(indices, "spmm", "indices");
   check_1d(values, "spmm", "values");
@@ -193,14 +195,24 @@ void spmm(const I64Array& indptr, const I64Array& indices, const F32Array& value
     throw std::invalid_argument("spmm: shapes do not agree");
   }
   if (!out.writeable()) throw std::invalid_argument("spmm: out is read-only");
+  if (bias && (bias->ndim() != 1 || bias->shape(0) != m)) {
+    throw std::invalid_argument("spmm: bias must be a float32 vector of length m = " + std::to_string(m));
+  }
   const int64_t ldb = row_stride(b, "spmm", "b"), ldc = row_stride(out, "spmm", "out");
   const int64_t* p = indptr.data();
   const int64_t* ix = indices.data();
   const float* v = values.data();
   const auto* pb = static_cast<const float*>(b.data());
   auto* pc = static_cast<float*>(out.mutable_data());
+  const float* row_bias = bias ? bias->data() : nullptr;  // (m,)
   py::gil_scoped_release release;
   pyrt::cpu::spmm_csr(m, n, k, alpha, p, ix, v, pb, ldb, beta, pc, ldc);
+  if (row_bias != nullptr) {
+    for (int64_t i = 0; i < m; ++i) {
+      float* row = pc + i * ldc;
+      for (int64_t j = 0; j < n; ++j) row[j] += row_bias[i];
+    }
+  }
 }
 
 // --- reductions for collectives ------------------------------------------------------
@@ -337,7 +349,8 @@ py::class_<pyrt::cpu::PackedInt8Weight>(m, "PackedInt8Weight",
 
   m.def("spmm", &spmm, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
         py::arg("values").noconvert(), py::arg("b"), py::arg("out"), py::arg("alpha") = 1.0f,
-        py::arg("beta") = 0.0f, "out = alpha * csr @ b + beta * out");
+        py::arg("beta") = 0.0f, py::arg("bias").noconvert() = py::none(),
+        "out = alpha * csr @ b + beta * out + bias[:, None]");
   m.def("validate_csr", &validate_csr, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
         py::arg("k"), "'' when the CSR structure is valid, else what is wrong");
   m.def("spmm_kernel_name", &pyrt::cpu::spmm_kernel_name);

@@ -691,13 +691,14 @@ class CSRPattern:
         return moved
 
     @traced_kernel
-    def matmul(self, values: Any, b: Any, out: Any | None = None) -> Any:
-        """``A @ b`` with A's nonzeros ``values`` (nnz,) float32 and b (k, n) float32, as ``spmm``;
-        on the CUDA kernel when the operands are cupy arrays (all on one GPU)."""
+    def matmul(self, values: Any, b: Any, out: Any | None = None, bias: Any | None = None) -> Any:
+        """``A @ b (+ bias[:, None])`` with A's nonzeros ``values`` (nnz,) float32, b (k, n) and
+        bias (m,) float32, as ``spmm``; on the CUDA kernel when the operands are cupy arrays (all
+        on one GPU)."""
         if (type(b) is not np.ndarray or type(values) is not np.ndarray or out is not None) and (
-                is_cuda_array(values) or is_cuda_array(b) or is_cuda_array(out)):
-            return _cuda_spmm(self, values, b, out)
-        return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out)
+                is_cuda_array(values) or is_cuda_array(b) or is_cuda_array(out) or is_cuda_array(bias)):
+            return _cuda_spmm(self, values, b, out, bias)
+        return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out, bias)
 
 
 def _checked_csr_structure(fn: str, indptr: Any, indices: Any,
@@ -721,17 +722,21 @@ def _checked_csr_structure(fn: str, indptr: Any, indices: Any,
 
 
 def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: tuple[int, int], b: Any,
-                  out: Any | None) -> np.ndarray:
-    """spmm on a structure already checked: checks values, b and out (O(1) each), then runs."""
+                  out: Any | None, bias: Any | None = None) -> np.ndarray:
+    """spmm on a structure already checked: checks values, b, out and bias (O(1) each), then runs."""
     m, k = shape
-    if (out is None and type(values) is np.ndarray and type(b) is np.ndarray and values.dtype == np.float32
-            and b.dtype == np.float32 and b.ndim == 2 and b.shape[0] == k and values.shape == indices.shape
-            and values.flags.c_contiguous and b.flags.c_contiguous):
-        # A layer's own values times a contiguous activation, the per-forward case: every check
-        # below holds, and skipping them is 2 of the 7 us a batch-1 product spends in Python.
+    if out is None and type(b) is np.ndarray and b.ndim == 2 and b.shape[0] == k:
+        # The per-forward case (a layer's own values times a contiguous activation) goes straight
+        # to C++, which refuses what it cannot read (dtypes, lengths, strides); only b's rows,
+        # which the structure's check bounds, need checking here. Python's checks cost as much
+        # as a batch-1 product. Whatever C++ refuses takes the path below, to be converted or
+        # to get an error naming the shapes.
         out = np.empty((m, b.shape[1]), dtype=np.float32)
-        _C.spmm(indptr, indices, values, b, out, 1.0, 0.0)
-        return out
+        try:
+            _C.spmm(indptr, indices, values, b, out, 1.0, 0.0, bias)
+            return out
+        except (TypeError, ValueError):
+            out = None
     if getattr(values, "dtype", None) != np.float32:
         raise TypeError(f"spmm: values must be float32, got {describe(values)}")
     values = np.ascontiguousarray(values)
@@ -752,16 +757,22 @@ def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: t
         raise ValueError(f"spmm: out is {describe(out)} but the product is a contiguous ({m}, {n}) float32")
     elif np.may_share_memory(out, b) or np.may_share_memory(out, values):
         raise ValueError("spmm: out overlaps an input; pass a separate output array")
-    _C.spmm(indptr, indices, values, b, out, 1.0, 0.0)
+    if bias is not None:
+        if getattr(bias, "dtype", None) != np.float32 or bias.shape != (m,):
+            raise ValueError(f"spmm: bias is {describe(bias)} but the product has {m} rows: pass ({m},) "
+                             "float32")
+        bias = np.ascontiguousarray(bias)
+    _C.spmm(indptr, indices, values, b, out, 1.0, 0.0, bias)
     return out
 
 
-def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None) -> Any:
+def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None, bias: Any | None) -> Any:
     """``pattern.matmul`` on cupy arrays: checks devices, dtypes and shapes, then runs the CUDA kernel."""
     import cupy
 
     m, k = pattern.shape
-    operands = {"values": values, "b": b, **({} if out is None else {"out": out})}
+    operands = {"values": values, "b": b, **({} if out is None else {"out": out}),
+                **({} if bias is None else {"bias": bias})}
     devices = {name: _device_name(x) for name, x in operands.items()}
     if len(set(devices.values())) != 1:
         raise ValueError("spmm: the operands are on different devices ("
@@ -775,6 +786,8 @@ def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None) -> Any
     if b.shape[0] != k:
         raise ValueError(f"spmm: the matrix is ({m}, {k}) but b is {describe(b)}; inner dimensions "
                          f"{k} != {b.shape[0]}")
+    if bias is not None and (bias.dtype != np.float32 or bias.shape != (m,)):
+        raise ValueError(f"spmm: bias is {describe(bias)} but the product has {m} rows: pass ({m},) float32")
     n = b.shape[1]
     with b.device:
         values = cupy.ascontiguousarray(values)
@@ -796,6 +809,8 @@ def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None) -> Any
             _cuda().spmm(m, n, k, 1.0, indptr.data.ptr, indices.data.ptr, values.data.ptr, b.data.ptr,
                          b.strides[0] // 4 if k > 1 else max(n, 1), 0.0, out.data.ptr, n,
                          cupy.cuda.get_current_stream().ptr)
+        if bias is not None:
+            out += bias[:, None]
     return out
 
 

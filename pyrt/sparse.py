@@ -123,7 +123,8 @@ class SparseLinearFunction(Function):
     def forward(self, x: Any, values: Any, bias: Any | None, *, csr: kernels.CSRPattern,
                 cache: _PatternCache) -> Any:
         out_features, in_features = csr.shape
-        rows = x.reshape(math.prod(x.shape[:-1]), in_features)  # -1 fails when x is empty
+        # -1 fails when x is empty; a 2-D x skips the reshapes, a tenth of a batch-1 call
+        rows = x if x.ndim == 2 else x.reshape(math.prod(x.shape[:-1]), in_features)
         # spmm needs b = x.T with contiguous rows and copies anything else. Copying once
         # explicitly costs O(batch * in), below the O(nnz * batch) product, and backward
         # reuses that x.T for grad_values, so it is what is saved.
@@ -133,13 +134,11 @@ class SparseLinearFunction(Function):
         # The result is returned as the transposed view of spmm's (out, batch) array:
         # a copy back to row-major would cost as much again, and every consumer (numpy
         # ufuncs, our strided SGEMM, the next SparseLinear) reads any layout.
-        out = csr.matmul(values, x_t).T
-        if bias is not None:
-            out += bias
+        out = csr.matmul(values, x_t, bias=bias).T
         self.save_for_backward(x_t, values)
         self.csr, self.cache = csr, cache
         self.x_shape = x.shape
-        return out.reshape(*x.shape[:-1], out_features)
+        return out if x.ndim == 2 else out.reshape(*x.shape[:-1], out_features)
 
     def backward(self, grad: Any) -> tuple[Any | None, Any | None, Any | None]:
         x_t, values = self.saved_tensors

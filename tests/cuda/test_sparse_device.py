@@ -58,6 +58,11 @@ def test_csr_pattern_lives_on_a_device(gpu) -> None:
     assert on_gpu.indptr is host.indptr  # the validated host arrays are shared, not checked again
     got = on_gpu.matmul(gpu.asarray(values), gpu.asarray(b))
     np.testing.assert_allclose(got.get(), dense.astype(np.float64) @ b, rtol=1e-5, atol=1e-6)
+    bias = rng.standard_normal(9).astype(np.float32)
+    with_bias = on_gpu.matmul(gpu.asarray(values), gpu.asarray(b), bias=gpu.asarray(bias))
+    np.testing.assert_allclose(with_bias.get(), got.get() + bias[:, None], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="different devices"):
+        on_gpu.matmul(gpu.asarray(values), gpu.asarray(b), bias=bias)
     # The product runs where its operands are: a CPU pattern makes its GPU copy on first use.
     np.testing.assert_array_equal(host.matmul(gpu.asarray(values), gpu.asarray(b)).get(), got.get())
     np.testing.assert_array_equal(on_gpu.matmul(values, b), host.matmul(values, b))

@@ -167,6 +167,29 @@ def test_csr_pattern_checks_once_and_keeps_its_own_read_only_copy(rng) -> None:
         pattern.matmul(values[:1], b)
 
 
+def test_csr_pattern_adds_a_bias_per_row_on_both_paths(rng) -> None:
+    dense = ((rng.random((7, 5)) < 0.4) * rng.standard_normal((7, 5))).astype(np.float32)
+    indptr, indices, values = csr_of(dense)
+    pattern = kernels.CSRPattern(indptr, indices, (7, 5))
+    bias = rng.standard_normal(7).astype(np.float32)
+    b = rng.standard_normal((5, 3)).astype(np.float32)
+    want = dense.astype(np.float64) @ b + bias[:, None]
+    # straight to C++; then b's rows strided (the checked path copies them), then a batch of one
+    np.testing.assert_allclose(pattern.matmul(values, b, bias=bias), want, rtol=1e-5, atol=1e-6)
+    strided_bias = np.repeat(bias, 2)[::2]
+    np.testing.assert_allclose(pattern.matmul(values, np.asfortranarray(b), bias=strided_bias), want,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pattern.matmul(values, b[:, :1], bias=bias), want[:, :1],
+                               rtol=1e-5, atol=1e-6)
+    assert pattern.matmul(values, b[:, :0], bias=bias).shape == (7, 0)
+    with pytest.raises(ValueError, match=r"bias is \(6,\) float32 but the product has 7 rows"):
+        pattern.matmul(values, b, bias=bias[:6])
+    with pytest.raises(ValueError, match=r"bias is \(7,\) float64"):
+        pattern.matmul(values, b, bias=bias.astype(np.float64))
+    with pytest.raises(TypeError, match=r"values must be float32, got \(\d+,\) float64"):
+        pattern.matmul(values.astype(np.float64), b, bias=bias)
+
+
 # --- the blocked loop nest: k blocks of up to 512 rows of B, row blocks of 256, panels of 96 -------
 
 def csr_of(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
