@@ -153,7 +153,9 @@ def _p2p_range(kind: str, tensor: Any, peer: int | None, tag: int) -> contextlib
 _ALGORITHMS = ("auto", "shm", "hierarchical", "ring", "mpi")
 
 
-def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: ProcessGroup) -> str:
+def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: ProcessGroup) -> tuple[str, int]:
+    """The algorithm to run, and where ``array`` sits in the group's shared memory
+    (``SharedMemoryComm.symmetric_offset``) when it runs zero-copy through it, else -1."""
     if algorithm not in _ALGORITHMS:
         raise ValueError(f"all_reduce: algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
     if algorithm == "shm" and not pg.on_one_node:
@@ -164,14 +166,19 @@ def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: Process
     if algorithm in ("shm", "hierarchical") and array.dtype not in shm.DTYPES:
         raise TypeError(f"all_reduce: algorithm={algorithm!r} reduces float32, float64, int32 and int64, got "
                         f"{describe(array)}; use algorithm='mpi'")
+    if algorithm == "shm":
+        # A C-contiguous array inside a buffer every rank maps (DDP's buckets) is reduced in place,
+        # zero-copy; every rank must pass it at the same place, so the place is part of the agreement.
+        contiguous = isinstance(array, np.ndarray) and array.flags.c_contiguous
+        return "shm", pg.shared_memory().symmetric_offset(array) if contiguous else -1
     if algorithm != "auto":
-        return algorithm
+        return algorithm, -1
     if (pg.size() > 1 and array.dtype in shm.DTYPES and (node := pg.node_shared_memory()) is not None
-            and node.symmetric_offset(array) >= 0):
-        return "shm"  # an array in the group's shared memory (DDP's buckets): zero-copy
+            and (offset := node.symmetric_offset(array)) >= 0):
+        return "shm", offset  # an array in the group's shared memory (DDP's buckets): zero-copy
     ring_ok = (array.dtype in (np.float32, np.float64) and op is not ReduceOp.PRODUCT
                and native.comm_available())
-    return "ring" if ring_ok and array.nbytes >= RING_THRESHOLD_BYTES else "mpi"
+    return "ring" if ring_ok and array.nbytes >= RING_THRESHOLD_BYTES else "mpi", -1
 
 
 def select_algorithm(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
@@ -184,7 +191,7 @@ def select_algorithm(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.
     pg = resolve_group(group, "select_algorithm")
     array = staging.device_array(tensor)  # a GPU array's host copy takes the same algorithm
     return _pick_algorithm(algorithm, _array(tensor, "select_algorithm") if array is None else array,
-                           _as_op(op), pg)
+                           _as_op(op), pg)[0]
 
 
 def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
@@ -217,26 +224,21 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
     pg = resolve_group(group, "all_reduce")
     reduce_op = _as_op(op)
     if (on_gpu := staging.device_array(tensor)) is not None:
-        if _pick_algorithm(algorithm, on_gpu, reduce_op, pg) != "mpi" or not staging.direct(on_gpu):
+        if _pick_algorithm(algorithm, on_gpu, reduce_op, pg)[0] != "mpi" or not staging.direct(on_gpu):
             return staging.through_host(
                 on_gpu, lambda host: all_reduce(host, op, group, async_op, algorithm), async_op)
         staging.synchronize(on_gpu)  # a CUDA-aware MPI reads the device buffer itself
-        array, chosen = on_gpu, "mpi"
+        array, chosen, shared_offset = on_gpu, "mpi", -1
     else:
         array = _writable_array(tensor, "all_reduce")
-        chosen = _pick_algorithm(algorithm, array, reduce_op, pg)
+        chosen, shared_offset = _pick_algorithm(algorithm, array, reduce_op, pg)
     if chosen == "ring":
         if array.dtype not in (np.float32, np.float64) or reduce_op is ReduceOp.PRODUCT:
             raise TypeError(f"all_reduce: the ring reduces float32/float64 by sum, avg, max or min, got "
                             f"{describe(array)} by {reduce_op.value}")
         ring = native.comm_module()
-
-    # A C-contiguous array inside a buffer every rank maps (DDP's buckets) is reduced in place, zero-copy;
-    # every rank must pass it at the same place, so the place is part of the agreement.
-    shared_offset = (pg.shared_memory().symmetric_offset(array)
-                     if chosen == "shm" and array.flags.c_contiguous else -1)
-    call = Call("all_reduce", array.dtype, array.shape, reduce_op.value, transport=chosen,
-                shared_offset=shared_offset)
+    # positional: a NamedTuple's keyword defaults cost a microsecond per call
+    call = Call("all_reduce", array.dtype, array.shape, reduce_op.value, None, chosen, None, shared_offset)
     check = _Check(pg, call)
 
     def run() -> None:

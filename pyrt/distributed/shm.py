@@ -131,7 +131,7 @@ class SymmetricBuffer:
 
 
 def _address(array: np.ndarray) -> int:
-    return array.__array_interface__["data"][0]
+    return native.comm_module().address(array)
 
 
 class SharedMemoryComm:
