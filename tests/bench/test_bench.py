@@ -94,3 +94,6 @@ def test_ddp_suite_runs_pytorch_ddp_beside_ours(run_python, tmp_path) -> None:
         assert REQUIRED <= set(r) and r["samples_per_s"] > 0
         assert r["torch_samples_per_s"] is None or r["torch_samples_per_s"] > 0
     assert records[0]["ratio"] == pytest.approx(1.0)  # 1 rank is the reference
+    assert records[0]["cap_samples_per_s"] == {}  # the cap sweep needs ranks to average over
+    assert set(records[1]["cap_samples_per_s"]) == {"25.0", "4.0", "1.0"}
+    assert all(v > 0 for v in records[1]["cap_samples_per_s"].values())
