@@ -34,18 +34,22 @@ AGREEMENT_SIZES = [1 << 12, 1 << 20, 1 << 24]
 RANKS = [2, 4]
 
 
-def _time_collective(comm, fn, nbytes: int) -> float:
-    """Best over rounds of the slowest rank's mean time per call."""
+def _time_collectives(comm, fns: list, nbytes: int) -> list[float]:
+    """Per function, the best over rounds of the slowest rank's mean time per call. The functions
+    take turns round after round, so a stretch of load from other processes (a preempted rank
+    stalls every rank) falls on all of them alike rather than on whichever ran then."""
     calls = max(3, min(200, (64 << 20) // max(nbytes, 1) // 4))
-    fn()
-    best = float("inf")
-    for _ in range(5):
-        comm.Barrier()
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        elapsed = (time.perf_counter() - start) / calls
-        best = min(best, comm.allreduce(elapsed, op=_max_op()))
+    for fn in fns:
+        fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(7):
+        for i, fn in enumerate(fns):
+            comm.Barrier()
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            elapsed = (time.perf_counter() - start) / calls
+            best[i] = min(best[i], comm.allreduce(elapsed, op=_max_op()))
     return best
 
 
@@ -74,15 +78,16 @@ def worker(sizes: list[int], out_path: str) -> None:
         expected = data.copy()
         comm.Allreduce(MPI.IN_PLACE, expected, op=MPI.SUM)
         buffer = data.copy()
-        ref_s = _time_collective(comm, lambda b=buffer: comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM), nbytes)
+        fns = [lambda b=buffer: comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)]
         for label, algorithm, zero_copy in algorithms:
             check = pg.shared_memory().allocate(nbytes).view(np.float32) if zero_copy else np.empty_like(data)
             check[...] = data
             dist.all_reduce(check, algorithm=algorithm)
             if not np.allclose(check, expected, rtol=1e-5, atol=1e-5):
                 raise AssertionError(f"allreduce {label} {nbytes} B on {world} ranks: wrong result")
-            ours_s = _time_collective(comm, lambda b=check, a=algorithm: dist.all_reduce(b, algorithm=a),
-                                      nbytes)
+            fns.append(lambda b=check, a=algorithm: dist.all_reduce(b, algorithm=a))
+        ref_s, *ours = _time_collectives(comm, fns, nbytes)
+        for (label, _, _), ours_s in zip(algorithms, ours, strict=True):
             records.append(Record(f"allreduce_{label}", f"{nbytes} B x {world} ranks", ours_s,
                                   "MPI_Allreduce", ref_s, _bandwidths(nbytes, world, ours_s, ref_s)))
         if not algorithms:
@@ -105,9 +110,9 @@ def _agreement_overhead(comm, sizes: list[int]) -> list[Record]:
     for nbytes in sizes:
         buffer = np.ones(nbytes // 4, np.float32)
         call = agreement.Call("all_reduce", buffer.dtype, buffer.shape, "sum", transport="mpi")
-        check_s = _time_collective(comm, lambda c=call: agreement.check_call(pg, c, pg.next_sequence()),
-                                   nbytes)
-        total_s = _time_collective(comm, lambda b=buffer: dist.all_reduce(b), nbytes)
+        check_s, total_s = _time_collectives(comm, [
+            lambda c=call: agreement.check_call(pg, c, pg.next_sequence()),
+            lambda b=buffer: dist.all_reduce(b)], nbytes)
         records.append(Record("agreement_check", f"{nbytes} B x {world} ranks", check_s, "all_reduce",
                               total_s, {"bytes": nbytes, "ranks": world,
                                         "overhead_percent": 100 * check_s / total_s}))
