@@ -50,6 +50,7 @@ _MAX_DIMS = 8
 # seq, kind, op, root, dtype, transport, context label, context value, ndim, shape checksum,
 # shared offset, dims
 _FIXED = 11
+_LABEL, _VALUE = 6, 7  # the context's fields
 RECORD = _FIXED + _MAX_DIMS
 _labels: dict[int, str] = {}  # context label checksums back to text, for messages
 
@@ -94,7 +95,13 @@ class Call(NamedTuple):
 
     def encode(self, seq: int) -> np.ndarray:
         """The record exchanged for this call as the group's ``seq``-th collective."""
-        record = _record(self).copy()
+        if self.context is None:
+            record = _record(self).copy()
+        else:
+            # The context changes every call (DDP's iteration): cached without it, stamped here.
+            record = _record(self._replace(context=None)).copy()
+            label, record[_VALUE] = self.context
+            record[_LABEL] = _label_code(label)
         record[0] = seq
         return record
 
@@ -121,6 +128,13 @@ class Call(NamedTuple):
         return f"{KINDS[kind]}({', '.join(parts)}) #{seq}"
 
 
+@functools.lru_cache(maxsize=256)
+def _label_code(label: str) -> int:
+    """A context label's checksum, remembered for messages."""
+    _labels[_checksum(label)] = label
+    return _checksum(label)
+
+
 @functools.lru_cache(maxsize=1024)
 def _record(call: Call) -> np.ndarray:
     """``call``'s record without its sequence number; cached, since a training loop repeats a
@@ -128,10 +142,9 @@ def _record(call: Call) -> np.ndarray:
     record = np.zeros(RECORD, dtype=np.int64)
     shape = () if call.shape is None else tuple(call.shape)
     label, value = call.context if call.context is not None else ("", 0)
-    _labels[_checksum(label)] = label
     record[1:_FIXED] = (KINDS.index(call.kind), _OPS.index(call.op), -1 if call.root is None else call.root,
                         _DTYPES.index(None if call.dtype is None else np.dtype(call.dtype).name),
-                        _TRANSPORTS.index(call.transport), _checksum(label), value,
+                        _TRANSPORTS.index(call.transport), _label_code(label), value,
                         -1 if call.shape is None else len(shape), _checksum(repr(shape)), call.shared_offset)
     dims = shape[:_MAX_DIMS]
     record[_FIXED:_FIXED + len(dims)] = dims
