@@ -169,8 +169,7 @@ def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: Process
     if algorithm == "shm":
         # A C-contiguous array inside a buffer every rank maps (DDP's buckets) is reduced in place,
         # zero-copy; every rank must pass it at the same place, so the place is part of the agreement.
-        contiguous = isinstance(array, np.ndarray) and array.flags.c_contiguous
-        return "shm", pg.shared_memory().symmetric_offset(array) if contiguous else -1
+        return "shm", pg.shared_memory().symmetric_offset(array)
     if algorithm != "auto":
         return algorithm, -1
     if (pg.size() > 1 and array.dtype in shm.DTYPES and (node := pg.node_shared_memory()) is not None

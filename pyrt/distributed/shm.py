@@ -202,9 +202,10 @@ class SharedMemoryComm:
         return None if agreed else self.records(len(record))
 
     def symmetric_offset(self, array: np.ndarray) -> int:
-        """Which buffer from ``allocate`` holds ``array`` and where (``agreement.shared_offset``), or -1."""
-        if not isinstance(array, np.ndarray) or not self.symmetric:  # GPU arrays are staged by the caller
-            return -1
+        """Which buffer from ``allocate`` holds ``array`` and where (``agreement.shared_offset``), or -1
+        (also for an array that is not one C-contiguous block, which is reduced staged)."""
+        if not isinstance(array, np.ndarray) or not self.symmetric or not array.flags.c_contiguous:
+            return -1  # GPU arrays are staged by the caller
         address = _address(array)
         for index, buffer in enumerate(self.symmetric):
             offset = buffer.offset_of(address, array.nbytes)

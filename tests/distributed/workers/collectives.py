@@ -162,6 +162,13 @@ def check_zero_copy_all_reduce(group=None) -> None:
     ok = placed(np.ones(10, np.float32), 64)
     dist.all_reduce(ok, group=group)
     assert (ok == world).all()
+    # A strided view inside shared memory is not one block every rank can reduce in place: it is
+    # reduced like any other array, whichever algorithm is asked for.
+    for algorithm in ("auto", "shm"):
+        strided = placed(np.full(20, rank + 1.0, np.float32), 64)[::2]
+        assert dist.collectives.select_algorithm(strided, "sum", group) != "shm"
+        dist.all_reduce(strided, group=group, algorithm=algorithm)
+        assert (strided == world * (world + 1) / 2).all(), (algorithm, strided)
 
 
 def check_async_all_reduce(group=None) -> None:
