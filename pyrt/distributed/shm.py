@@ -163,6 +163,10 @@ class SharedMemoryComm:
         self.comm.Barrier()  # every counter zeroed before anyone polls one
         self.native = _comm.SharedMemoryComm(self.rank, starts, SLOT_BYTES, SPIN_SECONDS, agreement.RECORD)
         self.symmetric: list[SymmetricBuffer] = []
+        # What callers worked out about arrays in the buffers above (collectives' zero-copy plans,
+        # every rank's address of each shared offset): valid until the buffers change.
+        self.plans: dict[Any, Any] = {}
+        self._copies: dict[int, list[int]] = {}
 
     def _wait(self, seq: int, kind: str) -> Any:
         def wait(barrier: int) -> None:
@@ -193,9 +197,11 @@ class SharedMemoryComm:
         watchdog.reached(self.name, seq, "all_reduce")
         wait = self._wait(seq, "all_reduce")
         if shared_offset >= 0:
-            index, offset = agreement.split_shared_offset(shared_offset)
-            buffer = self.symmetric[index]
-            copies = [start + offset for start in buffer.starts]
+            copies = self._copies.get(shared_offset)
+            if copies is None:
+                index, offset = agreement.split_shared_offset(shared_offset)
+                starts = self.symmetric[index].starts
+                copies = self._copies[shared_offset] = [start + offset for start in starts]
             agreed = self.native.all_reduce_symmetric(array, copies, op, record, wait)
         else:
             agreed = self.native.all_reduce(array, op, record, wait)
@@ -222,6 +228,8 @@ class SharedMemoryComm:
         """
         window, starts, array = _shared_window(self.comm, nbytes)
         self.symmetric.append(SymmetricBuffer(array, starts, window))
+        self.plans.clear()
+        self._copies.clear()
         return array
 
     def free(self) -> None:
@@ -236,6 +244,8 @@ class SharedMemoryComm:
             if not used:
                 buffer.window.Free()
         self.symmetric = []
+        self.plans.clear()
+        self._copies.clear()
         self.window.Free()
         self.comm.Free()
 

@@ -10,6 +10,7 @@ import numpy as np
 
 import pyrt
 import pyrt.distributed as dist
+from pyrt.distributed import agreement
 from pyrt.distributed.agreement import CollectiveMismatchError
 
 SIZES = [0, 1, 2, 3, 5, 7, 13, 1000, 65_537]
@@ -162,6 +163,38 @@ def check_zero_copy_all_reduce(group=None) -> None:
     ok = placed(np.ones(10, np.float32), 64)
     dist.all_reduce(ok, group=group)
     assert (ok == world).all()
+    # A repeated call reuses its worked-out plan, kept per address, shape, strides, dtype and op
+    # until the shared buffers change.
+    for _ in range(2):
+        ok = placed(np.full(10, rank + 1.0, np.float32), 64)
+        dist.all_reduce(ok, group=group)
+        assert (ok == world * (world + 1) / 2).all()
+    square = ok[:9].reshape(3, 3)  # the same address as another shape
+    square[...] = rank + 1.0
+    dist.all_reduce(square.T, "max", group=group)  # transposed: not one C-contiguous block
+    assert (square == world).all()
+    dist.all_reduce(square, "min", group=group)
+    assert (square == world).all() and len(node.plans) >= 2
+    frozen = placed(np.ones(4, np.float32), 64)
+    frozen.flags.writeable = False
+    try:
+        dist.all_reduce(frozen, group=group)
+    except ValueError as exc:
+        assert "read-only" in str(exc), str(exc)
+    else:
+        raise AssertionError("a read-only array must be refused")
+    with agreement.context("step", rank):  # the context is part of the agreement on this path too
+        try:
+            dist.all_reduce(placed(np.ones(4, np.float32), 64), group=group)
+        except CollectiveMismatchError as exc:
+            assert "step 0" in str(exc) and "step 1" in str(exc), str(exc)
+        else:
+            raise AssertionError("ranks in different contexts must be refused")
+    extra = node.allocate(64)
+    assert node.plans == {}, "plans outlive a change of the shared buffers"
+    extra.view(np.int64)[...] = rank
+    dist.all_reduce(extra.view(np.int64), group=group)
+    assert (extra.view(np.int64) == world * (world - 1) // 2).all()
     # A strided view inside shared memory is not one block every rank can reduce in place: it is
     # reduced like any other array, whichever algorithm is asked for.
     for algorithm in ("auto", "shm"):
