@@ -47,7 +47,7 @@ class ReduceOp(enum.Enum):
 
 # "auto" (python -m pyrt.bench allreduce, docs/benchmarks.md): an array in the group's
 # shared memory (SharedMemoryComm.allocate; DDP's buckets) takes the zero-copy "shm",
-# 2.2-4x MPICH at 256 KB and 2.4-9x from 1 MB at 2 ranks. Any other array: below this many bytes
+# 2.5-4.3x MPICH from 256 KB at 2 ranks. Any other array: below this many bytes
 # MPI_Allreduce's latency-optimised algorithms win, above it the ring's
 # bandwidth-optimal schedule does (it leads from 64 KB at 2 ranks and from 256 KB at 4
 # oversubscribed ranks). The staged "shm" copies in and out of the window, about
