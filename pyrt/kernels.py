@@ -695,7 +695,9 @@ class CSRPattern:
         """``A @ b (+ bias[:, None])`` with A's nonzeros ``values`` (nnz,) float32, b (k, n) and
         bias (m,) float32, as ``spmm``; on the CUDA kernel when the operands are cupy arrays (all
         on one GPU)."""
-        if (type(b) is not np.ndarray or type(values) is not np.ndarray or out is not None) and (
+        on_host = (type(b) is np.ndarray and type(values) is np.ndarray
+                   and (bias is None or type(bias) is np.ndarray))
+        if (not on_host or out is not None) and (
                 is_cuda_array(values) or is_cuda_array(b) or is_cuda_array(out) or is_cuda_array(bias)):
             return _cuda_spmm(self, values, b, out, bias)
         return _spmm_checked(self.indptr, self.indices, values, self.shape, b, out, bias)
@@ -755,7 +757,7 @@ def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: t
         out = np.empty((m, n), dtype=np.float32)
     elif out.shape != (m, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"spmm: out is {describe(out)} but the product is a contiguous ({m}, {n}) float32")
-    elif np.may_share_memory(out, b) or np.may_share_memory(out, values):
+    elif any(np.may_share_memory(out, x) for x in (b, values, bias) if x is not None):
         raise ValueError("spmm: out overlaps an input; pass a separate output array")
     if bias is not None:
         if getattr(bias, "dtype", None) != np.float32 or bias.shape != (m,):
@@ -802,7 +804,7 @@ def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None, bias: 
         elif out.shape != (m, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(f"spmm: out is {describe(out)} but the product is a contiguous ({m}, {n}) "
                              "float32")
-        elif cupy.may_share_memory(out, b) or cupy.may_share_memory(out, values):
+        elif any(cupy.may_share_memory(out, x) for x in (b, values, bias) if x is not None):
             raise ValueError("spmm: out overlaps an input; pass a separate output array")
         if m and n:
             indptr, indices = pattern._device_copy(b.device.id)

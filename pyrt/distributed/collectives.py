@@ -169,7 +169,10 @@ def _pick_algorithm(algorithm: str, array: np.ndarray, op: ReduceOp, pg: Process
     if algorithm == "shm":
         # A C-contiguous array inside a buffer every rank maps (DDP's buckets) is reduced in place,
         # zero-copy; every rank must pass it at the same place, so the place is part of the agreement.
-        return "shm", pg.shared_memory().symmetric_offset(array)
+        # (node_shared_memory: choosing must not create a group's shared memory; a 1-rank group
+        # makes it when it first runs a staged shm call)
+        node = pg.node_shared_memory()
+        return "shm", -1 if node is None else node.symmetric_offset(array)
     if algorithm != "auto":
         return algorithm, -1
     if (pg.size() > 1 and array.dtype in shm.DTYPES and (node := pg.node_shared_memory()) is not None
@@ -284,17 +287,24 @@ def all_reduce(tensor: Tensor | np.ndarray, op: ReduceOp | str = ReduceOp.SUM,
     return _run(pg, run, async_op, call)
 
 
+_MAX_PLANS = 1024
+
+
 def _zero_copy_plan(node: shm.SharedMemoryComm, array: np.ndarray, op: ReduceOp,
                     algorithm: str) -> Call | None:
     """The call ``all_reduce`` makes for ``array`` when it runs zero-copy through ``node`` (the general
     path's checks and choice, made once per array and kept until the shared buffers change), else None."""
     if algorithm not in ("auto", "shm", "hierarchical") or not array.flags.writeable:
         return None
+    if not node.symmetric:
+        return None
     key = (shm._address(array), array.shape, array.strides, array.dtype, op)
     call = node.plans.get(key)
     if call is None:
         if array.dtype not in shm.DTYPES or (offset := node.symmetric_offset(array)) < 0:
-            return None  # not kept: another array may sit at this address later
+            return None  # not kept: arrays outside shared memory come and go at any address
+        if len(node.plans) >= _MAX_PLANS:  # views sliding over a buffer must not grow it without end
+            node.plans.clear()
         call = node.plans[key] = Call("all_reduce", array.dtype, array.shape, op.value, None, "shm", None,
                                       offset)
     return call

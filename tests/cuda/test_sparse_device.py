@@ -63,6 +63,8 @@ def test_csr_pattern_lives_on_a_device(gpu) -> None:
     np.testing.assert_allclose(with_bias.get(), got.get() + bias[:, None], rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="different devices"):
         on_gpu.matmul(gpu.asarray(values), gpu.asarray(b), bias=bias)
+    with pytest.raises(ValueError, match="different devices"):
+        on_gpu.matmul(values, b, bias=gpu.asarray(bias))
     # The product runs where its operands are: a CPU pattern makes its GPU copy on first use.
     np.testing.assert_array_equal(host.matmul(gpu.asarray(values), gpu.asarray(b)).get(), got.get())
     np.testing.assert_array_equal(on_gpu.matmul(values, b), host.matmul(values, b))

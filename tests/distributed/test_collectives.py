@@ -17,6 +17,21 @@ def test_collectives_match_closed_form(nprocs: int) -> None:
     assert result.stdout.count("avg rule holds on") == (2 if nprocs == 4 else 1), result.stdout
 
 
+@pytest.mark.parametrize("context", [None, ("DDP iteration", 0), ("DDP iteration", 7), ("", -3),
+                                     ("step", 2**32 - 1)])
+def test_a_record_stamped_with_its_context_equals_its_whole_encoding(context) -> None:
+    import numpy as np
+
+    from pyrt.distributed import agreement
+
+    call = agreement.Call("all_reduce", np.float32, (4, 3), "avg", None, "shm", context, 64)
+    whole = agreement._record.__wrapped__(call).copy()  # encoded afresh, context and all
+    whole[0] = 11
+    assert np.array_equal(call.encode(11), whole)
+    assert agreement.Call.describe(call.encode(11)).endswith(
+        "#11" if context is None or context == ("", -3) else f"{context[0]} {context[1]}) #11")
+
+
 @pytest.mark.parametrize("nprocs", [2, 4])
 def test_mismatched_sizes_raise_on_every_rank(nprocs: int) -> None:
     result = run_workers(nprocs, "mismatch.py", timeout=120)

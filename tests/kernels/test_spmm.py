@@ -188,6 +188,9 @@ def test_csr_pattern_adds_a_bias_per_row_on_both_paths(rng) -> None:
         pattern.matmul(values, b, bias=bias.astype(np.float64))
     with pytest.raises(TypeError, match=r"values must be float32, got \(\d+,\) float64"):
         pattern.matmul(values.astype(np.float64), b, bias=bias)
+    out = np.zeros((7, 3), np.float32)
+    with pytest.raises(ValueError, match="out overlaps an input"):  # the bias is read after out is written
+        pattern.matmul(values, b, out=out, bias=out[:, 0])
 
 
 # --- the blocked loop nest: k blocks of up to 512 rows of B, row blocks of 256, panels of 96 -------

@@ -281,6 +281,9 @@ def main() -> None:
     world, rank = dist.get_world_size(), dist.get_rank()
     if not pg.on_one_node:
         print(f"rank {rank}: emulated nodes: {pg.on_one_node}, {pg.most_ranks_per_node}", flush=True)
+    if world == 1:  # choosing an algorithm communicates nothing, and makes no shared memory
+        assert dist.collectives.select_algorithm(np.ones(4, np.float32), algorithm="shm") == "shm"
+        assert pg._shm is None
     check_all_reduce()
     differing = check_average_rule()
     if rank == 0:
