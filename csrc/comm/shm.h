@@ -26,9 +26,13 @@ constexpr int64_t kMaxRecordWords = kRecordBytes / 8;
 constexpr int64_t kControlBytes = 64 + 2 * kRecordBytes;
 
 // Called with the barrier number when a barrier is not passed within the spin
-// budget; returns once `reached(barrier)` (pyrt's watchdog waits there, and
-// ends the job if a rank never arrives). Called without the GIL held.
+// and sleeping budgets (see wait() in shm.cpp); returns once `reached(barrier)`
+// (pyrt's watchdog waits there, and ends the job if a rank never arrives).
+// Called without the GIL held.
 using SlowWait = std::function<void(int64_t barrier)>;
+// Drives MPI's progress engine once (an Iprobe on a communicator nobody sends
+// on); called between polls of a sleeping wait, without the GIL.
+using Progress = std::function<void()>;
 
 class SharedMemoryComm {
  public:
@@ -37,7 +41,7 @@ class SharedMemoryComm {
   // Every record this object carries is record_words int64 long (fixed, so that
   // ranks cannot compare different prefixes and reach different answers).
   SharedMemoryComm(int rank, std::vector<char*> segments, int64_t slot_bytes, double spin_seconds,
-                   int64_t record_words);
+                   int64_t record_words, Progress progress = nullptr);
 
   int rank() const { return rank_; }
   int size() const { return static_cast<int>(segments_.size()); }
@@ -78,6 +82,7 @@ class SharedMemoryComm {
   int64_t slot_bytes_;
   double spin_seconds_;
   int64_t record_words_;
+  Progress progress_;
   int64_t barriers_ = 0;
   int buffer_ = 0;  // the slot the next staged chunk uses
   std::atomic<bool> busy_{false};

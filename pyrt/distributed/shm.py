@@ -22,9 +22,10 @@ released: two flag barriers and the copies, no MPI call at all.
 Each element is reduced by one rank, in rank order, so every rank receives the
 same bits, and they do not depend on the path (staged or symmetric) or on
 where the element falls in the array.
-Barrier waits spin for ``SPIN_SECONDS`` in C++ and then wait in the watchdog
-(``watchdog.wait_for``), which sleeps between polls and ends the job, naming
-the rank, if one never arrives.
+Barrier waits spin for ``SPIN_SECONDS`` in C++, then sleep between polls in
+C++ for up to 20 ms (without the GIL, driving MPI's progress each poll), and
+only then wait in the watchdog (``watchdog.wait_for``), which ends the job,
+naming the rank, if one never arrives.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ class SharedMemoryComm:
         self.window, starts, mine = _shared_window(self.comm, control + 2 * SLOT_BYTES)
         mine[:control] = 0  # counters and records
         self.comm.Barrier()  # every counter zeroed before anyone polls one
-        self.native = _comm.SharedMemoryComm(self.rank, starts, SLOT_BYTES, SPIN_SECONDS, agreement.RECORD)
+        self.native = _comm.SharedMemoryComm(self.rank, starts, SLOT_BYTES, SPIN_SECONDS, agreement.RECORD,
+                                             self.comm.py2f())
         self.symmetric: list[SymmetricBuffer] = []
         # What callers worked out about arrays in the buffers above (collectives' zero-copy plans,
         # every rank's address of each shared offset): valid until the buffers change.
