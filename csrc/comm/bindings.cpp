@@ -112,7 +112,7 @@ void bind_shared_memory(py::module_& m) {
   py::class_<SharedMemoryComm>(m, "SharedMemoryComm",
                                "All-reduce and call agreement through node shared memory (csrc/comm/shm.h).")
       .def(py::init([](int rank, const std::vector<uintptr_t>& segments, int64_t slot_bytes, double spin_seconds,
-                       int64_t record_words, int64_t idle_fcomm) {
+                       int64_t record_words, double sleep_seconds, int64_t idle_fcomm) {
              std::vector<char*> pointers;
              for (uintptr_t address : segments) pointers.push_back(reinterpret_cast<char*>(address));
              const MPI_Comm idle = comm_from_fortran(idle_fcomm);  // nobody sends on it
@@ -121,10 +121,10 @@ void bind_shared_memory(py::module_& m) {
                MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, idle, &flag, MPI_STATUS_IGNORE);
              };
              return std::make_unique<SharedMemoryComm>(rank, std::move(pointers), slot_bytes, spin_seconds,
-                                                       record_words, progress);
+                                                       record_words, sleep_seconds, progress);
            }),
            py::arg("rank"), py::arg("segments"), py::arg("slot_bytes"), py::arg("spin_seconds"),
-           py::arg("record_words"), py::arg("idle_fcomm"))
+           py::arg("record_words"), py::arg("sleep_seconds"), py::arg("idle_fcomm"))
       .def_property_readonly("barriers", &SharedMemoryComm::barriers)
       .def("reached", &SharedMemoryComm::reached, py::arg("barrier"))
       .def(

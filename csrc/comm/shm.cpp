@@ -8,9 +8,9 @@
 // counter, which is the only ordering the schedules below need. A waiter
 // spins briefly (pause, then sched_yield: with more ranks than cores, the
 // rank being waited for needs this core), then sleeps between polls for up to
-// 20 ms without the GIL (wait()), and only then hands the wait to the
-// caller's SlowWait, where pyrt's watchdog ends the job if a rank never
-// arrives.
+// SLEEP_SECONDS (pyrt/distributed/shm.py) without the GIL (wait()), and only
+// then hands the wait to the caller's SlowWait, where pyrt's watchdog ends the
+// job if a rank never arrives.
 //
 // Agreement. A barrier may carry a record (pyrt/distributed/agreement.py:
 // the group's sequence number, the collective's kind, op, dtype, shape...)
@@ -97,12 +97,14 @@ void reduce_slice(const std::vector<char*>& sources, int64_t lo, int64_t hi, Op 
 }  // namespace
 
 SharedMemoryComm::SharedMemoryComm(int rank, std::vector<char*> segments, int64_t slot_bytes,
-                                   double spin_seconds, int64_t record_words, Progress progress)
+                                   double spin_seconds, int64_t record_words, double sleep_seconds,
+                                   Progress progress)
     : rank_(rank),
       segments_(std::move(segments)),
       slot_bytes_(slot_bytes),
       spin_seconds_(spin_seconds),
       record_words_(record_words),
+      sleep_seconds_(sleep_seconds),
       progress_(std::move(progress)) {
   if (record_words < 1 || record_words > kMaxRecordWords) {
     throw std::invalid_argument("SharedMemoryComm: record_words must be in [1, " +
@@ -170,16 +172,18 @@ void SharedMemoryComm::arrive(const int64_t* record, int64_t words) {
 }
 
 // A waiter spins (pause, then sched_yield) for spin_seconds_, then sleeps
-// between polls here, for up to kSleepingWaitSeconds, and only then hands the
+// between polls here until sleep_seconds_ have passed, and only then hands the
 // wait to the caller's SlowWait (the watchdog: timeouts, ranks that left). The
-// watchdog's polls run Python, so each takes the GIL; a wait handed over after
-// the spin alone took it every 0.1 ms while backward ran on the main thread:
-// the README job (2 ranks, 3 buckets) ran 8,051-10,652 samples/s that way and
-// 10,741-11,966 with a 1 ms spin, in alternating runs. Each sleeping poll also
-// drives MPI's progress (progress_): a peer still finishing an MPI transfer
-// (the ring's last large messages) needs this rank's MPI to answer, and a rank
+// watchdog polls in Python, so a barrier passed while it waits is only noticed
+// once its thread gets the GIL, which a main thread running Python (autograd
+// between kernels) holds for up to the 5 ms switch interval. Measured (2
+// ranks, rank 0's communication thread waiting in an async all-reduce while
+// its main thread runs Python, rank 1 arriving 10 ms late): rank 1's
+// all-reduce took 0.73-0.80 ms (median) with the wait handed over after the
+// spin, 0.30-0.31 ms with this sleeping wait. Each sleeping poll also drives
+// MPI's progress (progress_): a peer still finishing an MPI transfer (the
+// ring's last large messages) needs this rank's MPI to answer, and a rank
 // waiting here makes no MPI call otherwise (4 ranks deadlocked without it).
-constexpr double kSleepingWaitSeconds = 0.02;
 constexpr auto kSleep = std::chrono::microseconds(50);
 
 void SharedMemoryComm::wait(const SlowWait& slow) const {
@@ -193,7 +197,7 @@ void SharedMemoryComm::wait(const SlowWait& slow) const {
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
     if (waited <= spin_seconds_) {
       sched_yield();
-    } else if (waited <= kSleepingWaitSeconds && progress_) {
+    } else if (waited <= sleep_seconds_ && progress_) {
       progress_();
       std::this_thread::sleep_for(kSleep);
     } else {

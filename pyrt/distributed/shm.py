@@ -23,7 +23,7 @@ Each element is reduced by one rank, in rank order, so every rank receives the
 same bits, and they do not depend on the path (staged or symmetric) or on
 where the element falls in the array.
 Barrier waits spin for ``SPIN_SECONDS`` in C++, then sleep between polls in
-C++ for up to 20 ms (without the GIL, driving MPI's progress each poll), and
+C++ until ``SLEEP_SECONDS`` (without the GIL, driving MPI's progress each poll), and
 only then wait in the watchdog (``watchdog.wait_for``), which ends the job,
 naming the rank, if one never arrives.
 """
@@ -50,6 +50,9 @@ SLOT_BYTES = 4 << 20
 # are in step; a longer wait is a computation away, and the sleep gives the
 # core to it when ranks share cores.
 SPIN_SECONDS = 2e-4
+# Then how long a barrier sleeps between polls in C++, without the GIL, before the
+# watchdog's wait (Python, polling under the GIL) takes over (see wait() in shm.cpp).
+SLEEP_SECONDS = 0.02
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32), np.dtype(np.int64))
 ALIGN = 64  # every segment and shared buffer starts on a cache line
 
@@ -163,7 +166,7 @@ class SharedMemoryComm:
         mine[:control] = 0  # counters and records
         self.comm.Barrier()  # every counter zeroed before anyone polls one
         self.native = _comm.SharedMemoryComm(self.rank, starts, SLOT_BYTES, SPIN_SECONDS, agreement.RECORD,
-                                             self.comm.py2f())
+                                             SLEEP_SECONDS, self.comm.py2f())
         self.symmetric: list[SymmetricBuffer] = []
         # What callers worked out about arrays in the buffers above (collectives' zero-copy plans,
         # every rank's address of each shared offset): valid until the buffers change.
