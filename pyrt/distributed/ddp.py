@@ -123,8 +123,8 @@ def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int,
     per rank, an early all-reduce takes the core from backward rather than
     running beside it. So every bucket has the same cap. The default cap (25 MB, PyTorch's)
     comes from the same suite's sweep over caps, in alternating rounds: for these 5.3 MB of
-    gradients 4 MB buckets (2) ran at 1.02-1.05x of one bucket, within the noise, and 1 MB
-    buckets (5) at 0.86-0.90x, at 2 and at 4 ranks. Each bucket pays a fixed cost (a wake-up
+    gradients 4 MB buckets (2) ran at 0.90-1.05x of one bucket, within the noise, and 1 MB
+    buckets (5) at 0.85-0.95x, at 2 and at 4 ranks, in three runs. Each bucket pays a fixed cost (a wake-up
     of the communication thread, the agreement, two barriers) that nothing hides while the
     ranks have no spare core.
     """
