@@ -760,12 +760,15 @@ def _spmm_checked(indptr: np.ndarray, indices: np.ndarray, values: Any, shape: t
     elif any(np.may_share_memory(out, x) for x in (b, values, bias) if x is not None):
         raise ValueError("spmm: out overlaps an input; pass a separate output array")
     if bias is not None:
-        if getattr(bias, "dtype", None) != np.float32 or bias.shape != (m,):
-            raise ValueError(f"spmm: bias is {describe(bias)} but the product has {m} rows: pass ({m},) "
-                             "float32")
+        _check_bias(bias, m)
         bias = np.ascontiguousarray(bias)
     _C.spmm(indptr, indices, values, b, out, 1.0, 0.0, bias)
     return out
+
+
+def _check_bias(bias: Any, m: int) -> None:
+    if getattr(bias, "dtype", None) != np.float32 or bias.shape != (m,):
+        raise ValueError(f"spmm: bias is {describe(bias)} but the product has {m} rows: pass ({m},) float32")
 
 
 def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None, bias: Any | None) -> Any:
@@ -788,8 +791,8 @@ def _cuda_spmm(pattern: CSRPattern, values: Any, b: Any, out: Any | None, bias: 
     if b.shape[0] != k:
         raise ValueError(f"spmm: the matrix is ({m}, {k}) but b is {describe(b)}; inner dimensions "
                          f"{k} != {b.shape[0]}")
-    if bias is not None and (bias.dtype != np.float32 or bias.shape != (m,)):
-        raise ValueError(f"spmm: bias is {describe(bias)} but the product has {m} rows: pass ({m},) float32")
+    if bias is not None:
+        _check_bias(bias, m)
     n = b.shape[1]
     with b.device:
         values = cupy.ascontiguousarray(values)

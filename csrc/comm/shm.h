@@ -41,7 +41,7 @@ class SharedMemoryComm {
   // Every record this object carries is record_words int64 long (fixed, so that
   // ranks cannot compare different prefixes and reach different answers).
   SharedMemoryComm(int rank, std::vector<char*> segments, int64_t slot_bytes, double spin_seconds,
-                   int64_t record_words, double sleep_seconds = 0.0, Progress progress = nullptr);
+                   int64_t record_words, double sleep_seconds, Progress progress);
 
   int rank() const { return rank_; }
   int size() const { return static_cast<int>(segments_.size()); }

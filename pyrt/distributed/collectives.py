@@ -294,9 +294,7 @@ def _zero_copy_plan(node: shm.SharedMemoryComm, array: np.ndarray, op: ReduceOp,
                     algorithm: str) -> Call | None:
     """The call ``all_reduce`` makes for ``array`` when it runs zero-copy through ``node`` (the general
     path's checks and choice, made once per array and kept until the shared buffers change), else None."""
-    if algorithm not in ("auto", "shm", "hierarchical") or not array.flags.writeable:
-        return None
-    if not node.symmetric:
+    if algorithm not in ("auto", "shm", "hierarchical") or not array.flags.writeable or not node.symmetric:
         return None
     key = (shm._address(array), array.shape, array.strides, array.dtype, op)
     call = node.plans.get(key)

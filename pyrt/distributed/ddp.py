@@ -121,12 +121,12 @@ def _build_buckets(ready_order: list[tuple[str, Parameter]], cap_bytes: int,
     measured here (python -m pyrt.bench ddp, 784-1024-512-10 MLP, 2 ranks on 2
     cores) that cost 1.5 ms of all-reduce per step (4.3 -> 5.9 ms): with one core
     per rank, an early all-reduce takes the core from backward rather than
-    running beside it. So every bucket has the same cap. The default cap (25 MB, PyTorch's)
-    comes from the same suite's sweep over caps, in alternating rounds: for these 5.3 MB of
-    gradients 4 MB buckets (2) ran at 0.90-1.05x of one bucket, within the noise, and 1 MB
-    buckets (5) at 0.85-0.95x, at 2 and at 4 ranks, in three runs. Each bucket pays a fixed cost (a wake-up
-    of the communication thread, the agreement, two barriers) that nothing hides while the
-    ranks have no spare core.
+    running beside it. So every bucket has the same cap. The default cap (25 MB,
+    PyTorch's) comes from the same suite's sweep over caps, in alternating rounds: for
+    these 5.3 MB of gradients 4 MB buckets (2) ran at 0.90-1.05x of one bucket, within the
+    noise, and 1 MB buckets (5) at 0.85-0.95x, at 2 and at 4 ranks, in three runs. Each
+    bucket pays a fixed cost (a wake-up of the communication thread, the agreement, two
+    barriers) that nothing hides while the ranks have no spare core.
     """
     groups: list[list[tuple[str, Parameter]]] = []
     current: list[tuple[str, Parameter]] = []
